@@ -1,0 +1,101 @@
+# finprobe: build, test and run.
+#
+#   make          libfinprobe.so/.a in build/, the extension in python/finprobe/
+#   make test     install missing Debian packages, build, run every test
+#   make probe    build and run the close-behaviour probe against a Lab
+#   make bench    benchmarks that print ratios against scapy
+#   make fmt      clang-format the C sources
+
+PY      ?= /usr/bin/python3
+CC      ?= gcc
+BUILD   := build
+PKGS    := libmnl libnftables libpcap
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
+CFLAGS  ?= -O2 -g
+FPFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) -Ic/include -Ic/src
+LDLIBS  := -lmnl -lnftables -lpcap
+
+LIB_SRCS  := $(sort $(wildcard c/src/*.c))
+LIB_OBJS  := $(LIB_SRCS:c/src/%.c=$(BUILD)/obj/%.o)
+ASAN_OBJS := $(LIB_SRCS:c/src/%.c=$(BUILD)/asan/%.o)
+TEST_SRCS := $(sort $(wildcard c/tests/test_*.c))
+TESTS     := $(TEST_SRCS:c/tests/%.c=$(BUILD)/tests/%)
+ASAN_TESTS:= $(TEST_SRCS:c/tests/%.c=$(BUILD)/asan-tests/%)
+ASAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+EXT_SRCS  := $(sort $(wildcard python/ext/*.c))
+EXT_SUFFIX = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+PY_INC     = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_path("include"))')
+EXT        = python/finprobe/_core$(EXT_SUFFIX)
+
+# Debian packages the build and the tests need (checked, installed if missing).
+DEBS := build-essential pkg-config libmnl-dev libnftables-dev libpcap-dev \
+        python3 python3-dev python3-setuptools python3-pip python3-venv python3-pytest \
+        python3-scapy python3-nbclient python3-nbformat python3-ipykernel \
+        tcpdump tshark nginx-light iproute2 nftables procps util-linux
+
+.PHONY: all deps test ctest ctest-asan pytest probe bench fmt clean
+all: $(BUILD)/libfinprobe.so $(BUILD)/libfinprobe.a $(EXT)
+
+deps:
+	@missing=$$(for p in $(DEBS); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing missing Debian packages:" $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(BUILD)/obj/%.o: c/src/%.c c/include/finprobe.h $(wildcard c/src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(FPFLAGS) -c $< -o $@
+
+$(BUILD)/asan/%.o: c/src/%.c c/include/finprobe.h $(wildcard c/src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g $(ASAN) $(FPFLAGS) -c $< -o $@
+
+$(BUILD)/libfinprobe.a: $(LIB_OBJS)
+	ar rcs $@ $^
+
+$(BUILD)/libfinprobe.so: $(LIB_OBJS) c/libfinprobe.map
+	$(CC) -shared -Wl,--version-script=c/libfinprobe.map -o $@ $(LIB_OBJS) $(LDLIBS)
+
+$(BUILD)/tests/%: c/tests/%.c $(BUILD)/libfinprobe.a c/tests/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(FPFLAGS) $< -o $@ $(BUILD)/libfinprobe.a $(LDLIBS)
+
+$(BUILD)/asan-tests/%: c/tests/%.c $(ASAN_OBJS) c/tests/check.h
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g $(ASAN) $(FPFLAGS) $< -o $@ $(ASAN_OBJS) $(LDLIBS)
+
+$(EXT): $(EXT_SRCS) $(wildcard python/ext/*.h) $(BUILD)/libfinprobe.a
+	$(CC) $(CFLAGS) $(FPFLAGS) -Wno-cast-function-type -I$(PY_INC) -Ipython/ext -shared \
+	    $(EXT_SRCS) -o $@ $(BUILD)/libfinprobe.a $(LDLIBS)
+
+ctest: $(TESTS)
+	@for t in $(TESTS); do $$t || exit 1; done
+
+ctest-asan: $(ASAN_TESTS)
+	@for t in $(ASAN_TESTS); do ASAN_OPTIONS=detect_leaks=1 $$t || exit 1; done
+
+pytest: all
+	PYTHONPATH=python $(PY) -m pytest -q -p no:cacheprovider tests
+
+test: deps
+	$(MAKE) all
+	$(MAKE) ctest
+	$(MAKE) ctest-asan
+	$(MAKE) pytest
+
+probe: deps
+	$(MAKE) all
+	PYTHONPATH=python $(PY) -m finprobe probe
+
+bench: all
+	PYTHONPATH=python $(PY) bench/codec.py
+
+fmt:
+	clang-format -i c/include/*.h c/src/*.[ch] c/tests/*.[ch] python/ext/*.[ch]
+
+clean:
+	rm -rf $(BUILD) python/finprobe/_core*.so

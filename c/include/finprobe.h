@@ -1,0 +1,248 @@
+/*
+ * finprobe.h: the public C API of libfinprobe.
+ *
+ * finprobe owns one end of a TCP connection: it builds and parses segments
+ * (segment), keeps RFC 9293's state machine for its endpoint (tcb), moves
+ * frames through raw sockets (link), demultiplexes them to connections and
+ * waits for them (engine), builds a lab around a Linux kernel peer (lab) and
+ * reads the peer's sockets (diag).
+ *
+ * Conventions:
+ *  - functions return 0 (or a length) on success and a negative errno on
+ *    failure; objects that can fail keep a short message for the caller
+ *    (fp_<object>_error());
+ *  - the library never prints, exits or aborts on input;
+ *  - every _new/_open has its _free/_close, and freeing NULL is a no-op.
+ */
+#ifndef FINPROBE_H
+#define FINPROBE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FP_API __attribute__((visibility("default")))
+
+/* ------------------------------------------------------------------ */
+/* Segments: IPv4/IPv6 + TCP, options and checksums (segment.c)        */
+/* ------------------------------------------------------------------ */
+
+/* TCP flag bits, in header order; Segment.flags writes them as "FSRPAUEC". */
+enum {
+	FP_FIN = 0x01,
+	FP_SYN = 0x02,
+	FP_RST = 0x04,
+	FP_PSH = 0x08,
+	FP_ACK = 0x10,
+	FP_URG = 0x20,
+	FP_ECE = 0x40,
+	FP_CWR = 0x80,
+};
+
+/* TCP option kinds that get a decoded form; any other kind stays raw. */
+enum fp_option_kind {
+	FP_OPT_EOL = 0,
+	FP_OPT_NOP = 1,
+	FP_OPT_MSS = 2,
+	FP_OPT_WSCALE = 3,
+	FP_OPT_SACKOK = 4,
+	FP_OPT_SACK = 5,
+	FP_OPT_TS = 8,
+};
+
+#define FP_MAX_OPTIONS 40     /* 40 option bytes hold at most 40 NOPs */
+#define FP_MAX_OPTION_BODY 38 /* 40 bytes less kind and length */
+#define FP_MAX_SACK_BLOCKS 4
+#define FP_MAX_HEADERS (40 + 60) /* IPv6 header + largest TCP header */
+
+/*
+ * One option. A known kind with its standard length is decoded into v;
+ * anything else (unknown kind, or a known kind with an odd length) is kept
+ * as raw body bytes and has raw set, so parsing and building round-trip.
+ */
+struct fp_option {
+	uint8_t kind;
+	uint8_t raw; /* 1: body in v.body[0..len) is what goes on the wire */
+	uint8_t len; /* body length (raw options) */
+	union {
+		uint16_t mss;
+		uint8_t wscale;
+		struct {
+			uint32_t val, ecr;
+		} ts;
+		struct {
+			uint8_t count;
+			uint32_t edge[FP_MAX_SACK_BLOCKS][2]; /* left, right */
+		} sack;
+		uint8_t body[FP_MAX_OPTION_BODY];
+	} v;
+};
+
+/*
+ * A segment: the IP header fields that matter to TCP, the TCP header, the
+ * options and a payload. Addresses are in network byte order (4 bytes used
+ * for IPv4); ports, numbers and window in host order.
+ *
+ * payload points at memory the segment does not own: into the parsed packet
+ * after fp_segment_parse(), at the caller's buffer before fp_segment_build().
+ */
+struct fp_segment {
+	uint8_t family; /* 4 or 6 */
+	uint8_t ttl;    /* IPv4 TTL / IPv6 hop limit; 0 on build means 64 */
+	uint8_t flags;  /* FP_FIN | FP_ACK ... */
+	uint8_t n_options;
+	uint8_t src[16], dst[16];
+	uint16_t sport, dport;
+	uint32_t seq, ack;
+	uint16_t window, urg;
+	struct fp_option options[FP_MAX_OPTIONS];
+	const uint8_t *payload;
+	size_t payload_len;
+
+	/* Build: if force_checksum is set, this value goes on the wire as the
+	 * TCP checksum, right or wrong. Parse: the checksum found, and whether
+	 * it (and IPv4's header checksum) verified. */
+	uint8_t force_checksum;
+	uint8_t tcp_checksum_ok;
+	uint8_t ip_checksum_ok;
+	uint16_t checksum;
+};
+
+/* Sequence space a segment uses: payload + SYN + FIN (RFC 9293 §3.4). */
+FP_API uint32_t fp_segment_seg_len(const struct fp_segment *seg);
+
+/*
+ * Serialize seg as an IP packet into buf (cap bytes) with correct checksums
+ * (unless seg->force_checksum). Returns the packet length, -EINVAL if a field
+ * cannot be encoded (family, options longer than 40 bytes, SACK count) or
+ * -ENOSPC if cap is too small.
+ */
+FP_API ssize_t fp_segment_build(const struct fp_segment *seg, uint8_t *buf,
+				size_t cap);
+
+/*
+ * Parse an IPv4 or IPv6 packet carrying TCP. On success returns 0 and seg
+ * points into pkt (payload). A bad checksum is reported in seg, not an error.
+ * On malformed input returns -EBADMSG and writes what is wrong into
+ * why (why_len bytes, may be NULL).
+ */
+FP_API int fp_segment_parse(struct fp_segment *seg, const uint8_t *pkt,
+			    size_t len, char *why, size_t why_len);
+
+/*
+ * Complete the TCP checksum of an IP packet in place (a kernel's offloaded
+ * "checksum partial" packet carries only the pseudo-header sum). Returns 0,
+ * or -EBADMSG if pkt is not a TCP packet parse would accept.
+ */
+FP_API int fp_segment_fill_checksum(uint8_t *pkt, size_t len);
+
+/* Flags as letters of "FSRPAUEC" in that order into out (at least 9 bytes). */
+FP_API void fp_flags_format(uint8_t flags, char *out);
+/* Letters (any order, each at most once) to flag bits; -EINVAL on others. */
+FP_API int fp_flags_parse(const char *text, uint8_t *flags);
+
+
+/* ------------------------------------------------------------------ */
+/* States and the TCB: RFC 9293's state machine, pure (tcb.c)          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * States in RFC 9293's order (§3.3.2). The order is used: a state at or
+ * after ESTABLISHED is synchronized (fp_state_synchronized). fp_state_name()
+ * gives the names of the Python API ("FIN_WAIT_1").
+ */
+enum fp_state {
+	FP_STATE_CLOSED,
+	FP_STATE_LISTEN,
+	FP_STATE_SYN_SENT,
+	FP_STATE_SYN_RECEIVED,
+	FP_STATE_ESTABLISHED,
+	FP_STATE_FIN_WAIT_1,
+	FP_STATE_FIN_WAIT_2,
+	FP_STATE_CLOSE_WAIT,
+	FP_STATE_CLOSING,
+	FP_STATE_LAST_ACK,
+	FP_STATE_TIME_WAIT,
+	FP_STATE_COUNT
+};
+
+FP_API const char *fp_state_name(enum fp_state state); /* "?" if out of range */
+/* -EINVAL for an unknown name. */
+FP_API int fp_state_from_name(const char *name, enum fp_state *state);
+FP_API int fp_state_synchronized(enum fp_state state);
+
+/* What RFC 9293 says the endpoint would send in answer to a segment it
+ * received. finprobe never sends it by itself: the caller decides. */
+enum fp_reply {
+	FP_REPLY_NONE,
+	FP_REPLY_ACK,           /* e.g. an unacceptable segment, a FIN */
+	FP_REPLY_CHALLENGE_ACK, /* RFC 5961 §3.2, §4.2 */
+	FP_REPLY_RST,           /* e.g. a segment for a CLOSED endpoint */
+};
+
+/* One state change, as handed to the TCB's observer. why is a static string
+ * naming the rule, with its RFC section. */
+struct fp_transition {
+	uint64_t when_ns;
+	uint8_t from, to; /* enum fp_state */
+	const char *why;
+};
+
+typedef void (*fp_transition_fn)(void *ctx, const struct fp_transition *t);
+
+/*
+ * The transmission control block of our endpoint (RFC 9293 §3.3.1). Plain
+ * struct: callers may read any field; only fp_tcb_* functions change them.
+ */
+struct fp_tcb {
+	enum fp_state state;
+	uint32_t iss, irs;
+	uint32_t snd_una, snd_nxt, snd_wnd, snd_wl1, snd_wl2;
+	uint32_t rcv_nxt, rcv_wnd;
+	uint8_t irs_known;    /* a SYN from the peer has been seen */
+	uint8_t fin_sent;     /* our FIN is at fin_seq */
+	uint8_t fin_received; /* the peer's FIN has been accepted */
+	uint8_t passive;      /* came through LISTEN (RST in SYN_RECEIVED) */
+	uint32_t fin_seq;
+	uint64_t time_wait_ns;    /* 2MSL */
+	uint64_t time_wait_until; /* deadline while in TIME_WAIT */
+	fp_transition_fn on_transition;
+	void *on_transition_ctx;
+};
+
+/* Fields of an outgoing segment the caller set itself; the rest are filled. */
+enum {
+	FP_FORCE_SEQ = 1,
+	FP_FORCE_ACK = 2,
+	FP_FORCE_WINDOW = 4,
+};
+
+/* A CLOSED TCB with a TIME_WAIT of time_wait_ns (2MSL), iss as given. */
+FP_API void fp_tcb_init(struct fp_tcb *tcb, uint32_t iss, uint64_t time_wait_ns);
+/* Passive OPEN (RFC 9293 §3.10.1): CLOSED -> LISTEN. */
+FP_API void fp_tcb_listen(struct fp_tcb *tcb, uint64_t now_ns);
+/* Fill what the caller did not force: seq = SND.NXT (ISS for a SYN),
+ * ack = RCV.NXT (and the ACK flag's value is left to the caller),
+ * window = RCV.WND. */
+FP_API void fp_tcb_fill(const struct fp_tcb *tcb, struct fp_segment *seg,
+			unsigned forced);
+/* Record that seg was sent: OPEN, SEND, CLOSE and ABORT of RFC 9293 §3.10.1-
+ * 3.10.5 as the segment on the wire expresses them (SYN, data, FIN, RST). */
+FP_API void fp_tcb_on_send(struct fp_tcb *tcb, const struct fp_segment *seg,
+			   uint64_t now_ns);
+/* SEGMENT ARRIVES (RFC 9293 §3.10.7, RFC 5961): move the state for a
+ * segment from the peer; returns what the RFC would answer. */
+FP_API enum fp_reply fp_tcb_on_segment(struct fp_tcb *tcb,
+				       const struct fp_segment *seg,
+				       uint64_t now_ns);
+/* Timers (RFC 9293 §3.10.8): the TIME_WAIT timeout. */
+FP_API void fp_tcb_tick(struct fp_tcb *tcb, uint64_t now_ns);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FINPROBE_H */
