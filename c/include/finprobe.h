@@ -242,6 +242,94 @@ FP_API enum fp_reply fp_tcb_on_segment(struct fp_tcb *tcb,
 /* Timers (RFC 9293 §3.10.8): the TIME_WAIT timeout. */
 FP_API void fp_tcb_tick(struct fp_tcb *tcb, uint64_t now_ns);
 
+/* ------------------------------------------------------------------ */
+/* The lab: a kernel peer in a network namespace of its own (lab.c)    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A lab is two fresh network namespaces joined by a veth pair. The kernel's
+ * namespace holds loopback and "lab0" (192.0.2.1/24, 2001:db8::1/64, MAC
+ * FP_LAB_PEER_MAC) with permanent neighbour entries for finprobe's addresses
+ * 192.0.2.2 and 2001:db8::2 (MAC FP_LAB_LOCAL_MAC). The other namespace holds
+ * "probe0", up, without addresses, so nothing but finprobe speaks there.
+ *
+ * A helper process (forked by fp_lab_open) owns the namespaces, through a user
+ * namespace when the caller lacks CAP_SYS_ADMIN, and hands back descriptors
+ * over a socketpair (SCM_RIGHTS). It exits when the socketpair closes, so the
+ * death of the caller, SIGKILL included, takes the whole lab with it.
+ */
+#define FP_LAB_PEER_MAC {0x02, 0x66, 0x70, 0x00, 0x00, 0x01}
+#define FP_LAB_LOCAL_MAC {0x02, 0x66, 0x70, 0x00, 0x00, 0x02}
+
+struct fp_lab;
+
+/* Make a lab. Returns 0 and *out, or a negative errno with a message in err
+ * (-EPERM when neither root nor user namespaces allow it). The caller frees
+ * *out with fp_lab_close(). */
+FP_API int fp_lab_open(struct fp_lab **out, char *err, size_t err_len);
+/* End the helper, close every descriptor: the namespaces and the veth go. */
+FP_API void fp_lab_close(struct fp_lab *lab);
+/* The message of the last failure of a call on lab. */
+FP_API const char *fp_lab_error(const struct fp_lab *lab);
+
+/* An AF_PACKET socket (SOCK_RAW, ETH_P_ALL) bound to probe0, made in the
+ * probe namespace; owned by the lab, valid until fp_lab_close(). */
+FP_API int fp_lab_packet_fd(const struct fp_lab *lab);
+/* The kernel namespace (for setns in a child process), owned by the lab. */
+FP_API int fp_lab_netns_fd(const struct fp_lab *lab);
+/* The user namespace the lab lives in, or -1 when the caller was root. */
+FP_API int fp_lab_userns_fd(const struct fp_lab *lab);
+/* A new socket(family, type, protocol) in the kernel namespace; the caller
+ * owns the returned descriptor. Negative errno on failure. */
+FP_API int fp_lab_socket(struct fp_lab *lab, int family, int type,
+			 int protocol);
+/* Read (value NULL) or write a sysctl of the kernel namespace, name as
+ * "net.ipv4.tcp_fin_timeout". Reads put the value, without its newline,
+ * into out. Returns 0, -ENOENT for an unknown name, or a negative errno. */
+FP_API int fp_lab_sysctl(struct fp_lab *lab, const char *name,
+			 const char *value, char *out, size_t out_len);
+
+/* ------------------------------------------------------------------ */
+/* The peer's sockets through sock_diag (diag.c)                       */
+/* ------------------------------------------------------------------ */
+
+enum fp_diag_timer {
+	FP_TIMER_NONE,
+	FP_TIMER_RETRANS,
+	FP_TIMER_KEEPALIVE,
+	FP_TIMER_TIMEWAIT,
+	FP_TIMER_PERSIST,
+};
+
+/* What the kernel says of one of its TCP sockets. */
+struct fp_diag_info {
+	enum fp_state state;      /* Linux's state in RFC names */
+	enum fp_diag_timer timer;
+	uint32_t expires_ms;      /* left on that timer */
+	uint32_t retransmits;     /* idiag_retrans: retransmissions pending */
+	uint32_t rqueue, wqueue;  /* bytes unread / unsent (or unacked) */
+	uint8_t has_tcp_info;     /* the fields below are valid */
+	uint8_t backoff;
+	uint32_t rto_us;
+	uint32_t total_retrans;
+	uint32_t snd_cwnd;
+};
+
+/* Linux's socket state (TCP_ESTABLISHED ...) in RFC 9293's names: the one
+ * place the two numberings meet. TCP_NEW_SYN_RECV is SYN_RECEIVED. */
+FP_API enum fp_state fp_diag_state_from_linux(int linux_state);
+
+/*
+ * Look up the kernel's TCP socket for one 4-tuple, seen from the kernel:
+ * local (its address and port) and remote. nl_fd is a NETLINK_SOCK_DIAG
+ * socket of the kernel's namespace. TIME_WAIT, orphaned FIN_WAIT_2 and
+ * request sockets are included. Returns 0 and *info, -ENOENT when the
+ * kernel has no such socket, or a negative errno.
+ */
+FP_API int fp_diag_lookup(int nl_fd, int family, const uint8_t *local_addr,
+			  uint16_t local_port, const uint8_t *remote_addr,
+			  uint16_t remote_port, struct fp_diag_info *info);
+
 #ifdef __cplusplus
 }
 #endif
