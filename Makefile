@@ -69,7 +69,7 @@ $(BUILD)/asan-tests/%: c/tests/%.c $(ASAN_OBJS) c/tests/check.h
 	$(CC) -O1 -g $(ASAN) $(FPFLAGS) $< -o $@ $(ASAN_OBJS) $(LDLIBS)
 
 $(EXT): $(EXT_SRCS) $(wildcard python/ext/*.h) $(BUILD)/libfinprobe.a
-	$(CC) $(CFLAGS) $(FPFLAGS) -Wno-cast-function-type -I$(PY_INC) -Ipython/ext -shared \
+	$(CC) $(CFLAGS) $(FPFLAGS) -Wno-cast-function-type -Wno-unused-parameter -I$(PY_INC) -Ipython/ext -shared \
 	    $(EXT_SRCS) -o $@ $(BUILD)/libfinprobe.a $(LDLIBS)
 
 ctest: $(TESTS)

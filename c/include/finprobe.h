@@ -330,6 +330,144 @@ FP_API int fp_diag_lookup(int nl_fd, int family, const uint8_t *local_addr,
 			  uint16_t local_port, const uint8_t *remote_addr,
 			  uint16_t remote_port, struct fp_diag_info *info);
 
+/* ------------------------------------------------------------------ */
+/* Links: where IP packets go in and out (link.c)                      */
+/* ------------------------------------------------------------------ */
+
+/* A received packet: IP header first, stamped with CLOCK_MONOTONIC. */
+struct fp_frame {
+	uint8_t *pkt;
+	size_t len;
+	uint64_t ts_ns;
+};
+
+struct fp_link;
+
+/*
+ * The backends behind one small ops table:
+ *  - packet: an AF_PACKET socket on an Ethernet device (the lab's probe0);
+ *    fd is not owned, frames go out with src_mac -> dst_mac;
+ *  - pair: two in-memory links joined to each other, for unit tests of two
+ *    finprobe endpoints without privileges or sockets.
+ * Each returns 0 and *out, or a negative errno.
+ */
+FP_API int fp_link_packet_open(struct fp_link **out, int fd,
+			       const uint8_t src_mac[6],
+			       const uint8_t dst_mac[6]);
+FP_API int fp_link_pair_open(struct fp_link **a, struct fp_link **b);
+FP_API void fp_link_close(struct fp_link *link);
+/* Send one IP packet. Returns 0 or a negative errno. */
+FP_API int fp_link_send(struct fp_link *link, const uint8_t *pkt, size_t len);
+/* Receive up to max packets without waiting. The frames' memory belongs to
+ * the link and stays valid until the next call. Returns the count (0: none
+ * waiting) or a negative errno. */
+FP_API int fp_link_recv(struct fp_link *link, struct fp_frame *frames, int max);
+/* A descriptor that polls readable when fp_link_recv has something. */
+FP_API int fp_link_fd(const struct fp_link *link);
+
+/* ------------------------------------------------------------------ */
+/* The engine: connections over one link (engine.c)                    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The engine receives from its link, demultiplexes each segment by 4-tuple
+ * to a connection (or, for a SYN to an unclaimed port, a listener), stamps
+ * it and keeps it in that connection's trace. Received segments wait there
+ * until fp_conn_take() hands them over, which is when the TCB moves: a
+ * test reasons about exactly what it has taken.
+ *
+ * Calls on one engine and its connections must not run concurrently.
+ */
+struct fp_engine;
+struct fp_conn;
+struct fp_listener;
+
+enum fp_direction { FP_DIR_IN = 1, FP_DIR_OUT = 2 };
+
+/* One segment of a trace. pkt is the IP packet, owned by the connection and
+ * valid until its next fp_engine_poll() or fp_conn_send(). */
+struct fp_record {
+	uint64_t ts_ns;
+	const uint8_t *pkt;
+	size_t len;
+	uint8_t direction;   /* enum fp_direction */
+	uint8_t state_after; /* our state once it was sent or taken */
+	uint8_t taken;       /* in: handed to the caller already */
+};
+
+/* Counters of what the engine saw that no connection took. */
+struct fp_engine_stats {
+	uint64_t received, unclaimed, malformed, truncated;
+};
+
+/* A new engine over link, which it owns from now on (closed by _free). */
+FP_API int fp_engine_new(struct fp_engine **out, struct fp_link *link);
+FP_API void fp_engine_free(struct fp_engine *engine);
+FP_API int fp_engine_fd(const struct fp_engine *engine);
+/* Receive and demultiplex what the link has, waiting up to timeout_ms
+ * (0: no wait, -1: forever) for the first packet. Returns the number of
+ * packets handled or a negative errno (-EINTR when a signal came). */
+FP_API int fp_engine_poll(struct fp_engine *engine, int timeout_ms);
+FP_API void fp_engine_stats(const struct fp_engine *engine,
+			    struct fp_engine_stats *stats);
+FP_API uint64_t fp_now_ns(void); /* CLOCK_MONOTONIC */
+
+/* Identify a connection: family 4 or 6, addresses in network order. */
+struct fp_tuple {
+	uint8_t family;
+	uint8_t local[16], remote[16];
+	uint16_t local_port, remote_port;
+};
+
+/* A connection for tuple, TCB CLOSED with iss and a TIME_WAIT of
+ * time_wait_ns. Returns NULL with errno EADDRINUSE when a connection of
+ * this engine already has the tuple, ENOMEM when out of memory. */
+FP_API struct fp_conn *fp_conn_new(struct fp_engine *engine,
+				   const struct fp_tuple *tuple, uint32_t iss,
+				   uint64_t time_wait_ns);
+/* Forget the connection: its tuple's segments go unclaimed from now on. */
+FP_API void fp_conn_free(struct fp_conn *conn);
+FP_API struct fp_tcb *fp_conn_tcb(struct fp_conn *conn);
+FP_API const struct fp_tuple *fp_conn_tuple(const struct fp_conn *conn);
+/* Whether the engine has a connection for tuple. */
+FP_API int fp_engine_has_tuple(const struct fp_engine *engine,
+			       const struct fp_tuple *tuple);
+/*
+ * Send seg on the connection: addresses and ports come from its tuple, the
+ * fields not in forced (FP_FORCE_*) from the TCB, then the TCB records the
+ * send (fp_tcb_on_send) and the trace the segment. seg is updated to what
+ * went out. Returns 0 or a negative errno (-EINVAL: cannot be built).
+ */
+FP_API int fp_conn_send(struct fp_conn *conn, struct fp_segment *seg,
+			unsigned forced);
+/* Take the next received segment: the TCB processes it. Returns 0 with
+ * *rec and *seg (pointing into the record), or -EAGAIN when none waits.
+ * *reply says what RFC 9293 would answer (finprobe does not). */
+FP_API int fp_conn_take(struct fp_conn *conn, struct fp_record *rec,
+			struct fp_segment *seg, enum fp_reply *reply);
+/* Received segments not taken yet. */
+FP_API size_t fp_conn_pending(const struct fp_conn *conn);
+/* The trace: segments both ways in order; state changes. */
+FP_API size_t fp_conn_trace_len(const struct fp_conn *conn);
+FP_API int fp_conn_trace_get(const struct fp_conn *conn, size_t i,
+			     struct fp_record *rec);
+FP_API size_t fp_conn_transitions(const struct fp_conn *conn,
+				  const struct fp_transition **list);
+
+/* Catch SYNs to (family, addr, port) that no connection claims. */
+FP_API struct fp_listener *fp_listener_new(struct fp_engine *engine,
+					   uint8_t family, const uint8_t *addr,
+					   uint16_t port);
+FP_API void fp_listener_free(struct fp_listener *listener);
+/* The oldest waiting SYN's 4-tuple, or -EAGAIN. */
+FP_API int fp_listener_peek(const struct fp_listener *listener,
+			    struct fp_tuple *tuple);
+/* A connection for the oldest waiting SYN: TCB in LISTEN, and every segment
+ * of that 4-tuple the listener caught moved to it, waiting to be taken.
+ * NULL with errno EAGAIN when no SYN waits. */
+FP_API struct fp_conn *fp_listener_accept(struct fp_listener *listener,
+					  uint32_t iss, uint64_t time_wait_ns);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,264 @@
+/*
+ * diag.c: the peer's TCP sockets, as the kernel reports them (sock_diag).
+ *
+ * fp_diag_lookup() drains the netlink socket, sends one SOCK_DIAG_BY_FAMILY
+ * dump request, runs every reply through mnl_cb_run() until NLMSG_DONE and
+ * keeps the socket whose 4-tuple matches; on_diag_msg() and on_diag_attr()
+ * are its callbacks. fp_diag_state_from_linux() is the one place where
+ * Linux's state numbers become RFC 9293's.
+ *
+ * The caller's descriptor is used with plain send/recv: libmnl 1.0.4 can
+ * wrap it (mnl_socket_fdopen) but not let go of it without closing it.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <libmnl/libmnl.h>
+#include <linux/inet_diag.h>
+#include <linux/sock_diag.h>
+#include <linux/tcp.h> /* struct tcp_info; never with <netinet/tcp.h> */
+
+#include "finprobe.h"
+
+/* Linux's socket states (include/net/tcp_states.h, in no uapi header). */
+enum {
+	LINUX_TCP_ESTABLISHED = 1,
+	LINUX_TCP_SYN_SENT,
+	LINUX_TCP_SYN_RECV,
+	LINUX_TCP_FIN_WAIT1,
+	LINUX_TCP_FIN_WAIT2,
+	LINUX_TCP_TIME_WAIT,
+	LINUX_TCP_CLOSE,
+	LINUX_TCP_CLOSE_WAIT,
+	LINUX_TCP_LAST_ACK,
+	LINUX_TCP_LISTEN,
+	LINUX_TCP_CLOSING,
+	LINUX_TCP_NEW_SYN_RECV, /* a request socket, before accept's child */
+	LINUX_TCP_BOUND_INACTIVE, /* 6.8: bound, neither listening nor open */
+	LINUX_TCP_MAX_STATES,
+};
+
+/* Every state a 4-tuple can be in; BOUND_INACTIVE has no remote end. */
+#define DIAG_STATES (((1U << LINUX_TCP_BOUND_INACTIVE) - 1) & ~1U)
+#define DIAG_ATTEMPTS 3 /* dumps interrupted by a changing table */
+
+/* Returns FP_STATE_COUNT (fp_state_name: "?") for a number Linux does not
+ * have. */
+enum fp_state fp_diag_state_from_linux(int linux_state)
+{
+	static const enum fp_state rfc[LINUX_TCP_MAX_STATES] = {
+		[0] = FP_STATE_COUNT,
+		[LINUX_TCP_ESTABLISHED] = FP_STATE_ESTABLISHED,
+		[LINUX_TCP_SYN_SENT] = FP_STATE_SYN_SENT,
+		[LINUX_TCP_SYN_RECV] = FP_STATE_SYN_RECEIVED,
+		[LINUX_TCP_FIN_WAIT1] = FP_STATE_FIN_WAIT_1,
+		[LINUX_TCP_FIN_WAIT2] = FP_STATE_FIN_WAIT_2,
+		[LINUX_TCP_TIME_WAIT] = FP_STATE_TIME_WAIT,
+		[LINUX_TCP_CLOSE] = FP_STATE_CLOSED,
+		[LINUX_TCP_CLOSE_WAIT] = FP_STATE_CLOSE_WAIT,
+		[LINUX_TCP_LAST_ACK] = FP_STATE_LAST_ACK,
+		[LINUX_TCP_LISTEN] = FP_STATE_LISTEN,
+		[LINUX_TCP_CLOSING] = FP_STATE_CLOSING,
+		[LINUX_TCP_NEW_SYN_RECV] = FP_STATE_SYN_RECEIVED,
+		[LINUX_TCP_BOUND_INACTIVE] = FP_STATE_CLOSED,
+	};
+
+	if (linux_state < 0 || linux_state >= LINUX_TCP_MAX_STATES)
+		return FP_STATE_COUNT;
+	return rfc[linux_state];
+}
+
+/* idiag_timer: which of the socket's timers is pending. */
+static enum fp_diag_timer timer_from_linux(uint8_t timer)
+{
+	static const enum fp_diag_timer timers[] = {
+		FP_TIMER_NONE,      FP_TIMER_RETRANS,  FP_TIMER_KEEPALIVE,
+		FP_TIMER_TIMEWAIT,  FP_TIMER_PERSIST,
+	};
+
+	return timer < sizeof(timers) / sizeof(timers[0]) ? timers[timer]
+							   : FP_TIMER_NONE;
+}
+
+/* The 4-tuple sought, in inet_diag's terms, and what was found. */
+struct lookup {
+	int family;
+	uint8_t local[16], remote[16]; /* network order, 4 used for IPv4 */
+	uint16_t local_port, remote_port; /* host order */
+	int found;
+	struct fp_diag_info info;
+};
+
+static int same_socket(const struct lookup *l, const struct inet_diag_msg *m)
+{
+	size_t len = l->family == AF_INET ? 4 : 16;
+
+	return m->idiag_family == l->family &&
+	       ntohs(m->id.idiag_sport) == l->local_port &&
+	       ntohs(m->id.idiag_dport) == l->remote_port &&
+	       memcmp(m->id.idiag_src, l->local, len) == 0 &&
+	       memcmp(m->id.idiag_dst, l->remote, len) == 0;
+}
+
+/* INET_DIAG_INFO carries struct tcp_info; older kernels send a shorter
+ * one, newer a longer: copy what both know, zero the rest. */
+static int on_diag_attr(const struct nlattr *attr, void *data)
+{
+	struct fp_diag_info *info = data;
+	struct tcp_info ti;
+	size_t len = mnl_attr_get_payload_len(attr);
+
+	if (mnl_attr_get_type(attr) != INET_DIAG_INFO)
+		return MNL_CB_OK;
+	memset(&ti, 0, sizeof(ti));
+	memcpy(&ti, mnl_attr_get_payload(attr), len < sizeof(ti) ? len : sizeof(ti));
+	info->has_tcp_info = 1;
+	info->backoff = ti.tcpi_backoff;
+	info->rto_us = ti.tcpi_rto;
+	info->total_retrans = ti.tcpi_total_retrans;
+	info->snd_cwnd = ti.tcpi_snd_cwnd;
+	return MNL_CB_OK;
+}
+
+/* One socket of the dump. Returns MNL_CB_OK even after a match: the dump
+ * is read to NLMSG_DONE so the socket is left clean for the next call. */
+static int on_diag_msg(const struct nlmsghdr *nlh, void *data)
+{
+	struct lookup *l = data;
+	const struct inet_diag_msg *m = mnl_nlmsg_get_payload(nlh);
+
+	if (mnl_nlmsg_get_payload_len(nlh) < sizeof(*m) || l->found ||
+	    !same_socket(l, m))
+		return MNL_CB_OK;
+	l->found = 1;
+	memset(&l->info, 0, sizeof(l->info));
+	/* for TIME_WAIT sockets idiag_state is tw_substate: FIN_WAIT2 or
+	 * TIME_WAIT, mapped like any other */
+	l->info.state = fp_diag_state_from_linux(m->idiag_state);
+	l->info.timer = timer_from_linux(m->idiag_timer);
+	l->info.expires_ms = m->idiag_expires;
+	l->info.retransmits = m->idiag_retrans;
+	l->info.rqueue = m->idiag_rqueue;
+	l->info.wqueue = m->idiag_wqueue;
+	mnl_attr_parse(nlh, MNL_ALIGN(sizeof(*m)), on_diag_attr, &l->info);
+	return MNL_CB_OK;
+}
+
+/* What an earlier call left unread (an error mid-dump): reading it also
+ * lets a dump still running finish. */
+static void drain(int fd, void *buf, size_t len)
+{
+	while (recv(fd, buf, len, MSG_DONTWAIT) > 0)
+		;
+}
+
+static int send_dump_request(int fd, const struct lookup *l, unsigned seq)
+{
+	uint32_t buf[MNL_NLMSG_HDRLEN / 4 + sizeof(struct inet_diag_req_v2) / 4];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct inet_diag_req_v2 *req;
+
+	nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	nlh->nlmsg_seq = seq;
+	req = mnl_nlmsg_put_extra_header(nlh, sizeof(*req));
+	req->sdiag_family = (uint8_t)l->family;
+	req->sdiag_protocol = IPPROTO_TCP;
+	req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
+	req->idiag_states = DIAG_STATES;
+	/* the kernel skips sockets on other ports (0: any) itself */
+	req->id.idiag_sport = htons(l->local_port);
+	req->id.idiag_dport = htons(l->remote_port);
+	req->id.idiag_cookie[0] = req->id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	if (send(fd, nlh, nlh->nlmsg_len, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+/* One dump of l->family, read to its end. 0, or a negative errno (-EINTR:
+ * the kernel says the dump was interrupted by a change; try again). */
+static int dump_once(int fd, struct lookup *l, unsigned seq)
+{
+	static const size_t len = 32768; /* the kernel's largest dump skb */
+	uint32_t buf[32768 / 4];
+	struct iovec iov = {buf, len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	ssize_t n;
+	int rc;
+
+	drain(fd, buf, len);
+	l->found = 0;
+	rc = send_dump_request(fd, l, seq);
+	if (rc < 0)
+		return rc;
+	for (;;) {
+		n = recvmsg(fd, &mh, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EPROTO;
+		if (mh.msg_flags & MSG_TRUNC)
+			return -EMSGSIZE;
+		rc = mnl_cb_run(buf, (size_t)n, seq, 0, on_diag_msg, l);
+		if (rc == MNL_CB_ERROR)
+			return -errno;
+		if (rc == MNL_CB_STOP)
+			return 0;
+	}
+}
+
+static int lookup_family(int fd, struct lookup *l)
+{
+	struct timespec now;
+	int rc = -EINTR;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	for (int i = 0; i < DIAG_ATTEMPTS && rc == -EINTR; i++)
+		rc = dump_once(fd, l, (unsigned)now.tv_nsec | 1U);
+	if (rc < 0)
+		return rc;
+	return l->found ? 0 : -ENOENT;
+}
+
+/* A dual-stack AF_INET6 socket (python -m http.server's) holds an IPv4
+ * connection with v4-mapped addresses: ::ffff:a.b.c.d. */
+static void map_v4(struct lookup *l)
+{
+	static const uint8_t prefix[12] = {[10] = 0xff, [11] = 0xff};
+
+	l->family = AF_INET6;
+	memmove(l->local + 12, l->local, 4);
+	memcpy(l->local, prefix, 12);
+	memmove(l->remote + 12, l->remote, 4);
+	memcpy(l->remote, prefix, 12);
+}
+
+/* -EINVAL for a family other than AF_INET, AF_INET6 or a NULL pointer;
+ * an IPv4 4-tuple not found among AF_INET sockets is sought again as
+ * v4-mapped among AF_INET6 ones. */
+int fp_diag_lookup(int nl_fd, int family, const uint8_t *local_addr,
+		   uint16_t local_port, const uint8_t *remote_addr,
+		   uint16_t remote_port, struct fp_diag_info *info)
+{
+	struct lookup l = {.family = family, .local_port = local_port,
+			   .remote_port = remote_port};
+	size_t len = family == AF_INET ? 4 : 16;
+	int rc;
+
+	if ((family != AF_INET && family != AF_INET6) || !local_addr ||
+	    !remote_addr || !info)
+		return -EINVAL;
+	memcpy(l.local, local_addr, len);
+	memcpy(l.remote, remote_addr, len);
+	rc = lookup_family(nl_fd, &l);
+	if (rc == -ENOENT && family == AF_INET) {
+		map_v4(&l);
+		rc = lookup_family(nl_fd, &l);
+	}
+	if (rc == 0)
+		*info = l.info;
+	return rc;
+}

@@ -1,0 +1,891 @@
+/*
+ * lab.c: a Linux kernel TCP peer in network namespaces of its own.
+ *
+ * Entry points, in the order of a lab's life: fp_lab_open() forks a helper
+ * that builds the lab and hands back descriptors; fp_lab_packet_fd(),
+ * fp_lab_netns_fd() and fp_lab_userns_fd() give them out; fp_lab_socket()
+ * and fp_lab_sysctl() are requests the helper serves inside the kernel
+ * namespace; fp_lab_close() ends it all. A lab serves one call at a time:
+ * callers sharing one between threads serialize their calls.
+ *
+ * The helper runs, in order: enter_kernel_namespace (through a user
+ * namespace when the caller may not make network namespaces),
+ * enter_probe_namespace, make_veth, setup_probe, setup_kernel, hand_over,
+ * serve. It is forked from a caller that may have threads (a Jupyter
+ * kernel), so between fork() and _exit() it makes system calls and libmnl's
+ * buffer-only calls and nothing else: no malloc, no stdio, no locale. The
+ * parent turns its errno into text.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netpacket/packet.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <libmnl/libmnl.h>
+#include <linux/ethtool.h>
+#include <linux/rtnetlink.h>
+#include <linux/sockios.h>
+#include <linux/veth.h>
+
+#include "finprobe.h"
+
+#define LAB_IF "lab0"     /* the kernel's end of the veth */
+#define PROBE_IF "probe0" /* finprobe's end */
+#define LOOPBACK_IFINDEX 1 /* lo is always the first device of a namespace */
+#define EXIT_WAIT_MS 1000 /* after EOF, then SIGKILL */
+
+static const uint8_t peer_mac[ETH_ALEN] = FP_LAB_PEER_MAC;
+static const uint8_t local_mac[ETH_ALEN] = FP_LAB_LOCAL_MAC;
+static const uint8_t lab_ip4[4] = {192, 0, 2, 1};
+static const uint8_t local_ip4[4] = {192, 0, 2, 2};
+static const uint8_t lab_ip6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
+static const uint8_t local_ip6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 2};
+
+struct fp_lab {
+	pid_t pid; /* the helper */
+	int ctl;   /* our end of the socketpair to it */
+	int packet_fd, netns_fd, userns_fd;
+	char err[256];
+};
+
+/* ------------------------------------------------------------------ */
+/* The protocol: one struct lab_msg a datagram, each way               */
+/* ------------------------------------------------------------------ */
+
+enum lab_op { LAB_SOCKET = 1, LAB_SYSCTL_READ, LAB_SYSCTL_WRITE };
+
+struct lab_msg {
+	int32_t op;      /* request: enum lab_op */
+	int32_t err;     /* response: 0 or the negative errno to return */
+	int32_t cause;   /* response: the errno behind err, for the message */
+	int32_t arg[3];  /* LAB_SOCKET: family, type, protocol */
+	char name[96];   /* request: sysctl name; failed setup: the step */
+	char value[512]; /* sysctl value to write, or the value read */
+};
+
+/* Send msg with nfds descriptors. Returns 0 or a negative errno. */
+static int send_msg(int sock, const struct lab_msg *msg, const int *fds,
+		    int nfds)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(3 * sizeof(int))];
+	} control;
+	struct iovec iov = {(void *)msg, sizeof(*msg)};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	struct cmsghdr *cm;
+
+	if (nfds > 0) {
+		memset(&control, 0, sizeof(control));
+		mh.msg_control = control.buf;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	while (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
+/* Keep up to max descriptors of mh's SCM_RIGHTS in fds, close the rest;
+ * returns how many were kept. */
+static int take_fds(struct msghdr *mh, int *fds, int max)
+{
+	struct cmsghdr *cm;
+	int n = 0, fd;
+
+	for (cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; CMSG_LEN((i + 1) * sizeof(int)) <= cm->cmsg_len;
+		     i++) {
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			if (n < max)
+				fds[n++] = fd;
+			else
+				close(fd);
+		}
+	}
+	return n;
+}
+
+/* Receive one msg and up to max descriptors (close-on-exec). Returns how
+ * many descriptors came, -EPIPE if the other end is gone, -EPROTO for a
+ * datagram that is not a whole lab_msg. */
+static int recv_msg(int sock, struct lab_msg *msg, int *fds, int max)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(3 * sizeof(int))];
+	} control;
+	struct iovec iov = {msg, sizeof(*msg)};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = control.buf,
+			    .msg_controllen = sizeof(control.buf)};
+	ssize_t len;
+	int n;
+
+	while ((len = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) < 0)
+		if (errno != EINTR)
+			return -errno;
+	n = take_fds(&mh, fds, max);
+	if (len == (ssize_t)sizeof(*msg) && !(mh.msg_flags & MSG_TRUNC)) {
+		msg->name[sizeof(msg->name) - 1] = '\0';
+		msg->value[sizeof(msg->value) - 1] = '\0';
+		return n;
+	}
+	while (n > 0)
+		close(fds[--n]);
+	return len == 0 ? -EPIPE : -EPROTO;
+}
+
+/* ------------------------------------------------------------------ */
+/* The helper: building the lab                                        */
+/* ------------------------------------------------------------------ */
+
+struct helper {
+	int ctl;         /* the helper's end of the socketpair */
+	int kernel_ns;   /* /proc/self/ns/net of the kernel namespace */
+	int user_ns;     /* /proc/self/ns/user when one was made, else -1 */
+	int rtnl_kernel; /* rtnetlink (and ioctl) socket of each namespace */
+	int rtnl_probe;
+	int packet; /* AF_PACKET on probe0 */
+	const char *what; /* the step that failed */
+	int cause;        /* its errno */
+	int err;          /* what fp_lab_open returns */
+};
+
+/* Record the failed step and its errno; returns -1 for `return failed()`. */
+static int failed(struct helper *h, const char *what, int cause)
+{
+	h->what = what;
+	h->cause = cause;
+	h->err = -cause;
+	return -1;
+}
+
+/* Write a whole small file (/proc). Returns 0, or -1 with errno. */
+static int write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t len = (ssize_t)strlen(text), n;
+
+	if (fd < 0)
+		return -1;
+	n = write(fd, text, len);
+	if (n < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	close(fd);
+	if (n != len)
+		errno = EIO;
+	return n == len ? 0 : -1;
+}
+
+/* "0 <id> 1": a map of root in the new user namespace to id outside, made
+ * without snprintf (not safe after fork in a threaded process). */
+static void id_map(char *out, unsigned id)
+{
+	char digits[12];
+	int n = 0;
+
+	do
+		digits[n++] = (char)('0' + id % 10);
+	while ((id /= 10) && n < (int)sizeof(digits));
+	*out++ = '0';
+	*out++ = ' ';
+	while (n > 0)
+		*out++ = digits[--n];
+	memcpy(out, " 1", 3);
+}
+
+/* Become root of a new user namespace so that the network namespaces can
+ * be made; the header promises -EPERM when this fails too. */
+static int enter_user_namespace(struct helper *h)
+{
+	char uid_map[32], gid_map[32];
+
+	id_map(uid_map, geteuid());
+	id_map(gid_map, getegid());
+	if (unshare(CLONE_NEWUSER) < 0) {
+		failed(h, "making a user namespace (not allowed to make a "
+			  "network namespace)", errno);
+		h->err = -EPERM;
+		return -1;
+	}
+	/* An unprivileged writer of gid_map must give up setgroups first;
+	 * kernels before 3.19 have no such file. */
+	if (write_file("/proc/self/setgroups", "deny") < 0 && errno != ENOENT)
+		return failed(h, "writing /proc/self/setgroups", errno);
+	if (write_file("/proc/self/uid_map", uid_map) < 0)
+		return failed(h, "writing /proc/self/uid_map", errno);
+	if (write_file("/proc/self/gid_map", gid_map) < 0)
+		return failed(h, "writing /proc/self/gid_map", errno);
+	h->user_ns = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
+	if (h->user_ns < 0)
+		return failed(h, "opening the user namespace", errno);
+	return 0;
+}
+
+static int enter_kernel_namespace(struct helper *h)
+{
+	if (unshare(CLONE_NEWNET) < 0) {
+		if (errno != EPERM)
+			return failed(h, "making the kernel namespace", errno);
+		if (enter_user_namespace(h) < 0)
+			return -1;
+		if (unshare(CLONE_NEWNET) < 0)
+			return failed(h, "making the kernel namespace", errno);
+	}
+	h->kernel_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (h->kernel_ns < 0)
+		return failed(h, "opening the kernel namespace", errno);
+	h->rtnl_kernel = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (h->rtnl_kernel < 0)
+		return failed(h, "opening rtnetlink", errno);
+	/* lab0 is born later, from the probe namespace, with the "default"
+	 * settings of this one: without duplicate address detection its
+	 * addresses are usable at once (both must be 0, see addrconf). */
+	if (write_file("/proc/sys/net/ipv6/conf/all/accept_dad", "0") < 0 ||
+	    write_file("/proc/sys/net/ipv6/conf/default/accept_dad", "0") < 0)
+		return failed(h, "setting net.ipv6.conf.*.accept_dad", errno);
+	return 0;
+}
+
+static int enter_probe_namespace(struct helper *h)
+{
+	if (unshare(CLONE_NEWNET) < 0)
+		return failed(h, "making the probe namespace", errno);
+	h->rtnl_probe = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (h->rtnl_probe < 0)
+		return failed(h, "opening rtnetlink", errno);
+	/* probe0 must never speak: no link-local address, no MLD, no router
+	 * solicitation. Set as the default before it exists, it holds from
+	 * its first moment up. */
+	if (write_file("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1") < 0)
+		return failed(h, "disabling IPv6 for probe0", errno);
+	return 0;
+}
+
+/* Several rtnetlink requests sent at once: the kernel runs them in order
+ * within send(); only the last asks for an ACK, so an error of any other
+ * is already queued when that ACK arrives. */
+struct nl_batch {
+	char buf[1024]; /* holds the largest batch (six small requests) */
+	size_t len;
+	unsigned n;
+	struct nlmsghdr *last;
+	const char *what[8];
+};
+
+static struct nlmsghdr *batch_add(struct nl_batch *b, uint16_t type,
+				  uint16_t flags, const char *what)
+{
+	struct nlmsghdr *nlh;
+
+	if (b->last)
+		b->len += MNL_ALIGN(b->last->nlmsg_len);
+	nlh = mnl_nlmsg_put_header(b->buf + b->len);
+	nlh->nlmsg_type = type;
+	nlh->nlmsg_flags = NLM_F_REQUEST | flags;
+	nlh->nlmsg_seq = b->n + 1; /* seq 0 would turn checks off */
+	b->what[b->n++] = what;
+	b->last = nlh;
+	return nlh;
+}
+
+/* The first error of b's requests, or the ACK of the last one. */
+static int batch_ack(struct helper *h, const struct nl_batch *b,
+		     const char *buf, int len)
+{
+	const struct nlmsghdr *nlh = (const struct nlmsghdr *)buf;
+	const struct nlmsgerr *e;
+
+	for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+		if (nlh->nlmsg_type != NLMSG_ERROR ||
+		    mnl_nlmsg_get_payload_len(nlh) < sizeof(*e))
+			continue;
+		e = mnl_nlmsg_get_payload(nlh);
+		if (e->error && nlh->nlmsg_seq >= 1 && nlh->nlmsg_seq <= b->n)
+			return failed(h, b->what[nlh->nlmsg_seq - 1], -e->error);
+		if (nlh->nlmsg_seq == b->n)
+			return 1;
+	}
+	return 0;
+}
+
+/* Send b on fd, wait for the last ACK. Returns 0 or -1 (failed step). */
+static int batch_run(struct helper *h, int fd, struct nl_batch *b)
+{
+	uint32_t buf[2048]; /* an error echoes its request */
+	ssize_t n;
+	int rc;
+
+	b->last->nlmsg_flags |= NLM_F_ACK;
+	b->len += MNL_ALIGN(b->last->nlmsg_len);
+	b->last = NULL;
+	if (send(fd, b->buf, b->len, 0) < 0)
+		return failed(h, b->what[0], errno);
+	do {
+		n = recv(fd, buf, sizeof(buf), 0);
+		if (n < 0 && errno != EINTR)
+			return failed(h, b->what[b->n - 1], errno);
+		rc = n > 0 ? batch_ack(h, b, (const char *)buf, (int)n) : 0;
+	} while (rc == 0);
+	return rc < 0 ? -1 : 0;
+}
+
+static void put_ifinfo(struct nlmsghdr *nlh, int index, unsigned up)
+{
+	struct ifinfomsg *ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
+
+	ifi->ifi_family = AF_UNSPEC;
+	ifi->ifi_index = index;
+	ifi->ifi_flags = up;
+	ifi->ifi_change = up;
+}
+
+/* probe0 here, up, and its peer lab0 in the kernel namespace, down until
+ * its offloads are off. */
+static int make_veth(struct helper *h)
+{
+	struct nl_batch b = {.n = 0};
+	struct nlmsghdr *nlh;
+	struct nlattr *info, *data, *peer;
+
+	nlh = batch_add(&b, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
+			"creating veth pair");
+	put_ifinfo(nlh, 0, IFF_UP);
+	mnl_attr_put_strz(nlh, IFLA_IFNAME, PROBE_IF);
+	mnl_attr_put(nlh, IFLA_ADDRESS, ETH_ALEN, local_mac);
+	info = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
+	mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "veth");
+	data = mnl_attr_nest_start(nlh, IFLA_INFO_DATA);
+	peer = mnl_attr_nest_start(nlh, VETH_INFO_PEER);
+	put_ifinfo(nlh, 0, 0);
+	mnl_attr_put_strz(nlh, IFLA_IFNAME, LAB_IF);
+	mnl_attr_put(nlh, IFLA_ADDRESS, ETH_ALEN, peer_mac);
+	mnl_attr_put_u32(nlh, IFLA_NET_NS_FD, (uint32_t)h->kernel_ns);
+	mnl_attr_nest_end(nlh, peer);
+	mnl_attr_nest_end(nlh, data);
+	mnl_attr_nest_end(nlh, info);
+	return batch_run(h, h->rtnl_probe, &b);
+}
+
+/* ifindex of name in the namespace of sock; 0 on failure (errno set). */
+static int ifindex(int sock, const char *name)
+{
+	struct ifreq ifr = {.ifr_ifindex = 0};
+
+	memcpy(ifr.ifr_name, name, strlen(name) + 1);
+	return ioctl(sock, SIOCGIFINDEX, &ifr) < 0 ? 0 : ifr.ifr_ifindex;
+}
+
+/* One legacy ethtool "set" (ETHTOOL_STSO ...) on name: -1 with errno. */
+static int ethtool_set(int sock, const char *name, uint32_t cmd,
+		       uint32_t value)
+{
+	struct ethtool_value ev = {.cmd = cmd, .data = value};
+	struct ifreq ifr = {.ifr_data = (void *)&ev};
+
+	memcpy(ifr.ifr_name, name, strlen(name) + 1);
+	return ioctl(sock, SIOCETHTOOL, &ifr);
+}
+
+/* GRO off so frames arrive on probe0 as the kernel sent them, then the
+ * packet socket. Until lab0 is up probe0 has no carrier, so nothing
+ * arrives between socket() and bind(). */
+static int setup_probe(struct helper *h)
+{
+	struct sockaddr_ll sll = {.sll_family = AF_PACKET,
+				  .sll_protocol = htons(ETH_P_ALL)};
+
+	sll.sll_ifindex = ifindex(h->rtnl_probe, PROBE_IF);
+	if (!sll.sll_ifindex)
+		return failed(h, "finding " PROBE_IF, errno);
+	if (ethtool_set(h->rtnl_probe, PROBE_IF, ETHTOOL_SGRO, 0) < 0 &&
+	    errno != EOPNOTSUPP)
+		return failed(h, "disabling GRO on " PROBE_IF, errno);
+	h->packet = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+	if (h->packet < 0)
+		return failed(h, "making the packet socket", errno);
+	if (bind(h->packet, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+		return failed(h, "binding the packet socket to " PROBE_IF, errno);
+	close(h->rtnl_probe);
+	h->rtnl_probe = -1;
+	return 0;
+}
+
+static void add_link_up(struct nl_batch *b, int index, const char *what)
+{
+	put_ifinfo(batch_add(b, RTM_NEWLINK, 0, what), index, IFF_UP);
+}
+
+static void add_address(struct nl_batch *b, int index, int family,
+			const uint8_t *addr, int prefix, const char *what)
+{
+	struct nlmsghdr *nlh;
+	struct ifaddrmsg *ifa;
+	size_t len = family == AF_INET ? 4 : 16;
+
+	nlh = batch_add(b, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, what);
+	ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+	ifa->ifa_family = (uint8_t)family;
+	ifa->ifa_prefixlen = (uint8_t)prefix;
+	/* NODAD: never tentative, so bind() works at once */
+	ifa->ifa_flags = family == AF_INET6 ? IFA_F_NODAD : 0;
+	ifa->ifa_scope = RT_SCOPE_UNIVERSE;
+	ifa->ifa_index = (uint32_t)index;
+	mnl_attr_put(nlh, IFA_LOCAL, len, addr);
+	mnl_attr_put(nlh, IFA_ADDRESS, len, addr);
+}
+
+static void add_neighbour(struct nl_batch *b, int index, int family,
+			  const uint8_t *addr, const char *what)
+{
+	struct nlmsghdr *nlh;
+	struct ndmsg *ndm;
+
+	nlh = batch_add(b, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, what);
+	ndm = mnl_nlmsg_put_extra_header(nlh, sizeof(*ndm));
+	ndm->ndm_family = (uint8_t)family;
+	ndm->ndm_ifindex = index;
+	ndm->ndm_state = NUD_PERMANENT;
+	mnl_attr_put(nlh, NDA_DST, family == AF_INET ? 4 : 16, addr);
+	mnl_attr_put(nlh, NDA_LLADDR, ETH_ALEN, local_mac);
+}
+
+/* lab0 sends full checksums and segments no larger than the MTU, so what
+ * probe0 captures is what a wire would carry. */
+static int lab0_offloads_off(struct helper *h)
+{
+	static const struct {
+		uint32_t cmd;
+		const char *what;
+	} off[] = {
+		{ETHTOOL_STXCSUM, "disabling TX checksum offload on " LAB_IF},
+		{ETHTOOL_STSO, "disabling TSO on " LAB_IF},
+		{ETHTOOL_SGSO, "disabling GSO on " LAB_IF},
+	};
+
+	for (size_t i = 0; i < sizeof(off) / sizeof(off[0]); i++)
+		if (ethtool_set(h->rtnl_kernel, LAB_IF, off[i].cmd, 0) < 0)
+			return failed(h, off[i].what, errno);
+	return 0;
+}
+
+/* Through the kernel namespace's rtnetlink socket, wherever we stand. */
+static int setup_kernel(struct helper *h)
+{
+	struct nl_batch b = {.n = 0};
+	int lab0 = ifindex(h->rtnl_kernel, LAB_IF);
+
+	if (!lab0)
+		return failed(h, "finding " LAB_IF, errno);
+	if (lab0_offloads_off(h) < 0)
+		return -1;
+	add_link_up(&b, LOOPBACK_IFINDEX, "bringing lo up");
+	add_link_up(&b, lab0, "bringing " LAB_IF " up");
+	add_address(&b, lab0, AF_INET, lab_ip4, 24,
+		    "adding 192.0.2.1/24 to " LAB_IF);
+	add_address(&b, lab0, AF_INET6, lab_ip6, 64,
+		    "adding 2001:db8::1/64 to " LAB_IF);
+	add_neighbour(&b, lab0, AF_INET, local_ip4,
+		      "adding neighbour 192.0.2.2 on " LAB_IF);
+	add_neighbour(&b, lab0, AF_INET6, local_ip6,
+		      "adding neighbour 2001:db8::2 on " LAB_IF);
+	if (batch_run(h, h->rtnl_kernel, &b) < 0)
+		return -1;
+	close(h->rtnl_kernel);
+	h->rtnl_kernel = -1;
+	return 0;
+}
+
+static int build_lab(struct helper *h)
+{
+	if (enter_kernel_namespace(h) < 0 || enter_probe_namespace(h) < 0 ||
+	    make_veth(h) < 0 || setup_probe(h) < 0 || setup_kernel(h) < 0)
+		return -1;
+	/* Sockets made from now on, and /proc/sys/net, are the kernel's. */
+	if (setns(h->kernel_ns, CLONE_NEWNET) < 0)
+		return failed(h, "returning to the kernel namespace", errno);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The helper: serving                                                 */
+/* ------------------------------------------------------------------ */
+
+static void serve_socket(int ctl, struct lab_msg *msg)
+{
+	int fd = socket(msg->arg[0], msg->arg[1], msg->arg[2]);
+
+	msg->err = fd < 0 ? -errno : 0;
+	send_msg(ctl, msg, &fd, fd < 0 ? 0 : 1);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* /proc/sys/net/... is looked up in the namespace of the task opening it,
+ * which is the kernel's: the helper lives there. */
+static int sysctl_rw(struct lab_msg *msg)
+{
+	char path[sizeof("/proc/sys/") + sizeof(msg->name)] = "/proc/sys/";
+	char *p = path + strlen(path);
+	int write_it = msg->op == LAB_SYSCTL_WRITE, fd;
+	ssize_t n;
+
+	for (const char *s = msg->name; *s; s++)
+		*p++ = *s == '.' ? '/' : *s; /* so ".." cannot survive */
+	*p = '\0';
+	fd = open(path, (write_it ? O_WRONLY : O_RDONLY) | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write_it)
+		n = write(fd, msg->value, strlen(msg->value));
+	else
+		n = read(fd, msg->value, sizeof(msg->value));
+	if (n < 0)
+		n = -errno;
+	close(fd);
+	if (!write_it && n == (ssize_t)sizeof(msg->value))
+		return -ENOSPC;
+	if (!write_it && n >= 0)
+		msg->value[n > 0 && msg->value[n - 1] == '\n' ? n - 1 : n] = '\0';
+	return n < 0 ? (int)n : 0;
+}
+
+/* Requests until the socketpair closes: our caller closed the lab, or
+ * died, and the lab dies with it. */
+static _Noreturn void serve(int ctl)
+{
+	struct lab_msg msg;
+
+	for (;;) {
+		if (recv_msg(ctl, &msg, NULL, 0) < 0)
+			_exit(0);
+		if (msg.op == LAB_SOCKET) {
+			serve_socket(ctl, &msg);
+			continue;
+		}
+		if (msg.op == LAB_SYSCTL_READ || msg.op == LAB_SYSCTL_WRITE)
+			msg.err = sysctl_rw(&msg);
+		else
+			msg.err = -EINVAL;
+		msg.cause = -msg.err;
+		send_msg(ctl, &msg, NULL, 0);
+	}
+}
+
+/* Signals as a fresh process has them: the caller's handlers (Python's)
+ * have no business here, and a blocked SIGTERM would keep us alive. */
+static void reset_signals(void)
+{
+	struct sigaction sa = {.sa_handler = SIG_DFL};
+	sigset_t none;
+
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &sa, NULL); /* EINVAL for KILL, STOP: fine */
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* Keep stdio and ctl (moved to 3), close every other inherited
+ * descriptor: another lab's socketpair or packet socket held here would
+ * keep that lab alive. */
+static int close_stray_fds(int ctl)
+{
+	if (ctl != 3 && dup2(ctl, 3) < 0)
+		return ctl;
+	if (syscall(SYS_close_range, 4U, ~0U, 0U) < 0) {
+		long max = sysconf(_SC_OPEN_MAX);
+
+		for (long fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+			close((int)fd);
+	}
+	return 3;
+}
+
+static _Noreturn void helper_main(int ctl)
+{
+	struct helper h = {.ctl = -1, .kernel_ns = -1, .user_ns = -1,
+			   .rtnl_kernel = -1, .rtnl_probe = -1, .packet = -1};
+	struct lab_msg msg;
+	int fds[3];
+
+	reset_signals();
+	h.ctl = close_stray_fds(ctl);
+	memset(&msg, 0, sizeof(msg));
+	if (build_lab(&h) < 0) {
+		msg.err = h.err;
+		msg.cause = h.cause;
+		strncpy(msg.name, h.what, sizeof(msg.name) - 1);
+		send_msg(h.ctl, &msg, NULL, 0);
+		_exit(1);
+	}
+	fds[0] = h.packet;
+	fds[1] = h.kernel_ns;
+	fds[2] = h.user_ns;
+	if (send_msg(h.ctl, &msg, fds, h.user_ns >= 0 ? 3 : 2) < 0)
+		_exit(1);
+	close(h.packet);
+	close(h.kernel_ns);
+	if (h.user_ns >= 0)
+		close(h.user_ns);
+	serve(h.ctl);
+}
+
+/* ------------------------------------------------------------------ */
+/* The caller's side                                                   */
+/* ------------------------------------------------------------------ */
+
+/* Fork the helper with all signals blocked, so no handler of ours runs
+ * in it before it resets them. Returns 0 or a negative errno. */
+static int start_helper(struct fp_lab *lab)
+{
+	sigset_t all, old;
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	lab->pid = fork();
+	if (lab->pid == 0)
+		helper_main(sv[1]);
+	int e = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	close(sv[1]);
+	lab->ctl = sv[0];
+	return lab->pid < 0 ? -e : 0;
+}
+
+/* The helper's first message: the lab's descriptors, or what failed. */
+static int receive_lab(struct fp_lab *lab)
+{
+	struct lab_msg msg;
+	int fds[3], n = recv_msg(lab->ctl, &msg, fds, 3);
+
+	if (n < 0) {
+		snprintf(lab->err, sizeof(lab->err),
+			 "the lab helper died while building the lab: %s",
+			 strerror(-n));
+		return n;
+	}
+	if (msg.err < 0 || n < 2) {
+		while (n > 0)
+			close(fds[--n]);
+		snprintf(lab->err, sizeof(lab->err), "%s: %s",
+			 msg.err < 0 ? msg.name : "the lab helper",
+			 strerror(msg.err < 0 ? msg.cause : EPROTO));
+		return msg.err < 0 ? msg.err : -EPROTO;
+	}
+	lab->packet_fd = fds[0];
+	lab->netns_fd = fds[1];
+	lab->userns_fd = n > 2 ? fds[2] : -1;
+	return 0;
+}
+
+int fp_lab_open(struct fp_lab **out, char *err, size_t err_len)
+{
+	struct fp_lab *lab = calloc(1, sizeof(*lab));
+	int rc;
+
+	*out = NULL;
+	if (!lab) {
+		if (err && err_len)
+			snprintf(err, err_len, "out of memory");
+		return -ENOMEM;
+	}
+	lab->ctl = lab->packet_fd = lab->netns_fd = lab->userns_fd = -1;
+	rc = start_helper(lab);
+	if (rc < 0)
+		snprintf(lab->err, sizeof(lab->err), "starting the lab helper: %s",
+			 strerror(-rc));
+	else
+		rc = receive_lab(lab);
+	if (rc < 0) {
+		if (err && err_len)
+			snprintf(err, err_len, "%s", lab->err);
+		fp_lab_close(lab);
+		return rc;
+	}
+	*out = lab;
+	return 0;
+}
+
+/* Wait up to ms for pid to exit, without reaping it; 1 if it did. */
+static int helper_exited(pid_t pid, int ms)
+{
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	siginfo_t si;
+
+	if (pidfd >= 0) {
+		struct pollfd p = {.fd = pidfd, .events = POLLIN};
+		int n;
+
+		while ((n = poll(&p, 1, ms)) < 0 && errno == EINTR)
+			;
+		close(pidfd);
+		return n > 0;
+	}
+	/* No pidfd (old kernel, seccomp): look every 100 µs. ECHILD means
+	 * someone else reaped it. */
+	for (int i = 0; i < ms * 10; i++) {
+		si.si_pid = 0;
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 ||
+		    si.si_pid)
+			return 1;
+		usleep(100);
+	}
+	return 0;
+}
+
+void fp_lab_close(struct fp_lab *lab)
+{
+	if (!lab)
+		return;
+	if (lab->ctl >= 0) {
+		/* shutdown, not only close: a child the caller forked may
+		 * hold a copy of ctl, and the helper must see EOF anyway */
+		shutdown(lab->ctl, SHUT_RDWR);
+		close(lab->ctl);
+	}
+	if (lab->packet_fd >= 0)
+		close(lab->packet_fd);
+	if (lab->netns_fd >= 0)
+		close(lab->netns_fd);
+	if (lab->userns_fd >= 0)
+		close(lab->userns_fd);
+	if (lab->pid > 0) {
+		if (!helper_exited(lab->pid, EXIT_WAIT_MS))
+			kill(lab->pid, SIGKILL);
+		while (waitpid(lab->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	free(lab);
+}
+
+const char *fp_lab_error(const struct fp_lab *lab)
+{
+	return lab ? lab->err : "no lab";
+}
+
+int fp_lab_packet_fd(const struct fp_lab *lab)
+{
+	return lab->packet_fd;
+}
+
+int fp_lab_netns_fd(const struct fp_lab *lab)
+{
+	return lab->netns_fd;
+}
+
+int fp_lab_userns_fd(const struct fp_lab *lab)
+{
+	return lab->userns_fd;
+}
+
+/* One request, one response (and maybe a descriptor into *fd). Returns
+ * 0 when the helper answered (its answer in msg->err), or a negative errno
+ * with the message kept if it is gone. */
+static int lab_call(struct fp_lab *lab, struct lab_msg *msg, int *fd)
+{
+	int rc = send_msg(lab->ctl, msg, NULL, 0);
+
+	if (rc == 0)
+		rc = recv_msg(lab->ctl, msg, fd, fd ? 1 : 0);
+	if (rc >= 0 && fd && msg->err == 0 && rc != 1)
+		rc = -EPROTO; /* a socket promised and none came */
+	if (rc < 0) {
+		snprintf(lab->err, sizeof(lab->err),
+			 "no answer from the lab helper: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+int fp_lab_socket(struct fp_lab *lab, int family, int type, int protocol)
+{
+	struct lab_msg msg = {.op = LAB_SOCKET, .arg = {family, type, protocol}};
+	int fd = -1, rc = lab_call(lab, &msg, &fd);
+
+	if (rc < 0)
+		return rc;
+	if (msg.err < 0) {
+		snprintf(lab->err, sizeof(lab->err),
+			 "socket(%d, %d, %d) in the lab: %s", family, type,
+			 protocol, strerror(-msg.err));
+		return msg.err;
+	}
+	return fd;
+}
+
+/* Only net.* sysctls belong to a network namespace; the helper may be
+ * real root, and kernel.* would change the host. */
+static int check_sysctl(struct fp_lab *lab, const char *name,
+			const char *value, char *out, size_t out_len)
+{
+	const char *why = NULL;
+
+	if (!name || strncmp(name, "net.", 4) != 0 || strchr(name, '/'))
+		why = "is not a net.* sysctl";
+	else if (strlen(name) >= sizeof(((struct lab_msg *)0)->name))
+		why = "is too long";
+	else if (value && strlen(value) >= sizeof(((struct lab_msg *)0)->value))
+		why = "has a value too long";
+	else if (!value && (!out || !out_len))
+		why = "is read without room for the value";
+	if (!why)
+		return 0;
+	snprintf(lab->err, sizeof(lab->err), "sysctl \"%s\" %s",
+		 name ? name : "(null)", why);
+	return -EINVAL;
+}
+
+int fp_lab_sysctl(struct fp_lab *lab, const char *name, const char *value,
+		  char *out, size_t out_len)
+{
+	struct lab_msg msg = {.op = value ? LAB_SYSCTL_WRITE : LAB_SYSCTL_READ};
+	int rc = check_sysctl(lab, name, value, out, out_len);
+
+	if (rc < 0)
+		return rc;
+	strcpy(msg.name, name);
+	if (value)
+		strcpy(msg.value, value);
+	rc = lab_call(lab, &msg, NULL);
+	if (rc < 0)
+		return rc;
+	if (msg.err == 0 && !value && strlen(msg.value) >= out_len)
+		msg.err = -ENOSPC;
+	if (msg.err < 0) {
+		snprintf(lab->err, sizeof(lab->err), "%s sysctl %s: %s",
+			 value ? "writing" : "reading", name,
+			 strerror(-msg.err));
+		return msg.err;
+	}
+	if (!value)
+		memcpy(out, msg.value, strlen(msg.value) + 1);
+	return 0;
+}

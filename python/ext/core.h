@@ -1,0 +1,63 @@
+/*
+ * core.h: what the files of the extension finprobe._core share: the module
+ * state (heap types and exceptions) and the constructors each type offers
+ * the others.
+ */
+#ifndef FP_EXT_CORE_H
+#define FP_EXT_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "finprobe.h"
+
+typedef struct {
+	PyTypeObject *segment_type;
+	PyTypeObject *lab_type;
+	PyTypeObject *engine_type;
+	PyTypeObject *connection_type;
+	PyTypeObject *listener_type;
+	PyObject *error;              /* finprobe.Error */
+	PyObject *parse_error;        /* finprobe.ParseError(Error, ValueError) */
+	PyObject *expect_error;       /* finprobe.ExpectError(Error, AssertionError) */
+	PyObject *permission_error;   /* finprobe.PermissionError(Error, PermissionError) */
+	PyObject *connection_refused; /* finprobe.ConnectionRefused(Error, ConnectionRefusedError) */
+} core_state;
+
+extern PyModuleDef core_module;
+
+/* The module state of the module that defined type (or of core_module). */
+core_state *core_state_of_type(PyTypeObject *type);
+
+/* segment_type.c */
+typedef struct {
+	PyObject_HEAD
+	struct fp_segment seg; /* seg.payload points into payload's buffer */
+	PyObject *payload;     /* bytes */
+	PyObject *direction;   /* "in", "out" or None */
+	double ts;             /* CLOCK_MONOTONIC seconds; NaN: never on the wire */
+	uint8_t has_checksum;  /* parsed, or forced by the caller */
+} SegmentObject;
+
+extern PyType_Spec segment_spec;
+/* A Segment holding a copy of seg and its payload. ts < 0: none. */
+PyObject *segment_new_from(core_state *st, const struct fp_segment *seg,
+			   double ts, const char *direction);
+/* The wire bytes of a Segment, or NULL with ValueError. */
+PyObject *segment_to_bytes(SegmentObject *self);
+
+/* lab_type.c */
+extern PyType_Spec lab_spec;
+
+/* engine_type.c / connection_type.c */
+extern PyType_Spec engine_spec;
+extern PyType_Spec connection_spec;
+extern PyType_Spec listener_spec;
+
+/* Address text ("192.0.2.1", "2001:db8::1") to bytes; family 4 or 6.
+ * Returns -1 with ValueError naming what. */
+int core_parse_address(const char *what, PyObject *text, uint8_t *addr,
+		       uint8_t *family);
+PyObject *core_format_address(int family, const uint8_t *addr);
+
+#endif /* FP_EXT_CORE_H */

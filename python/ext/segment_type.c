@@ -1,0 +1,705 @@
+/*
+ * segment_type.c: finprobe._core.Segment, a TCP segment with its IP
+ * addresses, over struct fp_segment. Immutable: replace() makes a changed
+ * copy. The codec work (bytes(seg), Segment.parse) is segment.c's.
+ *
+ * Conversions between Python values and the C struct live here and only
+ * here: flags as "FSRPAUEC" letters, options as tuples, addresses as text.
+ */
+#include "core.h"
+
+#include <arpa/inet.h>
+#include <math.h>
+
+#define SEGMENT_BUF (60 + 60 + 65535)
+
+/* ---- addresses ---------------------------------------------------------- */
+
+int core_parse_address(const char *what, PyObject *text, uint8_t *addr,
+		       uint8_t *family)
+{
+	if (!PyUnicode_Check(text)) {
+		PyErr_Format(PyExc_TypeError, "%s must be an IP address as str, not %.100s",
+			     what, Py_TYPE(text)->tp_name);
+		return -1;
+	}
+	const char *s = PyUnicode_AsUTF8(text);
+	if (!s)
+		return -1;
+	memset(addr, 0, 16);
+	if (inet_pton(AF_INET, s, addr) == 1) {
+		*family = 4;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, s, addr) == 1) {
+		*family = 6;
+		return 0;
+	}
+	PyErr_Format(PyExc_ValueError, "%s: %R is not an IPv4 or IPv6 address", what, text);
+	return -1;
+}
+
+PyObject *core_format_address(int family, const uint8_t *addr)
+{
+	char text[INET6_ADDRSTRLEN];
+	if (family != 4 && family != 6)
+		Py_RETURN_NONE;
+	inet_ntop(family == 4 ? AF_INET : AF_INET6, addr, text, sizeof(text));
+	return PyUnicode_FromString(text);
+}
+
+/* ---- scalar fields -------------------------------------------------------- */
+
+static int unsigned_arg(PyObject *value, const char *name, unsigned long long max,
+			unsigned long long *out)
+{
+	if (!PyLong_Check(value) || PyBool_Check(value)) {
+		PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name,
+			     Py_TYPE(value)->tp_name);
+		return -1;
+	}
+	int overflow;
+	long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+	if (v == -1 && PyErr_Occurred())
+		return -1;
+	if (overflow || v < 0 || (unsigned long long)v > max) {
+		PyErr_Format(PyExc_ValueError, "%s must be in 0..%llu, got %R", name, max, value);
+		return -1;
+	}
+	*out = (unsigned long long)v;
+	return 0;
+}
+
+static int flags_arg(PyObject *value, uint8_t *flags)
+{
+	unsigned long long bits;
+	if (PyLong_Check(value)) {
+		if (unsigned_arg(value, "flags", 0xff, &bits) < 0)
+			return -1;
+		*flags = (uint8_t)bits;
+		return 0;
+	}
+	if (!PyUnicode_Check(value)) {
+		PyErr_Format(PyExc_TypeError, "flags must be a str of \"FSRPAUEC\" letters, not %.100s",
+			     Py_TYPE(value)->tp_name);
+		return -1;
+	}
+	const char *text = PyUnicode_AsUTF8(value);
+	if (!text)
+		return -1;
+	if (fp_flags_parse(text, flags) < 0) {
+		PyErr_Format(PyExc_ValueError,
+			     "flags: %R is not a set of the letters F S R P A U E C (each at most once)", value);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- options: tuples <-> struct fp_option --------------------------------- */
+
+static int option_name_is(PyObject *name, const char *want)
+{
+	return PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, want) == 0;
+}
+
+static int option_arity(PyObject *t, Py_ssize_t n, const char *shape)
+{
+	if (PyTuple_GET_SIZE(t) != n) {
+		PyErr_Format(PyExc_ValueError, "options: %R must be %s", t, shape);
+		return -1;
+	}
+	return 0;
+}
+
+static int option_u32(PyObject *t, Py_ssize_t i, unsigned long long max, uint32_t *out)
+{
+	unsigned long long v;
+	if (unsigned_arg(PyTuple_GET_ITEM(t, i), "option value", max, &v) < 0)
+		return -1;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static int sack_from_tuple(PyObject *t, struct fp_option *o)
+{
+	PyObject *blocks = PyTuple_GET_ITEM(t, 1);
+	if (!PyTuple_Check(blocks) && !PyList_Check(blocks))
+		goto bad;
+	PyObject *seq = PySequence_Fast(blocks, "sack blocks");
+	if (!seq)
+		return -1;
+	Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+	int ok = n >= 1 && n <= FP_MAX_SACK_BLOCKS;
+	for (Py_ssize_t i = 0; ok && i < n; i++) {
+		PyObject *b = PySequence_Fast_GET_ITEM(seq, i);
+		ok = PyTuple_Check(b) && PyTuple_GET_SIZE(b) == 2 &&
+		     option_u32(b, 0, 0xffffffffu, &o->v.sack.edge[i][0]) == 0 &&
+		     option_u32(b, 1, 0xffffffffu, &o->v.sack.edge[i][1]) == 0;
+	}
+	Py_DECREF(seq);
+	if (PyErr_Occurred())
+		return -1;
+	if (!ok)
+		goto bad;
+	o->v.sack.count = (uint8_t)n;
+	return 0;
+bad:
+	PyErr_Format(PyExc_ValueError, "options: %R must be (\"sack\", ((left, right), ...)) with 1 to 4 blocks", t);
+	return -1;
+}
+
+static int raw_option_from_tuple(PyObject *t, struct fp_option *o)
+{
+	unsigned long long kind;
+	if (option_arity(t, 2, "(kind, b\"raw bytes\")") < 0 ||
+	    unsigned_arg(PyTuple_GET_ITEM(t, 0), "option kind", 255, &kind) < 0)
+		return -1;
+	PyObject *body = PyTuple_GET_ITEM(t, 1);
+	if (!PyBytes_Check(body) || PyBytes_GET_SIZE(body) > FP_MAX_OPTION_BODY) {
+		PyErr_Format(PyExc_ValueError, "options: %R: the body must be bytes of at most %d", t,
+			     FP_MAX_OPTION_BODY);
+		return -1;
+	}
+	o->kind = (uint8_t)kind;
+	o->raw = 1;
+	o->len = (uint8_t)PyBytes_GET_SIZE(body);
+	memcpy(o->v.body, PyBytes_AS_STRING(body), o->len);
+	return 0;
+}
+
+static int option_from_tuple(PyObject *t, struct fp_option *o)
+{
+	memset(o, 0, sizeof(*o));
+	if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) == 0) {
+		PyErr_Format(PyExc_TypeError, "options: each option must be a non-empty tuple, got %R", t);
+		return -1;
+	}
+	PyObject *name = PyTuple_GET_ITEM(t, 0);
+	uint32_t v;
+	if (PyLong_Check(name))
+		return raw_option_from_tuple(t, o);
+	if (option_name_is(name, "mss")) {
+		o->kind = FP_OPT_MSS;
+		if (option_arity(t, 2, "(\"mss\", value)") < 0 || option_u32(t, 1, 0xffff, &v) < 0)
+			return -1;
+		o->v.mss = (uint16_t)v;
+	} else if (option_name_is(name, "wscale")) {
+		o->kind = FP_OPT_WSCALE;
+		if (option_arity(t, 2, "(\"wscale\", shift)") < 0 || option_u32(t, 1, 0xff, &v) < 0)
+			return -1;
+		o->v.wscale = (uint8_t)v;
+	} else if (option_name_is(name, "ts")) {
+		o->kind = FP_OPT_TS;
+		if (option_arity(t, 3, "(\"ts\", tsval, tsecr)") < 0 ||
+		    option_u32(t, 1, 0xffffffffu, &o->v.ts.val) < 0 ||
+		    option_u32(t, 2, 0xffffffffu, &o->v.ts.ecr) < 0)
+			return -1;
+	} else if (option_name_is(name, "sack")) {
+		o->kind = FP_OPT_SACK;
+		if (option_arity(t, 2, "(\"sack\", ((left, right), ...))") < 0)
+			return -1;
+		return sack_from_tuple(t, o);
+	} else if (option_name_is(name, "sackok") || option_name_is(name, "nop") ||
+		   option_name_is(name, "eol")) {
+		o->kind = option_name_is(name, "sackok") ? FP_OPT_SACKOK
+			  : option_name_is(name, "nop")  ? FP_OPT_NOP
+							 : FP_OPT_EOL;
+		return option_arity(t, 1, "a 1-tuple such as (\"nop\",)");
+	} else {
+		PyErr_Format(PyExc_ValueError,
+			     "options: unknown option %R (known: mss, wscale, sackok, sack, ts, nop, eol, "
+			     "or (kind, b\"raw\"))", name);
+		return -1;
+	}
+	return 0;
+}
+
+static int options_arg(PyObject *value, struct fp_segment *seg)
+{
+	PyObject *seq = PySequence_Fast(value, "options must be a sequence of tuples");
+	if (!seq)
+		return -1;
+	Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+	int rc = 0;
+	if (n > FP_MAX_OPTIONS) {
+		PyErr_Format(PyExc_ValueError, "options: %zd options do not fit in 40 bytes", n);
+		rc = -1;
+	}
+	for (Py_ssize_t i = 0; rc == 0 && i < n; i++)
+		rc = option_from_tuple(PySequence_Fast_GET_ITEM(seq, i), &seg->options[i]);
+	Py_DECREF(seq);
+	seg->n_options = rc == 0 ? (uint8_t)n : 0;
+	return rc;
+}
+
+static PyObject *sack_to_tuple(const struct fp_option *o)
+{
+	PyObject *blocks = PyTuple_New(o->v.sack.count);
+	if (!blocks)
+		return NULL;
+	for (int i = 0; i < o->v.sack.count; i++) {
+		PyObject *b = Py_BuildValue("(kk)", (unsigned long)o->v.sack.edge[i][0],
+					    (unsigned long)o->v.sack.edge[i][1]);
+		if (!b) {
+			Py_DECREF(blocks);
+			return NULL;
+		}
+		PyTuple_SET_ITEM(blocks, i, b);
+	}
+	return Py_BuildValue("(sN)", "sack", blocks);
+}
+
+static PyObject *option_to_tuple(const struct fp_option *o)
+{
+	if (o->raw)
+		return Py_BuildValue("(iy#)", o->kind, (const char *)o->v.body, (Py_ssize_t)o->len);
+	switch (o->kind) {
+	case FP_OPT_EOL:
+		return Py_BuildValue("(s)", "eol");
+	case FP_OPT_NOP:
+		return Py_BuildValue("(s)", "nop");
+	case FP_OPT_MSS:
+		return Py_BuildValue("(si)", "mss", o->v.mss);
+	case FP_OPT_WSCALE:
+		return Py_BuildValue("(si)", "wscale", o->v.wscale);
+	case FP_OPT_SACKOK:
+		return Py_BuildValue("(s)", "sackok");
+	case FP_OPT_TS:
+		return Py_BuildValue("(skk)", "ts", (unsigned long)o->v.ts.val,
+				     (unsigned long)o->v.ts.ecr);
+	case FP_OPT_SACK:
+		return sack_to_tuple(o);
+	}
+	return Py_BuildValue("(iy#)", o->kind, "", (Py_ssize_t)0);
+}
+
+static PyObject *options_to_tuple(const struct fp_segment *seg)
+{
+	PyObject *t = PyTuple_New(seg->n_options);
+	for (int i = 0; t && i < seg->n_options; i++) {
+		PyObject *o = option_to_tuple(&seg->options[i]);
+		if (!o) {
+			Py_CLEAR(t);
+			break;
+		}
+		PyTuple_SET_ITEM(t, i, o);
+	}
+	return t;
+}
+
+/* ---- construction --------------------------------------------------------- */
+
+static SegmentObject *segment_alloc(PyTypeObject *type)
+{
+	SegmentObject *self = (SegmentObject *)type->tp_alloc(type, 0);
+	if (!self)
+		return NULL;
+	self->ts = NAN;
+	self->direction = Py_NewRef(Py_None);
+	self->payload = PyBytes_FromStringAndSize(NULL, 0);
+	if (!self->payload) {
+		Py_DECREF(self);
+		return NULL;
+	}
+	return self;
+}
+
+static void segment_set_payload(SegmentObject *self, PyObject *bytes)
+{
+	Py_SETREF(self->payload, bytes);
+	self->seg.payload = (const uint8_t *)PyBytes_AS_STRING(bytes);
+	self->seg.payload_len = (size_t)PyBytes_GET_SIZE(bytes);
+}
+
+PyObject *segment_new_from(core_state *st, const struct fp_segment *seg, double ts,
+			   const char *direction)
+{
+	SegmentObject *self = segment_alloc(st->segment_type);
+	if (!self)
+		return NULL;
+	self->seg = *seg;
+	PyObject *payload = PyBytes_FromStringAndSize((const char *)seg->payload,
+						      (Py_ssize_t)seg->payload_len);
+	if (!payload) {
+		Py_DECREF(self);
+		return NULL;
+	}
+	segment_set_payload(self, payload);
+	self->has_checksum = 1;
+	if (ts >= 0)
+		self->ts = ts;
+	if (direction)
+		Py_SETREF(self->direction, PyUnicode_FromString(direction));
+	return (PyObject *)self;
+}
+
+static int addresses_arg(PyObject *src, PyObject *dst, struct fp_segment *seg)
+{
+	uint8_t fam_src = 0, fam_dst = 0;
+	if (src != Py_None && core_parse_address("src", src, seg->src, &fam_src) < 0)
+		return -1;
+	if (dst != Py_None && core_parse_address("dst", dst, seg->dst, &fam_dst) < 0)
+		return -1;
+	if (fam_src && fam_dst && fam_src != fam_dst) {
+		PyErr_Format(PyExc_ValueError, "src %R and dst %R are not of the same IP version", src, dst);
+		return -1;
+	}
+	seg->family = fam_src ? fam_src : fam_dst;
+	return 0;
+}
+
+static int numbers_arg(PyObject *const *v, struct fp_segment *seg)
+{
+	static const char *names[] = {"sport", "dport", "seq", "ack", "window", "urg"};
+	static const unsigned long long max[] = {0xffff, 0xffff, 0xffffffffu, 0xffffffffu, 0xffff, 0xffff};
+	unsigned long long n[6];
+	for (int i = 0; i < 6; i++)
+		if (unsigned_arg(v[i], names[i], max[i], &n[i]) < 0)
+			return -1;
+	seg->sport = (uint16_t)n[0];
+	seg->dport = (uint16_t)n[1];
+	seg->seq = (uint32_t)n[2];
+	seg->ack = (uint32_t)n[3];
+	seg->window = (uint16_t)n[4];
+	seg->urg = (uint16_t)n[5];
+	return 0;
+}
+
+static int checksum_and_ttl_arg(SegmentObject *self, PyObject *checksum, PyObject *ttl)
+{
+	unsigned long long v;
+	if (checksum != Py_None) {
+		if (unsigned_arg(checksum, "checksum", 0xffff, &v) < 0)
+			return -1;
+		self->seg.force_checksum = 1;
+		self->seg.checksum = (uint16_t)v;
+		self->has_checksum = 1;
+	}
+	if (unsigned_arg(ttl, "ttl", 255, &v) < 0)
+		return -1;
+	self->seg.ttl = (uint8_t)v;
+	return 0;
+}
+
+static PyObject *segment_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+	static char *kw[] = {"src", "dst", "sport", "dport", "seq", "ack", "flags", "window", "urg",
+			     "options", "payload", "checksum", "ttl", NULL};
+	PyObject *zero = PyLong_FromLong(0), *win = PyLong_FromLong(65535), *ttl64 = PyLong_FromLong(64);
+	PyObject *src = Py_None, *dst = Py_None, *n[6] = {zero, zero, zero, zero, win, zero};
+	PyObject *flags = NULL, *options = NULL, *payload = NULL, *checksum = Py_None, *ttl = ttl64;
+	SegmentObject *self = NULL;
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOOOOOOOOOO$OO:Segment", kw, &src, &dst, &n[0],
+					 &n[1], &n[2], &n[3], &flags, &n[4], &n[5], &options, &payload,
+					 &checksum, &ttl))
+		goto out;
+	self = segment_alloc(type);
+	if (!self)
+		goto out;
+	if (addresses_arg(src, dst, &self->seg) < 0 || numbers_arg(n, &self->seg) < 0 ||
+	    (flags && flags_arg(flags, &self->seg.flags) < 0) ||
+	    (options && options_arg(options, &self->seg) < 0) ||
+	    checksum_and_ttl_arg(self, checksum, ttl) < 0)
+		goto fail;
+	if (payload) {
+		PyObject *b = PyBytes_FromObject(payload);
+		if (!b || PyUnicode_Check(payload)) {
+			Py_XDECREF(b);
+			PyErr_Format(PyExc_TypeError, "payload must be bytes-like, not %.100s",
+				     Py_TYPE(payload)->tp_name);
+			goto fail;
+		}
+		segment_set_payload(self, b);
+	} else {
+		segment_set_payload(self, Py_NewRef(self->payload));
+	}
+	goto out;
+fail:
+	Py_CLEAR(self);
+out:
+	Py_DECREF(zero);
+	Py_DECREF(win);
+	Py_DECREF(ttl64);
+	return (PyObject *)self;
+}
+
+static int segment_traverse(SegmentObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	return 0;
+}
+
+static void segment_dealloc(SegmentObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	Py_CLEAR(self->payload);
+	Py_CLEAR(self->direction);
+	tp->tp_free(self);
+	Py_DECREF(tp);
+}
+
+/* ---- bytes and parse ------------------------------------------------------ */
+
+PyObject *segment_to_bytes(SegmentObject *self)
+{
+	if (self->seg.family == 0) {
+		PyErr_SetString(PyExc_ValueError, "cannot build a segment without src and dst addresses");
+		return NULL;
+	}
+	size_t cap = 60 + 60 + self->seg.payload_len;
+	PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
+	if (!out)
+		return NULL;
+	ssize_t n = fp_segment_build(&self->seg, (uint8_t *)PyBytes_AS_STRING(out), cap);
+	if (n < 0) {
+		Py_DECREF(out);
+		PyErr_Format(PyExc_ValueError, "cannot build the segment: %s",
+			     n == -EMSGSIZE ? "payload too large for one IP packet"
+					    : "options longer than 40 bytes");
+		return NULL;
+	}
+	_PyBytes_Resize(&out, n);
+	return out;
+}
+
+static PyObject *segment_bytes(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return segment_to_bytes(self);
+}
+
+static PyObject *segment_parse(PyObject *cls, PyObject *data)
+{
+	Py_buffer view;
+	if (PyUnicode_Check(data)) {
+		PyErr_SetString(PyExc_TypeError, "Segment.parse() takes bytes, not str");
+		return NULL;
+	}
+	if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+		return NULL;
+	core_state *st = core_state_of_type((PyTypeObject *)cls);
+	struct fp_segment seg;
+	char why[160];
+	PyObject *result = NULL;
+	if (fp_segment_parse(&seg, view.buf, (size_t)view.len, why, sizeof(why)) < 0)
+		PyErr_Format(st->parse_error, "malformed packet (%zd bytes): %s", view.len, why);
+	else
+		result = segment_new_from(st, &seg, -1, NULL);
+	PyBuffer_Release(&view);
+	return result;
+}
+
+/* ---- replace, equality, repr ---------------------------------------------- */
+
+static PyObject *segment_fields(SegmentObject *self);
+
+static PyObject *segment_replace(SegmentObject *self, PyObject *args, PyObject *kwargs)
+{
+	if (PyTuple_GET_SIZE(args)) {
+		PyErr_SetString(PyExc_TypeError, "replace() takes keyword arguments only");
+		return NULL;
+	}
+	PyObject *fields = segment_fields(self);
+	if (!fields)
+		return NULL;
+	if (kwargs && PyDict_Update(fields, kwargs) < 0) {
+		Py_DECREF(fields);
+		return NULL;
+	}
+	PyObject *empty = PyTuple_New(0);
+	PyObject *copy = empty ? segment_new(Py_TYPE(self), empty, fields) : NULL;
+	Py_XDECREF(empty);
+	Py_DECREF(fields);
+	return copy;
+}
+
+/* What makes two segments equal: everything that goes on the wire but the
+ * TTL and the checksum. */
+static int segment_same(const SegmentObject *a, const SegmentObject *b)
+{
+	const struct fp_segment *x = &a->seg, *y = &b->seg;
+	if (x->family != y->family || memcmp(x->src, y->src, 16) || memcmp(x->dst, y->dst, 16) ||
+	    x->sport != y->sport || x->dport != y->dport || x->seq != y->seq || x->ack != y->ack ||
+	    x->flags != y->flags || x->window != y->window || x->urg != y->urg ||
+	    x->n_options != y->n_options)
+		return 0;
+	for (int i = 0; i < x->n_options; i++)
+		if (memcmp(&x->options[i], &y->options[i], sizeof(struct fp_option)))
+			return 0;
+	return PyObject_RichCompareBool(a->payload, b->payload, Py_EQ);
+}
+
+static PyObject *segment_richcompare(PyObject *a, PyObject *b, int op)
+{
+	if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b))
+		Py_RETURN_NOTIMPLEMENTED;
+	int same = segment_same((SegmentObject *)a, (SegmentObject *)b);
+	if (same < 0)
+		return NULL;
+	return PyBool_FromLong(op == Py_EQ ? same : !same);
+}
+
+static Py_hash_t segment_hash(SegmentObject *self)
+{
+	const struct fp_segment *s = &self->seg;
+	Py_uhash_t h = PyObject_Hash(self->payload);
+	uint32_t fields[] = {s->family, s->sport, s->dport, s->seq, s->ack, s->flags, s->window};
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		h = h * 1000003u ^ fields[i];
+	for (int i = 0; i < 16; i++)
+		h = h * 31u ^ s->src[i] ^ (Py_uhash_t)s->dst[i] << 8;
+	return h == (Py_uhash_t)-1 ? -2 : (Py_hash_t)h;
+}
+
+static void format_endpoint(char *out, size_t len, int family, const uint8_t *addr, int port)
+{
+	char text[INET6_ADDRSTRLEN] = "?";
+	if (family == 4 || family == 6)
+		inet_ntop(family == 4 ? AF_INET : AF_INET6, addr, text, sizeof(text));
+	snprintf(out, len, family == 6 ? "[%s]:%d" : "%s:%d", text, port);
+}
+
+static PyObject *segment_repr(SegmentObject *self)
+{
+	const struct fp_segment *s = &self->seg;
+	char src[64], dst[64], flags[9];
+	format_endpoint(src, sizeof(src), s->family, s->src, s->sport);
+	format_endpoint(dst, sizeof(dst), s->family, s->dst, s->dport);
+	fp_flags_format(s->flags, flags);
+	return PyUnicode_FromFormat("<Segment %s > %s [%s] seq=%lu ack=%lu win=%u len=%zu>", src, dst,
+				    flags, (unsigned long)s->seq, (unsigned long)s->ack,
+				    (unsigned)s->window, s->payload_len);
+}
+
+/* ---- attributes ----------------------------------------------------------- */
+
+static PyObject *get_src(SegmentObject *self, void *c)
+{
+	return core_format_address(self->seg.family, self->seg.src);
+}
+static PyObject *get_dst(SegmentObject *self, void *c)
+{
+	return core_format_address(self->seg.family, self->seg.dst);
+}
+static PyObject *get_sport(SegmentObject *self, void *c) { return PyLong_FromLong(self->seg.sport); }
+static PyObject *get_dport(SegmentObject *self, void *c) { return PyLong_FromLong(self->seg.dport); }
+static PyObject *get_seq(SegmentObject *self, void *c) { return PyLong_FromUnsignedLong(self->seg.seq); }
+static PyObject *get_ack(SegmentObject *self, void *c) { return PyLong_FromUnsignedLong(self->seg.ack); }
+static PyObject *get_window(SegmentObject *self, void *c) { return PyLong_FromLong(self->seg.window); }
+static PyObject *get_urg(SegmentObject *self, void *c) { return PyLong_FromLong(self->seg.urg); }
+static PyObject *get_ttl(SegmentObject *self, void *c) { return PyLong_FromLong(self->seg.ttl); }
+static PyObject *get_payload(SegmentObject *self, void *c) { return Py_NewRef(self->payload); }
+static PyObject *get_direction(SegmentObject *self, void *c) { return Py_NewRef(self->direction); }
+static PyObject *get_options(SegmentObject *self, void *c) { return options_to_tuple(&self->seg); }
+static PyObject *get_family(SegmentObject *self, void *c) { return PyLong_FromLong(self->seg.family); }
+
+static PyObject *get_flags(SegmentObject *self, void *c)
+{
+	char text[9];
+	fp_flags_format(self->seg.flags, text);
+	return PyUnicode_FromString(text);
+}
+
+static PyObject *get_seg_len(SegmentObject *self, void *c)
+{
+	return PyLong_FromUnsignedLong(fp_segment_seg_len(&self->seg));
+}
+
+static PyObject *get_ts(SegmentObject *self, void *c)
+{
+	if (isnan(self->ts))
+		Py_RETURN_NONE;
+	return PyFloat_FromDouble(self->ts);
+}
+
+static PyObject *get_checksum(SegmentObject *self, void *c)
+{
+	if (!self->has_checksum)
+		Py_RETURN_NONE;
+	return PyLong_FromLong(self->seg.checksum);
+}
+
+static PyObject *get_checksum_ok(SegmentObject *self, void *c)
+{
+	if (!self->has_checksum || self->seg.force_checksum)
+		Py_RETURN_NONE;
+	return PyBool_FromLong(self->seg.tcp_checksum_ok && self->seg.ip_checksum_ok);
+}
+
+static PyGetSetDef segment_getset[] = {
+	{"src", (getter)get_src, NULL, "source address as text, or None", NULL},
+	{"dst", (getter)get_dst, NULL, "destination address as text, or None", NULL},
+	{"sport", (getter)get_sport, NULL, "source port", NULL},
+	{"dport", (getter)get_dport, NULL, "destination port", NULL},
+	{"seq", (getter)get_seq, NULL, "sequence number", NULL},
+	{"ack", (getter)get_ack, NULL, "acknowledgment number", NULL},
+	{"flags", (getter)get_flags, NULL, "flags as letters of \"FSRPAUEC\", in that order", NULL},
+	{"window", (getter)get_window, NULL, "window field (unscaled)", NULL},
+	{"urg", (getter)get_urg, NULL, "urgent pointer", NULL},
+	{"ttl", (getter)get_ttl, NULL, "IPv4 TTL or IPv6 hop limit", NULL},
+	{"options", (getter)get_options, NULL, "TCP options as a tuple of tuples", NULL},
+	{"payload", (getter)get_payload, NULL, "payload bytes", NULL},
+	{"seg_len", (getter)get_seg_len, NULL, "sequence space used: len(payload) + SYN + FIN", NULL},
+	{"ts", (getter)get_ts, NULL, "CLOCK_MONOTONIC seconds when sent or captured, or None", NULL},
+	{"direction", (getter)get_direction, NULL, "\"out\" (we sent it), \"in\" (the peer's), or None", NULL},
+	{"checksum", (getter)get_checksum, NULL, "TCP checksum as parsed or forced, else None", NULL},
+	{"checksum_ok", (getter)get_checksum_ok, NULL,
+	 "whether a parsed segment's checksums verified; None if not parsed", NULL},
+	{"family", (getter)get_family, NULL, "4 or 6 (0 without addresses)", NULL},
+	{NULL},
+};
+
+static PyObject *segment_fields(SegmentObject *self)
+{
+	PyObject *d = PyDict_New();
+	static const char *names[] = {"src", "dst", "sport", "dport", "seq", "ack", "flags",
+				      "window", "urg", "options", "payload", "ttl"};
+	for (size_t i = 0; d && i < sizeof(names) / sizeof(names[0]); i++) {
+		PyObject *v = PyObject_GetAttrString((PyObject *)self, names[i]);
+		if (!v || PyDict_SetItemString(d, names[i], v) < 0) {
+			Py_XDECREF(v);
+			Py_CLEAR(d);
+			break;
+		}
+		Py_DECREF(v);
+	}
+	if (d && self->seg.force_checksum) {
+		PyObject *v = PyLong_FromLong(self->seg.checksum);
+		if (!v || PyDict_SetItemString(d, "checksum", v) < 0)
+			Py_CLEAR(d);
+		Py_XDECREF(v);
+	}
+	return d;
+}
+
+static PyMethodDef segment_methods[] = {
+	{"__bytes__", (PyCFunction)segment_bytes, METH_NOARGS,
+	 "IP + TCP wire bytes with correct checksums (unless one was forced)"},
+	{"parse", (PyCFunction)segment_parse, METH_O | METH_CLASS,
+	 "parse(data) -> Segment from an IPv4 or IPv6 packet; ParseError if malformed"},
+	{"replace", (PyCFunction)(void (*)(void))segment_replace, METH_VARARGS | METH_KEYWORDS,
+	 "replace(**fields) -> a copy with some fields changed (not on the wire: ts is None)"},
+	{NULL},
+};
+
+static PyType_Slot segment_slots[] = {
+	{Py_tp_doc, "Segment(src=None, dst=None, sport=0, dport=0, seq=0, ack=0, flags=\"\", "
+		    "window=65535, urg=0, options=(), payload=b\"\", *, checksum=None, ttl=64)\n\n"
+		    "A TCP segment with its IP addresses. checksum forces the TCP checksum sent."},
+	{Py_tp_new, segment_new},
+	{Py_tp_dealloc, segment_dealloc},
+	{Py_tp_traverse, segment_traverse},
+	{Py_tp_repr, segment_repr},
+	{Py_tp_hash, segment_hash},
+	{Py_tp_richcompare, segment_richcompare},
+	{Py_tp_getset, segment_getset},
+	{Py_tp_methods, segment_methods},
+	{0, NULL},
+};
+
+PyType_Spec segment_spec = {
+	.name = "finprobe.Segment",
+	.basicsize = sizeof(SegmentObject),
+	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+	.slots = segment_slots,
+};

@@ -1,0 +1,25 @@
+"""finprobe: test how TCP stacks close connections.
+
+The C core owns one end of a TCP connection: it injects segments through raw
+sockets, observes the peer's answers and keeps its own RFC 9293 state machine.
+See README.md and the public API in shared/API.md.
+
+    import finprobe as fp
+    with fp.Lab() as lab:
+        srv = lab.listen(8080)
+        conn = lab.connect(8080)
+        conn.fin()
+        conn.expect("A")
+"""
+
+from . import _core
+from ._core import ConnectionRefused, Error, ExpectError, ParseError, PermissionError, Segment
+from .connection import Connection
+from .lab import Lab
+from .state import State
+from .trace import Trace
+
+__all__ = [
+    "Connection", "ConnectionRefused", "Error", "ExpectError", "Lab", "ParseError",
+    "PermissionError", "Segment", "State", "Trace",
+]

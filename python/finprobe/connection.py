@@ -1,0 +1,139 @@
+"""fp.Connection: our end of a TCP connection, as a test drives it.
+
+The C side (``_core.Connection``) keeps the TCB, sends, receives and records;
+this class adds what a test reads and writes: ``state`` as an ``fp.State``,
+``expect`` with its failure report, the shorthands ``fin``/``ack``/``rst``/
+``write``, the trace and the context manager.
+"""
+
+from . import _core
+from .state import State
+from .trace import Trace
+
+DEFAULT_SYN_OPTIONS = (("mss", 1460),)
+
+_UNSET = object()
+
+
+class Connection(_core.Connection):
+    """One end of a TCP connection that finprobe owns.
+
+    ``send`` fills what is not forced from our state (seq = SND.NXT, ack =
+    RCV.NXT); received segments wait until ``expect``, ``expect_silence`` or
+    ``recv`` takes them, and only then move our state. finprobe never answers
+    the peer on its own.
+    """
+
+    @property
+    def state(self):
+        """Our endpoint's state (RFC 9293), after what has been taken."""
+        return State(self._state_name)
+
+    def write(self, data):
+        """Send ``data`` with PSH+ACK."""
+        return self.send(data, flags="PA")
+
+    def fin(self):
+        """Send FIN+ACK: the CLOSE call."""
+        return self.send(flags="FA")
+
+    def ack(self):
+        """Send a bare ACK of everything received (RCV.NXT)."""
+        return self.send(flags="A")
+
+    def rst(self):
+        """Send RST at SND.NXT: the ABORT call."""
+        return self.send(flags="R")
+
+    def recv(self, timeout=1.0):
+        """The next segment from the peer within ``timeout`` seconds, or None."""
+        return self._take(_timeout(timeout))
+
+    def expect(self, flags=None, *, seq=None, ack=None, payload=None, window=None, timeout=1.0):
+        """Take the next segment from the peer and check it.
+
+        It must arrive within ``timeout`` seconds and match every field given
+        (``flags`` as an exact set of letters, e.g. "FA"); otherwise
+        ``fp.ExpectError`` shows what was expected, what came, and the recent
+        trace. Returns the segment.
+        """
+        want = _expectation(flags, seq, ack, payload, window)
+        seg = self._take(_timeout(timeout))
+        if seg is None:
+            raise _core.ExpectError(self._report(f"expected {_describe(want)}, got nothing within {timeout:g}s"))
+        wrong = [f"{name}: expected {_show(name, value)}, got {_show(name, _field(seg, name))}"
+                 for name, value in want.items() if not _matches(name, value, seg)]
+        if wrong:
+            raise _core.ExpectError(self._report(f"expected {_describe(want)}, got {seg!r}\n  " + "\n  ".join(wrong)))
+        return seg
+
+    def expect_silence(self, timeout):
+        """Raise ``fp.ExpectError`` if the peer sends anything within ``timeout`` s."""
+        seg = self._take(_timeout(timeout))
+        if seg is not None:
+            raise _core.ExpectError(self._report(f"expected silence for {timeout:g}s, got {seg!r}"))
+
+    @property
+    def trace(self):
+        """Every segment both ways, in order, with ``ts`` and ``direction``."""
+        return Trace.of_connection(self)
+
+    def _report(self, message):
+        return f"{message}\n{self.trace.ladder_text(last=20)}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        if self.closed:
+            return "<Connection closed>"
+        (la, lp), (ra, rp) = self.local, self.remote
+        fmt = (lambda a, p: f"[{a}]:{p}") if ":" in la else (lambda a, p: f"{a}:{p}")
+        return f"<Connection {fmt(la, lp)} > {fmt(ra, rp)} {self.state.value}>"
+
+
+def _timeout(timeout):
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not timeout >= 0:
+        raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def _expectation(flags, seq, ack, payload, window):
+    want = {}
+    if flags is not None:
+        if not isinstance(flags, str) or any(c not in "FSRPAUEC" for c in flags):
+            raise ValueError(f"flags: {flags!r} is not a set of the letters F S R P A U E C")
+        want["flags"] = frozenset(flags)
+    for name, value in (("seq", seq), ("ack", ack), ("window", window)):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            want[name] = value
+    if payload is not None:
+        want["payload"] = bytes(payload)
+    return want
+
+
+def _field(seg, name):
+    return frozenset(seg.flags) if name == "flags" else getattr(seg, name)
+
+
+def _matches(name, value, seg):
+    return _field(seg, name) == value
+
+
+def _show(name, value):
+    if name == "flags":
+        return "[" + "".join(c for c in "FSRPAUEC" if c in value) + "]"
+    return repr(value)
+
+
+def _describe(want):
+    if not want:
+        return "a segment"
+    return "a segment with " + " ".join(f"{k}={_show(k, v)}" for k, v in want.items())

@@ -1,0 +1,267 @@
+"""fp.Lab: a Linux kernel TCP stack as the peer, in a network namespace of its own.
+
+The C side (``_core.Lab``) makes two fresh network namespaces joined by a
+veth pair, through a helper process that hands back descriptors; the kernel
+owns 192.0.2.1 / 2001:db8::1 in one, finprobe speaks as 192.0.2.2 /
+2001:db8::2 from the other over AF_PACKET. Nothing is visible outside, and
+the lab vanishes with the ``with`` block, an exception or the process.
+"""
+
+import functools
+import itertools
+import socket
+import subprocess
+import time
+import weakref
+
+from . import _core
+from .connection import DEFAULT_SYN_OPTIONS, Connection
+from .state import State, as_state
+
+FIRST_PORT, PORT_COUNT = 40000, 20000
+PEER_POLL_INTERVAL = 0.002
+
+
+class Lab:
+    """A kernel TCP peer in a lab of its own; see shared/API.md, "The lab"."""
+
+    def __init__(self, ipv6=False, *, time_wait=60.0):
+        self.ipv6 = bool(ipv6)
+        self.time_wait = _seconds("time_wait", time_wait)
+        self.peer_addr = "2001:db8::1" if self.ipv6 else "192.0.2.1"
+        self.local_addr = "2001:db8::2" if self.ipv6 else "192.0.2.2"
+        self.family = socket.AF_INET6 if self.ipv6 else socket.AF_INET
+        self._core = _core.Lab()
+        local_mac, peer_mac = self._core.macs
+        try:
+            self._engine = _core.Engine(self._core.packet_fd, local_mac, peer_mac, self._core)
+        except BaseException:
+            self._core.close()
+            raise
+        self._connections = weakref.WeakSet()
+        self._processes = []
+        self._sockets = []
+        self._next_port = itertools.cycle(range(FIRST_PORT, FIRST_PORT + PORT_COUNT))
+
+    # ---- lifetime ------------------------------------------------------------
+
+    def close(self):
+        """End the lab: connections, started processes, sockets, namespaces."""
+        if self._core.closed:
+            return
+        for conn in list(self._connections):
+            conn.close()
+        for proc in self._processes:
+            _stop(proc)
+        for sock in self._sockets:
+            sock.close()
+        self._engine.close()
+        self._core.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        core = getattr(self, "_core", None)
+        if core is not None and not core.closed:
+            self.close()
+
+    def __repr__(self):
+        state = "closed" if self._core.closed else f"peer {self.peer_addr}, us {self.local_addr}"
+        return f"<Lab {state}>"
+
+    # ---- the kernel's side ---------------------------------------------------
+
+    def socket(self, family=None, type=socket.SOCK_STREAM):
+        """A socket.socket made inside the lab (family: the lab's by default)."""
+        fd = self._core.socket(self.family if family is None else int(family), int(type), 0)
+        sock = socket.socket(fileno=fd)
+        self._sockets.append(sock)
+        return sock
+
+    def listen(self, port, backlog=128):
+        """A kernel socket listening on (peer_addr, port) inside the lab."""
+        _port("port", port)
+        sock = self.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.peer_addr, port))
+        sock.listen(backlog)
+        return sock
+
+    def sysctl(self, name, value=None):
+        """Read (-> str) or set a sysctl of the lab's namespace ("net.ipv4.tcp_fin_timeout")."""
+        if not isinstance(name, str):
+            raise TypeError(f"sysctl name must be a str, not {type(name).__name__}")
+        return self._core.sysctl(name, value)
+
+    def popen(self, args, **kwargs):
+        """subprocess.Popen running inside the lab; ended when the lab closes."""
+        if "preexec_fn" in kwargs:
+            raise ValueError("popen: preexec_fn is finprobe's (it enters the lab)")
+        enter = functools.partial(_core.Lab.enter, self._core.userns_fd, self._core.netns_fd)
+        proc = subprocess.Popen(args, preexec_fn=enter, **kwargs)
+        self._processes.append(proc)
+        return proc
+
+    def peer_info(self, conn):
+        """What the kernel says of its socket for conn's 4-tuple (sock_diag):
+        state, timer, expires, retransmits, ...; state "CLOSED" and timer None
+        when it has none."""
+        (laddr, lport), (raddr, rport) = _tuple(conn)
+        info = self._core.diag(raddr, rport, laddr, lport)
+        if info is None:
+            return {"state": State.CLOSED, "timer": None, "expires": None, "retransmits": 0}
+        info["state"] = State(info["state"])
+        return info
+
+    def peer_state(self, conn):
+        """The kernel's state for conn's 4-tuple ("CLOSED": no socket)."""
+        return self.peer_info(conn)["state"]
+
+    def wait_peer_state(self, conn, state, timeout=1.0):
+        """Poll the kernel's state until it is ``state``; else fp.ExpectError
+        naming the last state seen."""
+        want = as_state(state)
+        deadline = time.monotonic() + _seconds("timeout", timeout)
+        while True:
+            seen = self.peer_state(conn)
+            if seen == want:
+                return seen
+            if time.monotonic() >= deadline:
+                raise _core.ExpectError(f"the kernel's socket for {_describe(conn)} did not reach "
+                                        f"{want.value} within {timeout:g}s: last seen {seen.value}")
+            time.sleep(PEER_POLL_INTERVAL)
+
+    # ---- finprobe's side -----------------------------------------------------
+
+    def connect(self, port, *, sport=None, iss=None, options=None, timeout=1.0, time_wait=None):
+        """Open a connection to the kernel's (peer_addr, port): SYN, SYN-ACK, ACK,
+        done by finprobe. Returns a Connection in ESTABLISHED; a RST answer
+        raises fp.ConnectionRefused."""
+        _port("port", port)
+        conn = self.open(port, sport=sport, iss=iss, time_wait=time_wait)
+        try:
+            conn.send(flags="S", options=DEFAULT_SYN_OPTIONS if options is None else options)
+            answer = conn.recv(timeout)
+            if answer is None:
+                raise _core.ExpectError(conn._report(f"no answer to our SYN to {self.peer_addr}:{port} within {timeout:g}s"))
+            if "R" in answer.flags:
+                raise _core.ConnectionRefused(f"{self.peer_addr}:{port} refused the connection: "
+                                              f"our SYN was answered by {answer!r}")
+            if "S" not in answer.flags or "A" not in answer.flags:
+                raise _core.ExpectError(conn._report(f"expected a SYN-ACK to our SYN, got {answer!r}"))
+            conn.ack()
+            return conn
+        except BaseException:
+            conn.close()
+            raise
+
+    def open(self, port, *, sport=None, iss=None, time_wait=None):
+        """A Connection to (peer_addr, port) in CLOSED, nothing sent: for tests
+        that craft their own handshake."""
+        _port("port", port)
+        if sport is None:
+            sport = self._pick_port(port)
+        _port("sport", sport)
+        conn = self._engine.open(self.local_addr, sport, self.peer_addr, port, _iss(iss),
+                                 self.time_wait if time_wait is None else _seconds("time_wait", time_wait),
+                                 cls=Connection)
+        self._connections.add(conn)
+        return conn
+
+    def listen_raw(self, port):
+        """finprobe listens on (local_addr, port); a kernel socket may connect to it.
+        Take connections with ``accept``."""
+        _port("port", port)
+        return RawListener(self, self._engine.listen(self.local_addr, port), port)
+
+    def _pick_port(self, remote_port):
+        """Source ports in turn, as a kernel takes them, skipping any that a
+        connection of ours or any kernel socket (TIME_WAIT included) still has."""
+        for _ in range(PORT_COUNT):
+            port = next(self._next_port)
+            if self._engine.has_tuple(self.local_addr, port, self.peer_addr, remote_port):
+                continue
+            if self._core.diag(self.peer_addr, remote_port, self.local_addr, port) is None:
+                return port
+        raise _core.Error(f"no free source port towards {self.peer_addr}:{remote_port}")
+
+
+class RawListener:
+    """SYNs to (lab.local_addr, port), turned into Connections by ``accept``."""
+
+    def __init__(self, lab, core_listener, port):
+        self._lab, self._core, self.port = lab, core_listener, port
+
+    def accept(self, timeout=1.0, *, handshake=True, iss=None, options=None, time_wait=None):
+        """The next connection from the kernel. With ``handshake`` finprobe answers
+        the SYN with a SYN-ACK and takes the kernel's ACK (ESTABLISHED); without,
+        the Connection comes back in LISTEN as soon as the SYN arrives, the SYN
+        taken (irs and rcv_nxt known) and nothing sent."""
+        lab = self._lab
+        conn = self._core.accept(_seconds("timeout", timeout), _iss(iss),
+                                 lab.time_wait if time_wait is None else _seconds("time_wait", time_wait),
+                                 cls=Connection)
+        if conn is None:
+            raise _core.ExpectError(f"no SYN to {lab.local_addr}:{self.port} within {timeout:g}s")
+        lab._connections.add(conn)
+        try:
+            conn.recv(0)  # the SYN: irs, rcv_nxt
+            if handshake:
+                conn.send(flags="SA", options=DEFAULT_SYN_OPTIONS if options is None else options)
+                conn.expect("A", timeout=timeout)
+            return conn
+        except BaseException:
+            conn.close()
+            raise
+
+    def __repr__(self):
+        return f"<RawListener {self._lab.local_addr}:{self.port}>"
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tuple(conn):
+    if not isinstance(conn, _core.Connection):
+        raise TypeError(f"expected a Connection, not {type(conn).__name__}")
+    return conn.local, conn.remote
+
+
+def _describe(conn):
+    (la, lp), (ra, rp) = conn.local, conn.remote
+    return f"{ra}:{rp} <- {la}:{lp}"
+
+
+def _port(name, port):
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{name} must be an int, not {type(port).__name__}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{name} must be in 1..65535, got {port}")
+
+
+def _seconds(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _iss(iss):
+    if iss is None:
+        import random
+        return random.getrandbits(32)
+    if isinstance(iss, bool) or not isinstance(iss, int) or not 0 <= iss < 1 << 32:
+        raise ValueError(f"iss must be an int in 0..2**32-1, got {iss!r}")
+    return iss
