@@ -23,6 +23,7 @@
 #include <netinet/in.h>
 #include <netpacket/packet.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -413,8 +414,10 @@ static int ethtool_set(int sock, const char *name, uint32_t cmd,
 }
 
 /* GRO off so frames arrive on probe0 as the kernel sent them, then the
- * packet socket. Until lab0 is up probe0 has no carrier, so nothing
- * arrives between socket() and bind(). */
+ * packet socket. It is made with protocol 0, which receives nothing, and
+ * given ETH_P_ALL by bind(): a socket made with ETH_P_ALL would hear the
+ * whole namespace until bind(), and bind() would then wait out an RCU
+ * grace period to unhook it (synchronize_net(), ~10 ms). */
 static int setup_probe(struct helper *h)
 {
 	struct sockaddr_ll sll = {.sll_family = AF_PACKET,
@@ -426,7 +429,7 @@ static int setup_probe(struct helper *h)
 	if (ethtool_set(h->rtnl_probe, PROBE_IF, ETHTOOL_SGRO, 0) < 0 &&
 	    errno != EOPNOTSUPP)
 		return failed(h, "disabling GRO on " PROBE_IF, errno);
-	h->packet = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+	h->packet = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
 	if (h->packet < 0)
 		return failed(h, "making the packet socket", errno);
 	if (bind(h->packet, (struct sockaddr *)&sll, sizeof(sll)) < 0)
@@ -761,6 +764,39 @@ static int helper_exited(pid_t pid, int ms)
 	return 0;
 }
 
+static void *close_fd_thread(void *fd)
+{
+	close((int)(intptr_t)fd);
+	return NULL;
+}
+
+/* Closing an AF_PACKET socket waits out an RCU grace period
+ * (packet_release() calls synchronize_net(): 8-16 ms here, most of a
+ * lab's cost), so a short-lived detached thread pays it instead of the
+ * caller; the namespaces go a grace period later, as they would anyway
+ * (their teardown is asynchronous). Without a thread, close here. */
+static void close_packet_socket(int fd)
+{
+	pthread_attr_t attr;
+	pthread_t thread;
+	sigset_t all, old;
+	int rc;
+
+	if (pthread_attr_init(&attr) != 0) {
+		close(fd);
+		return;
+	}
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024); /* else the default */
+	sigfillset(&all); /* signals are for the caller's threads */
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&thread, &attr, close_fd_thread, (void *)(intptr_t)fd);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc != 0)
+		close(fd);
+}
+
 void fp_lab_close(struct fp_lab *lab)
 {
 	if (!lab)
@@ -772,7 +808,7 @@ void fp_lab_close(struct fp_lab *lab)
 		close(lab->ctl);
 	}
 	if (lab->packet_fd >= 0)
-		close(lab->packet_fd);
+		close_packet_socket(lab->packet_fd);
 	if (lab->netns_fd >= 0)
 		close(lab->netns_fd);
 	if (lab->userns_fd >= 0)

@@ -148,9 +148,12 @@ static int ipv4_parse(struct fp_segment *seg, const uint8_t *pkt, size_t len,
 	if (ihl < IPV4_HEADER)
 		return malformed(ctx, "bad IPv4 header length (IHL) %zu, below 20", ihl);
 	size_t total = get16(pkt + 2);
-	if (total < ihl || total > len)
-		return malformed(ctx, "IPv4 total length %zu does not fit the %zu bytes given (header %zu)",
-				 total, len, ihl);
+	if (total > len)
+		return malformed(ctx, "truncated IPv4 packet: total length %zu, %zu bytes given",
+				 total, len);
+	if (total < ihl)
+		return malformed(ctx, "bad IPv4 header length (IHL) %zu, beyond the total length %zu",
+				 ihl, total);
 	if (pkt[9] != IPPROTO_TCP_NUM)
 		return malformed(ctx, "not TCP: IPv4 protocol %u", pkt[9]);
 	if (get16(pkt + 6) & 0x3fff)
@@ -178,7 +181,7 @@ static int ipv6_parse(struct fp_segment *seg, const uint8_t *pkt, size_t len,
 		return malformed(ctx, "truncated IPv6 header: %zu of 40 bytes", len);
 	size_t end = IPV6_HEADER + get16(pkt + 4);
 	if (end > len)
-		return malformed(ctx, "IPv6 payload length %u runs past the %zu bytes given",
+		return malformed(ctx, "truncated IPv6 packet: payload length %u, %zu bytes given",
 				 get16(pkt + 4), len);
 	uint8_t next = pkt[6];
 	size_t off = IPV6_HEADER;

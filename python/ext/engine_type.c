@@ -129,6 +129,14 @@ static void engine_dealloc(EngineObject *self)
 	Py_DECREF(tp);
 }
 
+static int engine_open_check(EngineObject *self)
+{
+	if (self->engine)
+		return 0;
+	PyErr_SetString(core_state_of_type(Py_TYPE(self))->error, "the lab or link is closed");
+	return -1;
+}
+
 /* Receive for up to timeout_ms without the GIL. Returns -1 on error. */
 static int engine_poll_nogil(EngineObject *self, int timeout_ms)
 {
@@ -245,7 +253,7 @@ static PyObject *engine_open(EngineObject *self, PyObject *args, PyObject *kwarg
 	if (!conn) {
 		if (errno == EADDRINUSE)
 			return PyErr_Format(PyExc_ValueError,
-					    "a connection %R:%d -> %R:%d is already open", la, lp, ra, rp);
+					    "a connection %U:%d -> %U:%d is already open", la, lp, ra, rp);
 		return PyErr_NoMemory();
 	}
 	return connection_wrap(self, type, conn);
@@ -286,14 +294,6 @@ static PyObject *engine_close(EngineObject *self, PyObject *Py_UNUSED(ignored))
 	self->engine = NULL;
 	pthread_mutex_unlock(&self->lock);
 	Py_RETURN_NONE;
-}
-
-static int engine_open_check(EngineObject *self)
-{
-	if (self->engine)
-		return 0;
-	PyErr_SetString(core_state_of_type(Py_TYPE(self))->error, "the lab or link is closed");
-	return -1;
 }
 
 static PyMethodDef engine_methods[] = {

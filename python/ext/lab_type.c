@@ -166,7 +166,7 @@ static PyObject *lab_diag(LabObject *self, PyObject *args)
 	struct fp_diag_info info;
 	int rc;
 	Py_BEGIN_ALLOW_THREADS
-	rc = fp_diag_lookup(self->diag_fd, lf, laddr, (uint16_t)lp, raddr, (uint16_t)rp, &info);
+	rc = fp_diag_lookup(self->diag_fd, lf == 4 ? AF_INET : AF_INET6, laddr, (uint16_t)lp, raddr, (uint16_t)rp, &info);
 	Py_END_ALLOW_THREADS
 	if (rc == -ENOENT)
 		Py_RETURN_NONE;

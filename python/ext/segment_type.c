@@ -12,6 +12,7 @@
 #include <math.h>
 
 #define SEGMENT_BUF (60 + 60 + 65535)
+#define TCP_OPTION_SPACE 40 /* a data offset of 15 words less the 20-byte header */
 
 /* ---- addresses ---------------------------------------------------------- */
 
@@ -50,24 +51,39 @@ PyObject *core_format_address(int family, const uint8_t *addr)
 
 /* ---- scalar fields -------------------------------------------------------- */
 
-static int unsigned_arg(PyObject *value, const char *name, unsigned long long max,
-			unsigned long long *out)
+/* How a number checks against its range; the callers word the message, since
+ * a plain argument and a value inside an option tuple are named differently. */
+enum { NUM_OK, NUM_TYPE, NUM_RANGE, NUM_ERROR };
+
+static int unsigned_check(PyObject *value, unsigned long long max, unsigned long long *out)
 {
-	if (!PyLong_Check(value) || PyBool_Check(value)) {
-		PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name,
-			     Py_TYPE(value)->tp_name);
-		return -1;
-	}
+	if (!PyLong_Check(value) || PyBool_Check(value))
+		return NUM_TYPE;
 	int overflow;
 	long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
 	if (v == -1 && PyErr_Occurred())
+		return NUM_ERROR;
+	if (overflow || v < 0 || (unsigned long long)v > max)
+		return NUM_RANGE;
+	*out = (unsigned long long)v;
+	return NUM_OK;
+}
+
+static int unsigned_arg(PyObject *value, const char *name, unsigned long long max,
+			unsigned long long *out)
+{
+	switch (unsigned_check(value, max, out)) {
+	case NUM_OK:
+		return 0;
+	case NUM_TYPE:
+		PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name,
+			     Py_TYPE(value)->tp_name);
 		return -1;
-	if (overflow || v < 0 || (unsigned long long)v > max) {
+	case NUM_RANGE:
 		PyErr_Format(PyExc_ValueError, "%s must be in 0..%llu, got %R", name, max, value);
 		return -1;
 	}
-	*out = (unsigned long long)v;
-	return 0;
+	return -1;
 }
 
 static int flags_arg(PyObject *value, uint8_t *flags)
@@ -111,13 +127,23 @@ static int option_arity(PyObject *t, Py_ssize_t n, const char *shape)
 	return 0;
 }
 
-static int option_u32(PyObject *t, Py_ssize_t i, unsigned long long max, uint32_t *out)
+/* A number inside option opt; the message shows the whole option, as the
+ * argument the caller wrote is the options list. */
+static int option_u32(PyObject *opt, PyObject *value, unsigned long long max, uint32_t *out)
 {
 	unsigned long long v;
-	if (unsigned_arg(PyTuple_GET_ITEM(t, i), "option value", max, &v) < 0)
+	switch (unsigned_check(value, max, &v)) {
+	case NUM_OK:
+		*out = (uint32_t)v;
+		return 0;
+	case NUM_TYPE:
+		PyErr_Format(PyExc_TypeError, "options: %R: %R is not an int", opt, value);
 		return -1;
-	*out = (uint32_t)v;
-	return 0;
+	case NUM_RANGE:
+		PyErr_Format(PyExc_ValueError, "options: %R: %R is not in 0..%llu", opt, value, max);
+		return -1;
+	}
+	return -1;
 }
 
 static int sack_from_tuple(PyObject *t, struct fp_option *o)
@@ -133,8 +159,8 @@ static int sack_from_tuple(PyObject *t, struct fp_option *o)
 	for (Py_ssize_t i = 0; ok && i < n; i++) {
 		PyObject *b = PySequence_Fast_GET_ITEM(seq, i);
 		ok = PyTuple_Check(b) && PyTuple_GET_SIZE(b) == 2 &&
-		     option_u32(b, 0, 0xffffffffu, &o->v.sack.edge[i][0]) == 0 &&
-		     option_u32(b, 1, 0xffffffffu, &o->v.sack.edge[i][1]) == 0;
+		     option_u32(t, PyTuple_GET_ITEM(b, 0), 0xffffffffu, &o->v.sack.edge[i][0]) == 0 &&
+		     option_u32(t, PyTuple_GET_ITEM(b, 1), 0xffffffffu, &o->v.sack.edge[i][1]) == 0;
 	}
 	Py_DECREF(seq);
 	if (PyErr_Occurred())
@@ -148,12 +174,56 @@ bad:
 	return -1;
 }
 
+static uint32_t body32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A raw option of a known kind with that kind's standard length is what
+ * Segment.parse decodes, so it is kept decoded: otherwise (2, b"\x05\xb4")
+ * and ("mss", 1460) would be the same bytes but unequal Segments, and a
+ * segment would not equal its own parsed bytes. */
+static void raw_option_canonical(struct fp_option *o)
+{
+	uint8_t b[FP_MAX_OPTION_BODY];
+	size_t len = o->len;
+	int sack = o->kind == FP_OPT_SACK && len >= 8 && len % 8 == 0;
+	if (!(o->kind == FP_OPT_MSS && len == 2) && !(o->kind == FP_OPT_WSCALE && len == 1) &&
+	    !(o->kind == FP_OPT_SACKOK && len == 0) && !(o->kind == FP_OPT_TS && len == 8) && !sack)
+		return;
+	memcpy(b, o->v.body, len);
+	memset(&o->v, 0, sizeof(o->v));
+	o->raw = 0;
+	o->len = 0;
+	if (o->kind == FP_OPT_MSS)
+		o->v.mss = (uint16_t)(b[0] << 8 | b[1]);
+	else if (o->kind == FP_OPT_WSCALE)
+		o->v.wscale = b[0];
+	else if (o->kind == FP_OPT_TS) {
+		o->v.ts.val = body32(b);
+		o->v.ts.ecr = body32(b + 4);
+	} else if (sack) {
+		o->v.sack.count = (uint8_t)(len / 8);
+		for (size_t i = 0; i < len / 8; i++) {
+			o->v.sack.edge[i][0] = body32(b + 8 * i);
+			o->v.sack.edge[i][1] = body32(b + 8 * i + 4);
+		}
+	}
+}
+
 static int raw_option_from_tuple(PyObject *t, struct fp_option *o)
 {
-	unsigned long long kind;
+	uint32_t kind;
 	if (option_arity(t, 2, "(kind, b\"raw bytes\")") < 0 ||
-	    unsigned_arg(PyTuple_GET_ITEM(t, 0), "option kind", 255, &kind) < 0)
+	    option_u32(t, PyTuple_GET_ITEM(t, 0), 255, &kind) < 0)
 		return -1;
+	/* Kinds 0 and 1 are one byte on the wire: a body would be read back as
+	 * more options. */
+	if (kind == FP_OPT_EOL || kind == FP_OPT_NOP) {
+		PyErr_Format(PyExc_ValueError, "options: %R: kinds 0 and 1 are (\"eol\",) and (\"nop\",), "
+			     "which have no length or body", t);
+		return -1;
+	}
 	PyObject *body = PyTuple_GET_ITEM(t, 1);
 	if (!PyBytes_Check(body) || PyBytes_GET_SIZE(body) > FP_MAX_OPTION_BODY) {
 		PyErr_Format(PyExc_ValueError, "options: %R: the body must be bytes of at most %d", t,
@@ -164,6 +234,7 @@ static int raw_option_from_tuple(PyObject *t, struct fp_option *o)
 	o->raw = 1;
 	o->len = (uint8_t)PyBytes_GET_SIZE(body);
 	memcpy(o->v.body, PyBytes_AS_STRING(body), o->len);
+	raw_option_canonical(o);
 	return 0;
 }
 
@@ -180,19 +251,21 @@ static int option_from_tuple(PyObject *t, struct fp_option *o)
 		return raw_option_from_tuple(t, o);
 	if (option_name_is(name, "mss")) {
 		o->kind = FP_OPT_MSS;
-		if (option_arity(t, 2, "(\"mss\", value)") < 0 || option_u32(t, 1, 0xffff, &v) < 0)
+		if (option_arity(t, 2, "(\"mss\", value)") < 0 ||
+		    option_u32(t, PyTuple_GET_ITEM(t, 1), 0xffff, &v) < 0)
 			return -1;
 		o->v.mss = (uint16_t)v;
 	} else if (option_name_is(name, "wscale")) {
 		o->kind = FP_OPT_WSCALE;
-		if (option_arity(t, 2, "(\"wscale\", shift)") < 0 || option_u32(t, 1, 0xff, &v) < 0)
+		if (option_arity(t, 2, "(\"wscale\", shift)") < 0 ||
+		    option_u32(t, PyTuple_GET_ITEM(t, 1), 0xff, &v) < 0)
 			return -1;
 		o->v.wscale = (uint8_t)v;
 	} else if (option_name_is(name, "ts")) {
 		o->kind = FP_OPT_TS;
 		if (option_arity(t, 3, "(\"ts\", tsval, tsecr)") < 0 ||
-		    option_u32(t, 1, 0xffffffffu, &o->v.ts.val) < 0 ||
-		    option_u32(t, 2, 0xffffffffu, &o->v.ts.ecr) < 0)
+		    option_u32(t, PyTuple_GET_ITEM(t, 1), 0xffffffffu, &o->v.ts.val) < 0 ||
+		    option_u32(t, PyTuple_GET_ITEM(t, 2), 0xffffffffu, &o->v.ts.ecr) < 0)
 			return -1;
 	} else if (option_name_is(name, "sack")) {
 		o->kind = FP_OPT_SACK;
@@ -214,6 +287,40 @@ static int option_from_tuple(PyObject *t, struct fp_option *o)
 	return 0;
 }
 
+/* Bytes an option takes on the wire (kind and length included). */
+static size_t option_wire_len(const struct fp_option *o)
+{
+	if (o->raw)
+		return 2 + (size_t)o->len;
+	switch (o->kind) {
+	case FP_OPT_MSS:
+		return 4;
+	case FP_OPT_WSCALE:
+		return 3;
+	case FP_OPT_SACKOK:
+		return 2;
+	case FP_OPT_TS:
+		return 10;
+	case FP_OPT_SACK:
+		return 2 + 8 * (size_t)o->v.sack.count;
+	default:
+		return 1; /* EOL, NOP */
+	}
+}
+
+/* Checked here rather than at bytes(seg) so that the error names the
+ * argument at the line that made it. */
+static int options_fit(const struct fp_segment *seg)
+{
+	size_t n = 0;
+	for (int i = 0; i < seg->n_options; i++)
+		n += option_wire_len(&seg->options[i]);
+	if (n <= TCP_OPTION_SPACE)
+		return 0;
+	PyErr_Format(PyExc_ValueError, "options: %zu bytes do not fit in the 40 a TCP header holds", n);
+	return -1;
+}
+
 static int options_arg(PyObject *value, struct fp_segment *seg)
 {
 	PyObject *seq = PySequence_Fast(value, "options must be a sequence of tuples");
@@ -229,6 +336,10 @@ static int options_arg(PyObject *value, struct fp_segment *seg)
 		rc = option_from_tuple(PySequence_Fast_GET_ITEM(seq, i), &seg->options[i]);
 	Py_DECREF(seq);
 	seg->n_options = rc == 0 ? (uint8_t)n : 0;
+	if (rc == 0 && options_fit(seg) < 0) {
+		seg->n_options = 0;
+		rc = -1;
+	}
 	return rc;
 }
 
@@ -459,7 +570,8 @@ PyObject *segment_to_bytes(SegmentObject *self)
 					    : "options longer than 40 bytes");
 		return NULL;
 	}
-	_PyBytes_Resize(&out, n);
+	if (_PyBytes_Resize(&out, n) < 0)
+		return NULL; /* out was freed and set to NULL */
 	return out;
 }
 

@@ -1,0 +1,598 @@
+/*
+ * test_lab.c: the lab (lab.c) and sock_diag (diag.c) against the running
+ * kernel. Needs root, or user namespaces. Each test opens its own lab,
+ * and checks at the end that nothing of it is left in this namespace.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <grp.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netpacket/packet.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/ethtool.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/sockios.h>
+
+#include "check.h"
+#include "finprobe.h"
+
+static const uint8_t peer_mac[6] = FP_LAB_PEER_MAC;
+static const uint8_t local_mac[6] = FP_LAB_LOCAL_MAC;
+static const uint8_t lab_ip4[4] = {192, 0, 2, 1};
+static const uint8_t local_ip4[4] = {192, 0, 2, 2};
+static const uint8_t lab_ip6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
+static const uint8_t any6[16];
+
+static struct fp_lab *open_lab(void)
+{
+	struct fp_lab *lab = NULL;
+	char err[256] = "";
+	int rc = fp_lab_open(&lab, err, sizeof(err));
+
+	if (rc < 0)
+		fprintf(stderr, "fp_lab_open: %d: %s\n", rc, err);
+	CHECK_EQ(rc, 0);
+	return lab;
+}
+
+/* A TCP socket of the lab bound to addr:port, listening. */
+static int lab_listener(struct fp_lab *lab, int family, const uint8_t *addr,
+			uint16_t port)
+{
+	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+	struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = htons(port)};
+	int fd = fp_lab_socket(lab, family, SOCK_STREAM, 0);
+
+	CHECK(fd >= 0);
+	if (fd < 0)
+		return -1;
+	memcpy(family == AF_INET ? (void *)&s4.sin_addr : (void *)&s6.sin6_addr,
+	       addr, family == AF_INET ? 4 : 16);
+	if (family == AF_INET)
+		CHECK_EQ(bind(fd, (struct sockaddr *)&s4, sizeof(s4)), 0);
+	else
+		CHECK_EQ(bind(fd, (struct sockaddr *)&s6, sizeof(s6)), 0);
+	CHECK_EQ(listen(fd, 8), 0);
+	return fd;
+}
+
+/* A non-blocking connect from the lab to finprobe's side: the kernel
+ * sends a SYN out of lab0 and retransmits it. Returns the socket. */
+static int lab_connect(struct fp_lab *lab, int family, const uint8_t *dst,
+		       uint16_t port)
+{
+	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+	struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = htons(port)};
+	int fd = fp_lab_socket(lab, family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	int rc;
+
+	CHECK(fd >= 0);
+	if (fd < 0)
+		return -1;
+	if (family == AF_INET) {
+		memcpy(&s4.sin_addr, dst, 4);
+		rc = connect(fd, (struct sockaddr *)&s4, sizeof(s4));
+	} else {
+		memcpy(&s6.sin6_addr, dst, 16);
+		rc = connect(fd, (struct sockaddr *)&s6, sizeof(s6));
+	}
+	CHECK(rc < 0 && errno == EINPROGRESS);
+	return fd;
+}
+
+static uint16_t local_port_of(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	getsockname(fd, (struct sockaddr *)&ss, &len);
+	return ntohs(ss.ss_family == AF_INET
+			     ? ((struct sockaddr_in *)&ss)->sin_port
+			     : ((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/* Sum of 16-bit words, for checksums that must come out as 0xffff. */
+static uint32_t sum16(const uint8_t *p, size_t len, uint32_t sum)
+{
+	for (size_t i = 0; i + 1 < len; i += 2)
+		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+	if (len & 1)
+		sum += (uint32_t)(p[len - 1] << 8);
+	return sum;
+}
+
+static uint16_t fold(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)sum;
+}
+
+/* Both checksums of an IPv4 TCP packet verify: nothing was offloaded. */
+static int ipv4_tcp_checksums_ok(const uint8_t *ip, size_t len)
+{
+	size_t ihl = (size_t)(ip[0] & 15) * 4;
+	uint32_t sum = sum16(ip + 12, 8, 0) + 6 + (uint32_t)(len - ihl);
+
+	return fold(sum16(ip, ihl, 0)) == 0xffff &&
+	       fold(sum16(ip + ihl, len - ihl, sum)) == 0xffff;
+}
+
+/* The next IPv4 TCP frame to port on the packet socket, within 2 s.
+ * Other frames (lab0's IPv6 chatter) are skipped. Returns its length. */
+static ssize_t wait_tcp_frame(int pfd, uint16_t port, uint8_t *frame,
+			      size_t cap)
+{
+	struct pollfd p = {.fd = pfd, .events = POLLIN};
+	ssize_t n;
+
+	while (poll(&p, 1, 2000) == 1) {
+		n = recv(pfd, frame, cap, 0);
+		if (n >= 14 + 20 + 20 && frame[12] == 0x08 && frame[13] == 0x00 &&
+		    frame[14 + 9] == 6 &&
+		    (frame[14 + (frame[14] & 15) * 4 + 2] << 8 |
+		     frame[14 + (frame[14] & 15) * 4 + 3]) == port)
+			return n;
+	}
+	return -1;
+}
+
+static void test_open_gives_descriptors(void)
+{
+	struct fp_lab *lab = open_lab();
+	struct stat a, b;
+
+	if (!lab)
+		return;
+	CHECK(fp_lab_packet_fd(lab) >= 0);
+	CHECK(fp_lab_netns_fd(lab) >= 0);
+	if (geteuid() == 0)
+		CHECK_EQ(fp_lab_userns_fd(lab), -1);
+	else
+		CHECK(fp_lab_userns_fd(lab) >= 0);
+	/* a namespace of its own, not ours */
+	CHECK_EQ(fstat(fp_lab_netns_fd(lab), &a), 0);
+	CHECK_EQ(stat("/proc/self/ns/net", &b), 0);
+	CHECK(a.st_ino != b.st_ino);
+	fp_lab_close(lab);
+	fp_lab_close(NULL);
+}
+
+static void test_listeners_bind_lab_addresses(void)
+{
+	struct fp_lab *lab = open_lab();
+	int fd4, fd6;
+
+	if (!lab)
+		return;
+	fd4 = lab_listener(lab, AF_INET, lab_ip4, 80);
+	fd6 = lab_listener(lab, AF_INET6, lab_ip6, 80);
+	close(fd4);
+	close(fd6);
+	CHECK_EQ(fp_lab_socket(lab, 12345, SOCK_STREAM, 0), -EAFNOSUPPORT);
+	CHECK(strstr(fp_lab_error(lab), "socket(12345") != NULL);
+	fp_lab_close(lab);
+}
+
+static void test_sysctl_read_write_unknown(void)
+{
+	struct fp_lab *lab = open_lab();
+	char v[64];
+
+	if (!lab)
+		return;
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", NULL, v, sizeof(v)), 0);
+	CHECK_STR(v, "60");
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", "5", NULL, 0), 0);
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", NULL, v, sizeof(v)), 0);
+	CHECK_STR(v, "5");
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.no_such_thing", NULL, v, sizeof(v)), -ENOENT);
+	CHECK(strstr(fp_lab_error(lab), "net.ipv4.no_such_thing") != NULL);
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", "x", NULL, 0), -EINVAL);
+	CHECK_EQ(fp_lab_sysctl(lab, "kernel.hostname", NULL, v, sizeof(v)), -EINVAL);
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", NULL, v, 1), -ENOSPC);
+	/* the lab's own settings, as the helper made them */
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv6.conf.lab0.accept_dad", NULL, v, sizeof(v)), 0);
+	CHECK_STR(v, "0");
+	fp_lab_close(lab);
+}
+
+/* Offloads off on lab0, read back with the legacy ethtool "get"s. */
+static void test_lab0_offloads_off(void)
+{
+	static const uint32_t gets[] = {ETHTOOL_GTXCSUM, ETHTOOL_GTSO, ETHTOOL_GGSO};
+	struct fp_lab *lab = open_lab();
+	struct ethtool_value ev;
+	struct ifreq ifr;
+	int fd;
+
+	if (!lab)
+		return;
+	fd = fp_lab_socket(lab, AF_INET, SOCK_DGRAM, 0);
+	for (size_t i = 0; i < sizeof(gets) / sizeof(gets[0]); i++) {
+		memset(&ifr, 0, sizeof(ifr));
+		strcpy(ifr.ifr_name, "lab0");
+		ev.cmd = gets[i];
+		ev.data = 1;
+		ifr.ifr_data = (void *)&ev;
+		CHECK_EQ(ioctl(fd, SIOCETHTOOL, &ifr), 0);
+		CHECK_EQ(ev.data, 0);
+	}
+	close(fd);
+	fp_lab_close(lab);
+}
+
+static void test_syn_reaches_packet_socket(void)
+{
+	struct fp_lab *lab = open_lab();
+	uint8_t f[2048];
+	const uint8_t *tcp;
+	ssize_t n;
+	int fd;
+
+	if (!lab)
+		return;
+	fd = lab_connect(lab, AF_INET, local_ip4, 4242);
+	n = wait_tcp_frame(fp_lab_packet_fd(lab), 4242, f, sizeof(f));
+	CHECK(n > 0);
+	if (n > 0) {
+		tcp = f + 14 + (f[14] & 15) * 4;
+		CHECK(memcmp(f, local_mac, 6) == 0);
+		CHECK(memcmp(f + 6, peer_mac, 6) == 0);
+		CHECK(memcmp(f + 14 + 12, lab_ip4, 4) == 0);
+		CHECK(memcmp(f + 14 + 16, local_ip4, 4) == 0);
+		CHECK_EQ(tcp[13] & (FP_SYN | FP_ACK), FP_SYN);
+		CHECK(ipv4_tcp_checksums_ok(f + 14, (size_t)n - 14));
+		CHECK(n <= 1514);
+	}
+	close(fd);
+	fp_lab_close(lab);
+}
+
+static void test_diag_finds_syn_sent(void)
+{
+	struct fp_lab *lab = open_lab();
+	struct fp_diag_info info;
+	int fd, nl;
+
+	if (!lab)
+		return;
+	nl = fp_lab_socket(lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	CHECK(nl >= 0);
+	fd = lab_connect(lab, AF_INET, local_ip4, 4242);
+	memset(&info, 0xa5, sizeof(info));
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, local_port_of(fd),
+				local_ip4, 4242, &info), 0);
+	CHECK_EQ(info.state, FP_STATE_SYN_SENT);
+	CHECK_EQ(info.timer, FP_TIMER_RETRANS);
+	CHECK(info.expires_ms > 0 && info.expires_ms <= 1000);
+	CHECK_EQ(info.has_tcp_info, 1);
+	CHECK_EQ(info.rto_us, 1000000); /* RFC 6298's initial RTO */
+	CHECK_EQ(info.snd_cwnd, 10);
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, local_port_of(fd),
+				local_ip4, 4243, &info), -ENOENT);
+	/* twice more: each call leaves the netlink socket clean */
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, local_port_of(fd),
+				local_ip4, 4242, &info), 0);
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET6, lab_ip6, local_port_of(fd),
+				any6, 4242, &info), -ENOENT);
+	CHECK_EQ(fp_diag_lookup(nl, AF_UNIX, lab_ip4, 1, local_ip4, 2, &info), -EINVAL);
+	close(fd);
+	close(nl);
+	fp_lab_close(lab);
+}
+
+/* An IPv4 connection of a dual-stack AF_INET6 socket is found by its
+ * IPv4 4-tuple. */
+static void test_diag_finds_v4_mapped(void)
+{
+	static const uint8_t mapped[16] = {[10] = 0xff, [11] = 0xff, 192, 0, 2, 2};
+	struct fp_lab *lab = open_lab();
+	struct fp_diag_info info;
+	int fd, nl;
+
+	if (!lab)
+		return;
+	nl = fp_lab_socket(lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	fd = lab_connect(lab, AF_INET6, mapped, 4244);
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, local_port_of(fd),
+				local_ip4, 4244, &info), 0);
+	CHECK_EQ(info.state, FP_STATE_SYN_SENT);
+	close(fd);
+	close(nl);
+	fp_lab_close(lab);
+}
+
+static void test_diag_finds_listeners(void)
+{
+	struct fp_lab *lab = open_lab();
+	struct fp_diag_info info;
+	int fd4, fd6, nl;
+
+	if (!lab)
+		return;
+	nl = fp_lab_socket(lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	fd4 = lab_listener(lab, AF_INET, lab_ip4, 8080);
+	fd6 = lab_listener(lab, AF_INET6, lab_ip6, 8080);
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, 8080, any6, 0, &info), 0);
+	CHECK_EQ(info.state, FP_STATE_LISTEN);
+	CHECK_EQ(info.timer, FP_TIMER_NONE);
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET6, lab_ip6, 8080, any6, 0, &info), 0);
+	CHECK_EQ(info.state, FP_STATE_LISTEN);
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET6, lab_ip6, 8081, any6, 0, &info), -ENOENT);
+	close(fd4);
+	close(fd6);
+	close(nl);
+	fp_lab_close(lab);
+}
+
+static void test_diag_state_from_linux(void)
+{
+	static const enum fp_state want[] = {
+		FP_STATE_COUNT,       FP_STATE_ESTABLISHED, FP_STATE_SYN_SENT,
+		FP_STATE_SYN_RECEIVED, FP_STATE_FIN_WAIT_1, FP_STATE_FIN_WAIT_2,
+		FP_STATE_TIME_WAIT,   FP_STATE_CLOSED,      FP_STATE_CLOSE_WAIT,
+		FP_STATE_LAST_ACK,    FP_STATE_LISTEN,      FP_STATE_CLOSING,
+		FP_STATE_SYN_RECEIVED, FP_STATE_CLOSED,      FP_STATE_COUNT,
+	};
+
+	for (int s = 0; s < (int)(sizeof(want) / sizeof(want[0])); s++)
+		CHECK_EQ(fp_diag_state_from_linux(s), want[s]);
+	CHECK_EQ(fp_diag_state_from_linux(-1), FP_STATE_COUNT);
+}
+
+/* The probe namespace's kernel sends nothing on probe0 (no IPv6, no
+ * addresses): every frame the packet socket sees comes in. */
+static void test_probe_side_is_silent(void)
+{
+	struct fp_lab *lab = open_lab();
+	struct pollfd p;
+	struct sockaddr_ll sll;
+	socklen_t len;
+	uint8_t f[2048];
+	int outgoing = 0;
+
+	if (!lab)
+		return;
+	p.fd = fp_lab_packet_fd(lab);
+	p.events = POLLIN;
+	while (poll(&p, 1, 300) == 1) {
+		len = sizeof(sll);
+		if (recvfrom(p.fd, f, sizeof(f), 0, (struct sockaddr *)&sll, &len) > 0)
+			outgoing += sll.sll_pkttype == PACKET_OUTGOING;
+	}
+	CHECK_EQ(outgoing, 0);
+	fp_lab_close(lab);
+}
+
+/* The names in /sys/class/net, one string, to compare before and after. */
+static void list_dir(const char *path, char *out, size_t cap)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+
+	out[0] = '\0';
+	if (!d)
+		return;
+	while ((e = readdir(d)))
+		if (strlen(out) + strlen(e->d_name) + 2 < cap) {
+			strcat(out, e->d_name);
+			strcat(out, " ");
+		}
+	closedir(d);
+}
+
+static void test_close_leaves_nothing(void)
+{
+	char links[1024], netns[1024], links_after[1024], netns_after[1024];
+	struct fp_lab *lab, *other;
+
+	list_dir("/sys/class/net", links, sizeof(links));
+	list_dir("/var/run/netns", netns, sizeof(netns));
+	lab = open_lab();
+	other = open_lab();
+	if (!lab || !other)
+		return;
+	CHECK_EQ(waitpid(-1, NULL, WNOHANG), 0); /* the helpers run */
+	/* one lab's helper must not hold the other's descriptors */
+	fp_lab_close(lab);
+	CHECK(fp_lab_socket(other, AF_INET, SOCK_STREAM, 0) >= 0);
+	fp_lab_close(other);
+	errno = 0;
+	CHECK_EQ(waitpid(-1, NULL, WNOHANG), -1);
+	CHECK_EQ(errno, ECHILD);
+	list_dir("/sys/class/net", links_after, sizeof(links_after));
+	list_dir("/var/run/netns", netns_after, sizeof(netns_after));
+	CHECK_STR(links_after, links);
+	CHECK_STR(netns_after, netns);
+	CHECK(strstr(links_after, "lab0") == NULL);
+	CHECK(strstr(links_after, "probe0") == NULL);
+}
+
+/* The first process whose parent is ppid, from /proc; 0 if none. */
+static pid_t child_of(pid_t ppid)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	char path[300], line[512], *p;
+	pid_t found = 0;
+	FILE *f;
+
+	while (d && !found && (e = readdir(d))) {
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		/* "pid (comm) state ppid ...": comm may hold spaces */
+		if (fgets(line, sizeof(line), f) && (p = strrchr(line, ')')) &&
+		    atoi(p + 4) == ppid)
+			found = atoi(line);
+		fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* A helper whose caller is SIGKILLed goes too. We are the subreaper of
+ * the caller's orphans, so the helper is ours to wait for. */
+static void test_killed_caller_ends_helper(void)
+{
+	struct fp_lab *lab = NULL;
+	int pipefd[2], status = -1;
+	pid_t caller, helper;
+	char c = 0;
+
+	CHECK_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	CHECK_EQ(pipe(pipefd), 0);
+	caller = fork();
+	if (caller == 0) {
+		fp_lab_open(&lab, NULL, 0);
+		if (write(pipefd[1], "x", 1) < 0)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(pipefd[1]);
+	CHECK_EQ(read(pipefd[0], &c, 1), 1);
+	close(pipefd[0]);
+	helper = child_of(caller);
+	CHECK(helper > 0);
+	kill(caller, SIGKILL);
+	CHECK_EQ(waitpid(caller, NULL, 0), caller);
+	if (helper > 0) {
+		/* EOF on the socketpair: the helper exits by itself, at once */
+		alarm(5);
+		CHECK_EQ(waitpid(helper, &status, 0), helper);
+		alarm(0);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+static int read_int_file(const char *path, int missing)
+{
+	FILE *f = fopen(path, "r");
+	int v = missing;
+
+	if (f) {
+		if (fscanf(f, "%d", &v) != 1)
+			v = missing;
+		fclose(f);
+	}
+	return v;
+}
+
+/* In a child that gave up root: the lab goes through a user namespace. */
+static void run_unprivileged(void)
+{
+	struct fp_lab *lab;
+	char v[64];
+	int fd;
+
+	if (geteuid() == 0) {
+		CHECK_EQ(setgroups(0, NULL), 0);
+		CHECK_EQ(setresgid(65534, 65534, 65534), 0);
+		CHECK_EQ(setresuid(65534, 65534, 65534), 0);
+		/* a changed uid makes us undumpable, and /proc/self/uid_map
+		 * root's: as a user logged in as 65534 would be */
+		prctl(PR_SET_DUMPABLE, 1);
+	}
+	lab = open_lab();
+	if (!lab)
+		return;
+	CHECK(fp_lab_userns_fd(lab) >= 0);
+	CHECK(fp_lab_packet_fd(lab) >= 0);
+	fd = lab_listener(lab, AF_INET, lab_ip4, 80);
+	close(fd);
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", "7", NULL, 0), 0);
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", NULL, v, sizeof(v)), 0);
+	CHECK_STR(v, "7");
+	fp_lab_close(lab);
+}
+
+static void test_unprivileged_user_gets_a_lab(void)
+{
+	pid_t pid;
+	int status = -1;
+
+	if (read_int_file("/proc/sys/kernel/unprivileged_userns_clone", 1) == 0 ||
+	    read_int_file("/proc/sys/user/max_user_namespaces", 1) == 0 ||
+	    read_int_file("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", 0) == 1) {
+		printf("test_lab: skipping the unprivileged lab: user namespaces are off\n");
+		return;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		run_unprivileged();
+		_exit(check_failed_here);
+	}
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static double now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Not a pass/fail: the figure a suite making one lab a test pays. */
+static void test_open_close_time(void)
+{
+	enum { CYCLES = 50 };
+	double ms[CYCLES], t;
+	struct fp_lab *lab;
+
+	for (int i = 0; i < CYCLES; i++) {
+		t = now_ms();
+		lab = open_lab();
+		fp_lab_close(lab);
+		ms[i] = now_ms() - t;
+	}
+	qsort(ms, CYCLES, sizeof(ms[0]), compare_double);
+	printf("test_lab: open+close over %d cycles: median %.2f ms, min %.2f, max %.2f\n",
+	       CYCLES, ms[CYCLES / 2], ms[0], ms[CYCLES - 1]);
+}
+
+int main(void)
+{
+	RUN(test_diag_state_from_linux);
+	RUN(test_open_gives_descriptors);
+	RUN(test_listeners_bind_lab_addresses);
+	RUN(test_sysctl_read_write_unknown);
+	RUN(test_lab0_offloads_off);
+	RUN(test_syn_reaches_packet_socket);
+	RUN(test_diag_finds_syn_sent);
+	RUN(test_diag_finds_v4_mapped);
+	RUN(test_diag_finds_listeners);
+	RUN(test_probe_side_is_silent);
+	RUN(test_close_leaves_nothing);
+	RUN(test_killed_caller_ends_helper);
+	RUN(test_unprivileged_user_gets_a_lab);
+	RUN(test_open_close_time);
+	return check_summary("test_lab");
+}
