@@ -16,10 +16,11 @@ from . import _core
 from ._core import ConnectionRefused, Error, ExpectError, ParseError, PermissionError, Segment
 from .connection import Connection
 from .lab import Lab
+from .probe import Check, Report, probe
 from .state import State
 from .trace import Trace
 
 __all__ = [
     "Connection", "ConnectionRefused", "Error", "ExpectError", "Lab", "ParseError",
-    "PermissionError", "Segment", "State", "Trace",
+    "PermissionError", "Segment", "State", "Trace", "probe", "Check", "Report",
 ]

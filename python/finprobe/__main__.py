@@ -1,0 +1,85 @@
+"""python -m finprobe probe [HOST:PORT] [--json] [--pcap DIR]
+
+Probe how a TCP stack closes its connections: the local Linux kernel in a
+Lab by default, or a server at HOST:PORT (IPv6 as [addr]:port).
+"""
+
+import argparse
+import os
+import re
+import sys
+
+from . import _core
+from .probe import probe
+
+VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "info": "INFO"}
+
+
+def parse_target(text):
+    """"host:port" or "[v6addr]:port" -> (host, port); ValueError naming the problem."""
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    if not m:
+        raise ValueError(f"target {text!r} is not HOST:PORT (IPv6 as [addr]:port)")
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    port = int(port)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"target {text!r}: port {port} is not in 1..65535")
+    return host, port
+
+
+def print_check(check, out):
+    out.write(f"\n{VERDICT_MARK[check.verdict]}  {check.name}  ({check.reference})\n")
+    out.write(f"      expected: {check.expected}\n      observed: {check.observed}\n")
+    if check.trace is not None and len(check.trace):
+        out.write(_indent(check.trace.ladder_text(), "    ") + "\n")
+        changes = [f"{a}->{b}" for _, a, b, _ in getattr(check.trace, "transitions", [])]
+        if changes:
+            out.write(f"      our states: {' '.join(changes)}\n")
+    if check.peer_states:
+        out.write(f"      peer states seen: {' '.join(check.peer_states)}\n")
+
+
+def _indent(text, prefix):
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def write_pcaps(report, directory):
+    os.makedirs(directory, exist_ok=True)
+    for check in report.checks:
+        if check.trace is not None and len(check.trace) and hasattr(check.trace, "to_pcap"):
+            check.trace.to_pcap(os.path.join(directory, f"{check.name}.pcap"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m finprobe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("probe", help="report how a TCP stack closes connections")
+    p.add_argument("target", nargs="?", help="HOST:PORT of a server; default: the local kernel in a Lab")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--pcap", metavar="DIR", help="write each check's segments to DIR/<check>.pcap")
+    p.add_argument("--check", action="append", help="run only this check (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        host, port = parse_target(args.target) if args.target else (None, None)
+    except ValueError as e:
+        parser.error(str(e))
+    live = None if args.json else (lambda check: print_check(check, sys.stdout))
+    if not args.json:
+        print(f"finprobe: probing {'the local Linux kernel in a Lab' if host is None else args.target}")
+    try:
+        report = probe(host, port, checks=args.check, on_check=live)
+    except _core.Error as e:
+        print(f"finprobe: {e}", file=sys.stderr)
+        return 2
+    if args.pcap:
+        write_pcaps(report, args.pcap)
+    if args.json:
+        print(report.to_json())
+    else:
+        counts = report.counts()
+        print(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['info']} info")
+    return 1 if report.counts()["fail"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
