@@ -28,6 +28,11 @@ EXT_SRCS  := $(sort $(wildcard python/ext/*.c))
 EXT_SUFFIX = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 PY_INC     = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_path("include"))')
 EXT        = python/finprobe/_core$(EXT_SUFFIX)
+# The same package with an extension built under ASan and UBSan.
+ASAN_PY    = $(BUILD)/asan-python
+ASAN_EXT   = $(ASAN_PY)/finprobe/_core$(EXT_SUFFIX)
+LIBASAN    = $(shell $(CC) -print-file-name=libasan.so)
+LIBUBSAN   = $(shell $(CC) -print-file-name=libubsan.so)
 
 # Debian packages the build and the tests need (checked, installed if missing).
 DEBS := build-essential pkg-config libmnl-dev libnftables-dev libpcap-dev \
@@ -35,7 +40,11 @@ DEBS := build-essential pkg-config libmnl-dev libnftables-dev libpcap-dev \
         python3-scapy python3-nbclient python3-nbformat python3-ipykernel \
         tcpdump tshark nginx-light iproute2 nftables procps util-linux
 
-.PHONY: all deps test ctest ctest-asan pytest probe bench fmt clean
+# What runs again under the sanitizers: the suites that drive the C code hardest.
+ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_close.py \
+                tests/test_passive_close.py tests/test_rst.py tests/test_probe.py
+
+.PHONY: all deps test ctest ctest-asan pytest pytest-asan probe bench fmt clean
 all: $(BUILD)/libfinprobe.so $(BUILD)/libfinprobe.a $(EXT)
 
 deps:
@@ -72,6 +81,11 @@ $(EXT): $(EXT_SRCS) $(wildcard python/ext/*.h) $(BUILD)/libfinprobe.a
 	$(CC) $(CFLAGS) $(FPFLAGS) -Wno-cast-function-type -Wno-unused-parameter -I$(PY_INC) -Ipython/ext -shared \
 	    $(EXT_SRCS) -o $@ $(BUILD)/libfinprobe.a $(LDLIBS)
 
+$(ASAN_EXT): $(EXT_SRCS) $(wildcard python/ext/*.h) $(ASAN_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g $(ASAN) $(FPFLAGS) -Wno-cast-function-type -Wno-unused-parameter -I$(PY_INC) -Ipython/ext \
+	    -shared $(EXT_SRCS) -o $@ $(ASAN_OBJS) $(LDLIBS)
+
 ctest: $(TESTS)
 	@for t in $(TESTS); do $$t || exit 1; done
 
@@ -81,10 +95,18 @@ ctest-asan: $(ASAN_TESTS)
 pytest: all
 	PYTHONPATH=python $(PY) -m pytest -q -p no:cacheprovider tests
 
+# The Python suite once more over the sanitized extension (leaks are the
+# interpreter's business: CPython keeps much alive until exit).
+pytest-asan: $(ASAN_EXT)
+	rm -f $(ASAN_PY)/finprobe/*.py && cp python/finprobe/*.py $(ASAN_PY)/finprobe/
+	LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1 \
+	    PYTHONPATH=$(ASAN_PY) $(PY) -m pytest -q -p no:cacheprovider $(ASAN_PYTESTS)
+
 test: deps
 	$(MAKE) all
 	$(MAKE) ctest
 	$(MAKE) ctest-asan
+	$(MAKE) pytest-asan
 	$(MAKE) pytest
 
 probe: deps
