@@ -1,10 +1,10 @@
 /*
  * diag.c: the peer's TCP sockets, as the kernel reports them (sock_diag).
  *
- * fp_diag_lookup() drains the netlink socket, sends one SOCK_DIAG_BY_FAMILY
- * dump request, runs every reply through mnl_cb_run() until NLMSG_DONE and
- * keeps the socket whose 4-tuple matches; on_diag_msg() and on_diag_attr()
- * are its callbacks. fp_diag_state_from_linux() is the one place where
+ * fp_diag_lookup() drains the netlink socket, sends one exact
+ * SOCK_DIAG_BY_FAMILY request for the 4-tuple, runs the answer through
+ * mnl_cb_run() and keeps the socket if its 4-tuple matches; on_diag_msg()
+ * and on_diag_attr() are its callbacks. fp_diag_state_from_linux() is the one place where
  * Linux's state numbers become RFC 9293's.
  *
  * The caller's descriptor is used with plain send/recv: libmnl 1.0.4 can
@@ -36,14 +36,13 @@ enum {
 	LINUX_TCP_LAST_ACK,
 	LINUX_TCP_LISTEN,
 	LINUX_TCP_CLOSING,
-	LINUX_TCP_NEW_SYN_RECV, /* a request socket, before accept's child */
+	LINUX_TCP_NEW_SYN_RECV,	  /* a request socket, before accept's child */
 	LINUX_TCP_BOUND_INACTIVE, /* 6.8: bound, neither listening nor open */
 	LINUX_TCP_MAX_STATES,
 };
 
 /* Every state a 4-tuple can be in; BOUND_INACTIVE has no remote end. */
 #define DIAG_STATES (((1U << LINUX_TCP_BOUND_INACTIVE) - 1) & ~1U)
-#define DIAG_ATTEMPTS 3 /* dumps interrupted by a changing table */
 
 /* Returns FP_STATE_COUNT (fp_state_name: "?") for a number Linux does not
  * have. */
@@ -75,18 +74,18 @@ enum fp_state fp_diag_state_from_linux(int linux_state)
 static enum fp_diag_timer timer_from_linux(uint8_t timer)
 {
 	static const enum fp_diag_timer timers[] = {
-		FP_TIMER_NONE,      FP_TIMER_RETRANS,  FP_TIMER_KEEPALIVE,
-		FP_TIMER_TIMEWAIT,  FP_TIMER_PERSIST,
+		FP_TIMER_NONE,	   FP_TIMER_RETRANS, FP_TIMER_KEEPALIVE,
+		FP_TIMER_TIMEWAIT, FP_TIMER_PERSIST,
 	};
 
 	return timer < sizeof(timers) / sizeof(timers[0]) ? timers[timer]
-							   : FP_TIMER_NONE;
+							  : FP_TIMER_NONE;
 }
 
 /* The 4-tuple sought, in inet_diag's terms, and what was found. */
 struct lookup {
 	int family;
-	uint8_t local[16], remote[16]; /* network order, 4 used for IPv4 */
+	uint8_t local[16], remote[16];	  /* network order, 4 used for IPv4 */
 	uint16_t local_port, remote_port; /* host order */
 	int found;
 	struct fp_diag_info info;
@@ -114,7 +113,9 @@ static int on_diag_attr(const struct nlattr *attr, void *data)
 	if (mnl_attr_get_type(attr) != INET_DIAG_INFO)
 		return MNL_CB_OK;
 	memset(&ti, 0, sizeof(ti));
-	memcpy(&ti, mnl_attr_get_payload(attr), len < sizeof(ti) ? len : sizeof(ti));
+	if (len > sizeof(ti))
+		len = sizeof(ti);
+	memcpy(&ti, mnl_attr_get_payload(attr), len);
 	info->has_tcp_info = 1;
 	info->backoff = ti.tcpi_backoff;
 	info->rto_us = ti.tcpi_rto;
@@ -123,8 +124,7 @@ static int on_diag_attr(const struct nlattr *attr, void *data)
 	return MNL_CB_OK;
 }
 
-/* One socket of the dump. Returns MNL_CB_OK even after a match: the dump
- * is read to NLMSG_DONE so the socket is left clean for the next call. */
+/* The socket the kernel answered with, kept if it is the one sought. */
 static int on_diag_msg(const struct nlmsghdr *nlh, void *data)
 {
 	struct lookup *l = data;
@@ -155,71 +155,61 @@ static void drain(int fd, void *buf, size_t len)
 		;
 }
 
-static int send_dump_request(int fd, const struct lookup *l, unsigned seq)
+/* An exact request: the kernel looks the 4-tuple up in its hash tables
+ * (established, TIME_WAIT and request sockets, then listeners), where a
+ * dump would walk every bucket of a table shared by all namespaces:
+ * milliseconds, on a big machine, for each lookup. */
+static int send_exact_request(int fd, const struct lookup *l, unsigned seq)
 {
 	uint32_t buf[MNL_NLMSG_HDRLEN / 4 + sizeof(struct inet_diag_req_v2) / 4];
 	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
 	struct inet_diag_req_v2 *req;
+	size_t len = l->family == AF_INET ? 4 : 16;
 
 	nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	nlh->nlmsg_flags = NLM_F_REQUEST;
 	nlh->nlmsg_seq = seq;
 	req = mnl_nlmsg_put_extra_header(nlh, sizeof(*req));
 	req->sdiag_family = (uint8_t)l->family;
 	req->sdiag_protocol = IPPROTO_TCP;
 	req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
 	req->idiag_states = DIAG_STATES;
-	/* the kernel skips sockets on other ports (0: any) itself */
 	req->id.idiag_sport = htons(l->local_port);
 	req->id.idiag_dport = htons(l->remote_port);
+	memcpy(req->id.idiag_src, l->local, len);
+	memcpy(req->id.idiag_dst, l->remote, len);
 	req->id.idiag_cookie[0] = req->id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
 	if (send(fd, nlh, nlh->nlmsg_len, 0) < 0)
 		return -errno;
 	return 0;
 }
 
-/* One dump of l->family, read to its end. 0, or a negative errno (-EINTR:
- * the kernel says the dump was interrupted by a change; try again). */
-static int dump_once(int fd, struct lookup *l, unsigned seq)
+/* One exact request and its one answer: a socket, or ENOENT. A listener
+ * the kernel offers for a 4-tuple it has no connection for does not match
+ * (same_socket), so it reads as no socket. */
+static int lookup_family(int fd, struct lookup *l)
 {
-	static const size_t len = 32768; /* the kernel's largest dump skb */
+	static const size_t len = 32768;
 	uint32_t buf[32768 / 4];
-	struct iovec iov = {buf, len};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	struct timespec now;
 	ssize_t n;
 	int rc;
 
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	unsigned seq = (unsigned)now.tv_nsec | 1U;
 	drain(fd, buf, len);
 	l->found = 0;
-	rc = send_dump_request(fd, l, seq);
+	rc = send_exact_request(fd, l, seq);
 	if (rc < 0)
 		return rc;
-	for (;;) {
-		n = recvmsg(fd, &mh, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EPROTO;
-		if (mh.msg_flags & MSG_TRUNC)
-			return -EMSGSIZE;
-		rc = mnl_cb_run(buf, (size_t)n, seq, 0, on_diag_msg, l);
-		if (rc == MNL_CB_ERROR)
-			return -errno;
-		if (rc == MNL_CB_STOP)
-			return 0;
-	}
-}
-
-static int lookup_family(int fd, struct lookup *l)
-{
-	struct timespec now;
-	int rc = -EINTR;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	for (int i = 0; i < DIAG_ATTEMPTS && rc == -EINTR; i++)
-		rc = dump_once(fd, l, (unsigned)now.tv_nsec | 1U);
-	if (rc < 0)
-		return rc;
+	do
+		n = recv(fd, buf, len, 0);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return n < 0 ? -errno : -EPROTO;
+	rc = mnl_cb_run(buf, (size_t)n, seq, 0, on_diag_msg, l);
+	if (rc == MNL_CB_ERROR && errno != ENOENT)
+		return -errno;
 	return l->found ? 0 : -ENOENT;
 }
 
@@ -243,7 +233,8 @@ int fp_diag_lookup(int nl_fd, int family, const uint8_t *local_addr,
 		   uint16_t local_port, const uint8_t *remote_addr,
 		   uint16_t remote_port, struct fp_diag_info *info)
 {
-	struct lookup l = {.family = family, .local_port = local_port,
+	struct lookup l = {.family = family,
+			   .local_port = local_port,
 			   .remote_port = remote_port};
 	size_t len = family == AF_INET ? 4 : 16;
 	int rc;
