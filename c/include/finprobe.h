@@ -355,6 +355,24 @@ FP_API int fp_link_packet_open(struct fp_link **out, int fd,
 			       const uint8_t src_mac[6],
 			       const uint8_t dst_mac[6]);
 FP_API int fp_link_pair_open(struct fp_link **a, struct fp_link **b);
+/*
+ * raw: towards a remote target (family 4 or 6, remote and remote_port).
+ * Sends through a raw IP socket (IPPROTO_RAW, header included), so the
+ * kernel routes and resolves neighbours; receives on the outgoing interface
+ * through AF_PACKET (SOCK_DGRAM: IP packets, no link header) with a kernel
+ * BPF filter passing only TCP from (remote, remote_port) to local.
+ * local (16 bytes) and *ifindex are in/out: all-zero local and *ifindex 0
+ * are filled from the routing table (RTM_GETROUTE), given ones are checked
+ * by it. Both sockets are the link's; what it sends carries the packet mark
+ * FP_RAW_MARK (see the guard).
+ * Returns 0 and *out, or a negative errno: -EPERM without CAP_NET_RAW,
+ * -ENETUNREACH or -EHOSTUNREACH when no route leads to remote,
+ * -EADDRNOTAVAIL when a given local is not an address of this host,
+ * -ENODEV when *ifindex names no interface.
+ */
+FP_API int fp_link_raw_open(struct fp_link **out, uint8_t family,
+			    const uint8_t *remote, uint16_t remote_port,
+			    uint8_t local[16], int *ifindex);
 FP_API void fp_link_close(struct fp_link *link);
 /* Send one IP packet. Returns 0 or a negative errno. */
 FP_API int fp_link_send(struct fp_link *link, const uint8_t *pkt, size_t len);
@@ -467,6 +485,106 @@ FP_API int fp_listener_peek(const struct fp_listener *listener,
  * NULL with errno EAGAIN when no SYN waits. */
 FP_API struct fp_conn *fp_listener_accept(struct fp_listener *listener,
 					  uint32_t iss, uint64_t time_wait_ns);
+
+/*
+ * The engine's capture: every segment it received (parsed, whether or not a
+ * connection or listener claimed it) and every one it sent, in order, for
+ * the engine's whole life; records' direction is set, state_after and taken
+ * are 0. pkt is owned by the engine and valid until its next
+ * fp_engine_poll() or fp_conn_send(). _get returns -ERANGE past the end.
+ */
+FP_API size_t fp_engine_capture_len(const struct fp_engine *engine);
+FP_API int fp_engine_capture_get(const struct fp_engine *engine, size_t i,
+				 struct fp_record *rec);
+
+/* ------------------------------------------------------------------ */
+/* Traces: stamped IP packets in pcap files (trace.c)                  */
+/* ------------------------------------------------------------------ */
+
+/* CLOCK_REALTIME less CLOCK_MONOTONIC now, in ns: added to a record's
+ * monotonic stamp, it gives wall-clock time. */
+FP_API int64_t fp_trace_wall_offset_ns(void);
+
+/*
+ * Write n records (their pkt, len and ts_ns; direction and states are not
+ * in the format) to path as a pcap file, LINKTYPE_RAW, nanosecond stamps
+ * ts_ns + offset_ns (fp_trace_wall_offset_ns() for monotonic records, 0 for
+ * wall-clock ones). Packets go out byte for byte as recorded. Returns 0, or
+ * a negative errno with a message in err (err_len bytes, may be NULL):
+ * the file's errno when it cannot be written, -EINVAL for a record that
+ * cannot be stored (stamp before 1970, packet over 256 KiB).
+ */
+FP_API int fp_trace_write_pcap(const char *path, const struct fp_record *recs,
+			       size_t n, int64_t offset_ns, char *err,
+			       size_t err_len);
+
+/* IP packets read from a file, with their stamps; opaque. */
+struct fp_trace;
+
+/*
+ * Read a pcap or pcapng file of Ethernet (VLAN tags skipped), raw IP
+ * (LINKTYPE_RAW, IPV4, IPV6) or Linux cooked capture (SLL, SLL2: tcpdump
+ * -i any). Keeps the TCP packets fp_segment_parse accepts, link header and
+ * padding removed, stamped with the file's time in ns; other packets are
+ * skipped and counted. Returns 0 and *out, which the caller frees with
+ * fp_trace_free(), or a negative errno with a message in err: the file's
+ * errno when it cannot be opened, -EBADMSG for a file libpcap cannot read
+ * (not a capture, damaged), -EPROTONOSUPPORT for another link type.
+ */
+FP_API int fp_trace_read_pcap(const char *path, struct fp_trace **out,
+			      char *err, size_t err_len);
+FP_API size_t fp_trace_len(const struct fp_trace *trace);
+/* Packets the file held that were not TCP fp_segment_parse accepts. */
+FP_API size_t fp_trace_skipped(const struct fp_trace *trace);
+/* Record i (direction and states 0); pkt is owned by the trace and valid
+ * until fp_trace_free(). -ERANGE past the end. */
+FP_API int fp_trace_get(const struct fp_trace *trace, size_t i,
+			struct fp_record *rec);
+FP_API void fp_trace_free(struct fp_trace *trace);
+
+/* ------------------------------------------------------------------ */
+/* The guard: RST suppression for remote targets (guard.c)            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * While finprobe speaks for a 4-tuple from raw sockets, the local kernel has
+ * no socket for it and would answer the peer with RSTs. A guard drops
+ * exactly those: one nftables rule per tuple (TCP, RST set, from local to
+ * remote, packet mark not FP_RAW_MARK, which finprobe's own RSTs carry),
+ * in an output chain of a table of its own ("inet
+ * finprobe_<pid>_<n>", fp_guard_table()). The table exists only while it
+ * holds a rule, so the ruleset is then exactly as before; it carries the
+ * owner flag, so the kernel removes it when the process dies (SIGKILL
+ * included). Nothing else of the ruleset is read or touched.
+ *
+ * A guard belongs to the process that made it (not to a forked child) and
+ * is not thread-safe. Needs CAP_NET_ADMIN in the network namespace.
+ */
+struct fp_guard;
+
+/* The packet mark (SO_MARK) of the raw backend's sending socket: what tells
+ * finprobe's RSTs from the kernel's on the way out. */
+#define FP_RAW_MARK 0x66700000u
+
+/* A guard with no table yet. Returns 0 and *out, or a negative errno with a
+ * message in err (err_len bytes). The caller frees it with fp_guard_free(). */
+FP_API int fp_guard_new(struct fp_guard **out, char *err, size_t err_len);
+/* Delete the table if it exists, close the nftables context. */
+FP_API void fp_guard_free(struct fp_guard *guard);
+/* Drop the kernel's RSTs from tuple's local end to its remote end (the
+ * table made first if needed). Returns 0, -EEXIST if the tuple has a rule
+ * already, -EPERM without CAP_NET_ADMIN, or another negative errno. */
+FP_API int fp_guard_add(struct fp_guard *guard, const struct fp_tuple *tuple);
+/* Remove the tuple's rule (by its handle), the table with the last one.
+ * Returns 0, -ENOENT if the tuple has no rule, or a negative errno. */
+FP_API int fp_guard_remove(struct fp_guard *guard,
+			   const struct fp_tuple *tuple);
+/* Rules the guard holds (0: no table). */
+FP_API size_t fp_guard_count(const struct fp_guard *guard);
+/* The table's name, without family ("finprobe_1234_0"); owned by guard. */
+FP_API const char *fp_guard_table(const struct fp_guard *guard);
+/* The message of the last failure of a call on guard ("" if none). */
+FP_API const char *fp_guard_error(const struct fp_guard *guard);
 
 #ifdef __cplusplus
 }

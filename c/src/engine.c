@@ -10,8 +10,9 @@
  *
  * A log keeps the packets of a connection both ways, in one growing arena:
  * it is the trace and, through its untaken inbound records, the receive
- * queue. Arenas and record arrays grow by doubling, so steady traffic does
- * not allocate per segment.
+ * queue. The engine's own log, the capture, keeps every segment both ways,
+ * claimed or not, for whole-lab pcap files. Arenas and record arrays grow
+ * by doubling, so steady traffic does not allocate per segment.
  */
 #include <errno.h>
 #include <poll.h>
@@ -62,6 +63,7 @@ struct fp_engine {
 	struct fp_conn *buckets[BUCKETS];
 	struct fp_listener *listeners;
 	struct fp_engine_stats stats;
+	struct seglog capture; /* every segment both ways */
 	uint8_t out[MAX_PACKET];
 };
 
@@ -180,6 +182,7 @@ void fp_engine_free(struct fp_engine *e)
 			fp_conn_free(e->buckets[b]);
 	while (e->listeners)
 		fp_listener_free(e->listeners);
+	log_free(&e->capture);
 	fp_link_close(e->link);
 	free(e);
 }
@@ -189,6 +192,16 @@ int fp_engine_fd(const struct fp_engine *e) { return fp_link_fd(e->link); }
 void fp_engine_stats(const struct fp_engine *e, struct fp_engine_stats *stats)
 {
 	*stats = e->stats;
+}
+
+size_t fp_engine_capture_len(const struct fp_engine *e) { return e->capture.n; }
+
+int fp_engine_capture_get(const struct fp_engine *e, size_t i, struct fp_record *rec)
+{
+	if (i >= e->capture.n)
+		return -ERANGE;
+	log_record(&e->capture, i, rec);
+	return 0;
 }
 
 int fp_engine_has_tuple(const struct fp_engine *e, const struct fp_tuple *t)
@@ -218,6 +231,7 @@ static void demultiplex(struct fp_engine *e, const struct fp_frame *f)
 		e->stats.malformed++;
 		return;
 	}
+	log_append(&e->capture, f->pkt, f->len, f->ts_ns, FP_DIR_IN, 0); /* best effort */
 	tuple_of_received(&seg, &t);
 	struct fp_conn *c = lookup(e, &t);
 	struct fp_listener *l = c ? NULL : listener_for(e, &t);
@@ -325,6 +339,7 @@ int fp_conn_send(struct fp_conn *c, struct fp_segment *seg, unsigned forced)
 	if (err)
 		return err;
 	fp_tcb_on_send(&c->tcb, seg, now);
+	log_append(&e->capture, e->out, (size_t)len, now, FP_DIR_OUT, 0); /* best effort */
 	return log_append(&c->log, e->out, (size_t)len, now, FP_DIR_OUT, (uint8_t)c->tcb.state);
 }
 

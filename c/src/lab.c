@@ -8,11 +8,12 @@
  * namespace; fp_lab_close() ends it all. A lab serves one call at a time:
  * callers sharing one between threads serialize their calls.
  *
- * The helper runs, in order: enter_kernel_namespace (through a user
- * namespace when the caller may not make network namespaces),
- * enter_probe_namespace, make_veth, setup_probe, setup_kernel, hand_over,
- * serve. It is forked from a caller that may have threads (a Jupyter
- * kernel), so between fork() and _exit() it makes system calls and libmnl's
+ * The helper (helper_main) builds the lab in build_lab's order:
+ * enter_kernel_namespace (through a user namespace when the caller may not
+ * make network namespaces), enter_probe_namespace, make_veth, setup_probe,
+ * setup_kernel; then it hands the descriptors over and serve()s until EOF.
+ * It is forked from a caller that may have threads (a Jupyter kernel), so
+ * between fork() and _exit() it makes system calls and libmnl's
  * buffer-only calls and nothing else: no malloc, no stdio, no locale. The
  * parent turns its errno into text.
  */
@@ -43,10 +44,10 @@
 
 #include "finprobe.h"
 
-#define LAB_IF "lab0"     /* the kernel's end of the veth */
-#define PROBE_IF "probe0" /* finprobe's end */
+#define LAB_IF "lab0"	   /* the kernel's end of the veth */
+#define PROBE_IF "probe0"  /* finprobe's end */
 #define LOOPBACK_IFINDEX 1 /* lo is always the first device of a namespace */
-#define EXIT_WAIT_MS 1000 /* after EOF, then SIGKILL */
+#define EXIT_WAIT_MS 1000  /* after EOF, then SIGKILL */
 
 static const uint8_t peer_mac[ETH_ALEN] = FP_LAB_PEER_MAC;
 static const uint8_t local_mac[ETH_ALEN] = FP_LAB_LOCAL_MAC;
@@ -69,11 +70,11 @@ struct fp_lab {
 enum lab_op { LAB_SOCKET = 1, LAB_SYSCTL_READ, LAB_SYSCTL_WRITE };
 
 struct lab_msg {
-	int32_t op;      /* request: enum lab_op */
-	int32_t err;     /* response: 0 or the negative errno to return */
-	int32_t cause;   /* response: the errno behind err, for the message */
-	int32_t arg[3];  /* LAB_SOCKET: family, type, protocol */
-	char name[96];   /* request: sysctl name; failed setup: the step */
+	int32_t op;	 /* request: enum lab_op */
+	int32_t err;	 /* response: 0 or the negative errno to return */
+	int32_t cause;	 /* response: the errno behind err, for the message */
+	int32_t arg[3];	 /* LAB_SOCKET: family, type, protocol */
+	char name[96];	 /* request: sysctl name; failed setup: the step */
 	char value[512]; /* sysctl value to write, or the value read */
 };
 
@@ -115,9 +116,10 @@ static int take_fds(struct msghdr *mh, int *fds, int max)
 	for (cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
 		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
 			continue;
-		for (size_t i = 0; CMSG_LEN((i + 1) * sizeof(int)) <= cm->cmsg_len;
-		     i++) {
-			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+		size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+		for (size_t i = 0; i < count; i++) {
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(fd), sizeof(fd));
 			if (n < max)
 				fds[n++] = fd;
 			else
@@ -137,7 +139,8 @@ static int recv_msg(int sock, struct lab_msg *msg, int *fds, int max)
 		char buf[CMSG_SPACE(3 * sizeof(int))];
 	} control;
 	struct iovec iov = {msg, sizeof(*msg)};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
 			    .msg_control = control.buf,
 			    .msg_controllen = sizeof(control.buf)};
 	ssize_t len;
@@ -162,15 +165,15 @@ static int recv_msg(int sock, struct lab_msg *msg, int *fds, int max)
 /* ------------------------------------------------------------------ */
 
 struct helper {
-	int ctl;         /* the helper's end of the socketpair */
-	int kernel_ns;   /* /proc/self/ns/net of the kernel namespace */
-	int user_ns;     /* /proc/self/ns/user when one was made, else -1 */
+	int ctl;	 /* the helper's end of the socketpair */
+	int kernel_ns;	 /* /proc/self/ns/net of the kernel namespace */
+	int user_ns;	 /* /proc/self/ns/user when one was made, else -1 */
 	int rtnl_kernel; /* rtnetlink (and ioctl) socket of each namespace */
 	int rtnl_probe;
-	int packet; /* AF_PACKET on probe0 */
+	int packet;	  /* AF_PACKET on probe0 */
 	const char *what; /* the step that failed */
-	int cause;        /* its errno */
-	int err;          /* what fp_lab_open returns */
+	int cause;	  /* its errno */
+	int err;	  /* what fp_lab_open returns */
 };
 
 /* Record the failed step and its errno; returns -1 for `return failed()`. */
@@ -229,8 +232,10 @@ static int enter_user_namespace(struct helper *h)
 	id_map(uid_map, geteuid());
 	id_map(gid_map, getegid());
 	if (unshare(CLONE_NEWUSER) < 0) {
-		failed(h, "making a user namespace (not allowed to make a "
-			  "network namespace)", errno);
+		failed(h,
+		       "making a user namespace (not allowed to make a "
+		       "network namespace)",
+		       errno);
 		h->err = -EPERM;
 		return -1;
 	}
@@ -248,6 +253,11 @@ static int enter_user_namespace(struct helper *h)
 	return 0;
 }
 
+static int rtnl_socket(void)
+{
+	return socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+}
+
 static int enter_kernel_namespace(struct helper *h)
 {
 	if (unshare(CLONE_NEWNET) < 0) {
@@ -261,7 +271,7 @@ static int enter_kernel_namespace(struct helper *h)
 	h->kernel_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	if (h->kernel_ns < 0)
 		return failed(h, "opening the kernel namespace", errno);
-	h->rtnl_kernel = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	h->rtnl_kernel = rtnl_socket();
 	if (h->rtnl_kernel < 0)
 		return failed(h, "opening rtnetlink", errno);
 	/* lab0 is born later, from the probe namespace, with the "default"
@@ -277,7 +287,7 @@ static int enter_probe_namespace(struct helper *h)
 {
 	if (unshare(CLONE_NEWNET) < 0)
 		return failed(h, "making the probe namespace", errno);
-	h->rtnl_probe = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	h->rtnl_probe = rtnl_socket();
 	if (h->rtnl_probe < 0)
 		return failed(h, "opening rtnetlink", errno);
 	/* probe0 must never speak: no link-local address, no MLD, no router
@@ -321,15 +331,17 @@ static int batch_ack(struct helper *h, const struct nl_batch *b,
 {
 	const struct nlmsghdr *nlh = (const struct nlmsghdr *)buf;
 	const struct nlmsgerr *e;
+	unsigned seq;
 
 	for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
 		if (nlh->nlmsg_type != NLMSG_ERROR ||
 		    mnl_nlmsg_get_payload_len(nlh) < sizeof(*e))
 			continue;
 		e = mnl_nlmsg_get_payload(nlh);
-		if (e->error && nlh->nlmsg_seq >= 1 && nlh->nlmsg_seq <= b->n)
-			return failed(h, b->what[nlh->nlmsg_seq - 1], -e->error);
-		if (nlh->nlmsg_seq == b->n)
+		seq = nlh->nlmsg_seq;
+		if (e->error && seq >= 1 && seq <= b->n)
+			return failed(h, b->what[seq - 1], -e->error);
+		if (seq == b->n)
 			return 1;
 	}
 	return 0;
@@ -403,8 +415,7 @@ static int ifindex(int sock, const char *name)
 }
 
 /* One legacy ethtool "set" (ETHTOOL_STSO ...) on name: -1 with errno. */
-static int ethtool_set(int sock, const char *name, uint32_t cmd,
-		       uint32_t value)
+static int ethtool_set(int sock, const char *name, uint32_t cmd, uint32_t value)
 {
 	struct ethtool_value ev = {.cmd = cmd, .data = value};
 	struct ifreq ifr = {.ifr_data = (void *)&ev};
@@ -433,7 +444,8 @@ static int setup_probe(struct helper *h)
 	if (h->packet < 0)
 		return failed(h, "making the packet socket", errno);
 	if (bind(h->packet, (struct sockaddr *)&sll, sizeof(sll)) < 0)
-		return failed(h, "binding the packet socket to " PROBE_IF, errno);
+		return failed(h, "binding the packet socket to " PROBE_IF,
+			      errno);
 	close(h->rtnl_probe);
 	h->rtnl_probe = -1;
 	return 0;
@@ -549,14 +561,28 @@ static void serve_socket(int ctl, struct lab_msg *msg)
 		close(fd);
 }
 
+/* The value without its newline; -ENOSPC if it may not all fit. */
+static int sysctl_read(int fd, char *value, size_t cap)
+{
+	ssize_t n = read(fd, value, cap);
+
+	if (n < 0)
+		return -errno;
+	if ((size_t)n == cap)
+		return -ENOSPC;
+	if (n > 0 && value[n - 1] == '\n')
+		n--;
+	value[n] = '\0';
+	return 0;
+}
+
 /* /proc/sys/net/... is looked up in the namespace of the task opening it,
  * which is the kernel's: the helper lives there. */
 static int sysctl_rw(struct lab_msg *msg)
 {
 	char path[sizeof("/proc/sys/") + sizeof(msg->name)] = "/proc/sys/";
 	char *p = path + strlen(path);
-	int write_it = msg->op == LAB_SYSCTL_WRITE, fd;
-	ssize_t n;
+	int write_it = msg->op == LAB_SYSCTL_WRITE, fd, rc = 0;
 
 	for (const char *s = msg->name; *s; s++)
 		*p++ = *s == '.' ? '/' : *s; /* so ".." cannot survive */
@@ -564,18 +590,12 @@ static int sysctl_rw(struct lab_msg *msg)
 	fd = open(path, (write_it ? O_WRONLY : O_RDONLY) | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (write_it)
-		n = write(fd, msg->value, strlen(msg->value));
-	else
-		n = read(fd, msg->value, sizeof(msg->value));
-	if (n < 0)
-		n = -errno;
+	if (!write_it)
+		rc = sysctl_read(fd, msg->value, sizeof(msg->value));
+	else if (write(fd, msg->value, strlen(msg->value)) < 0)
+		rc = -errno;
 	close(fd);
-	if (!write_it && n == (ssize_t)sizeof(msg->value))
-		return -ENOSPC;
-	if (!write_it && n >= 0)
-		msg->value[n > 0 && msg->value[n - 1] == '\n' ? n - 1 : n] = '\0';
-	return n < 0 ? (int)n : 0;
+	return rc;
 }
 
 /* Requests until the socketpair closes: our caller closed the lab, or
@@ -616,28 +636,33 @@ static void reset_signals(void)
 /* Keep stdio and ctl (moved to 3), close every other inherited
  * descriptor: another lab's socketpair or packet socket held here would
  * keep that lab alive. */
-static int close_stray_fds(int ctl)
+static void close_stray_fds(int ctl)
 {
-	if (ctl != 3 && dup2(ctl, 3) < 0)
-		return ctl;
-	if (syscall(SYS_close_range, 4U, ~0U, 0U) < 0) {
-		long max = sysconf(_SC_OPEN_MAX);
+	long max;
 
-		for (long fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
-			close((int)fd);
-	}
-	return 3;
+	if (ctl != 3 && dup2(ctl, 3) < 0)
+		_exit(1); /* the caller reads EOF: "the lab helper died" */
+	if (syscall(SYS_close_range, 4U, ~0U, 0U) == 0)
+		return;
+	max = sysconf(_SC_OPEN_MAX); /* kernels before 5.9 */
+	for (long fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+		close((int)fd);
 }
 
 static _Noreturn void helper_main(int ctl)
 {
-	struct helper h = {.ctl = -1, .kernel_ns = -1, .user_ns = -1,
-			   .rtnl_kernel = -1, .rtnl_probe = -1, .packet = -1};
+	struct helper h = {.ctl = -1,
+			   .kernel_ns = -1,
+			   .user_ns = -1,
+			   .rtnl_kernel = -1,
+			   .rtnl_probe = -1,
+			   .packet = -1};
 	struct lab_msg msg;
 	int fds[3];
 
 	reset_signals();
-	h.ctl = close_stray_fds(ctl);
+	close_stray_fds(ctl);
+	h.ctl = 3;
 	memset(&msg, 0, sizeof(msg));
 	if (build_lab(&h) < 0) {
 		msg.err = h.err;
@@ -709,6 +734,8 @@ static int receive_lab(struct fp_lab *lab)
 	return 0;
 }
 
+/* -EPERM without the right to make namespaces, -ENOMEM, or the errno of
+ * the step that failed, named in err. */
 int fp_lab_open(struct fp_lab **out, char *err, size_t err_len)
 {
 	struct fp_lab *lab = calloc(1, sizeof(*lab));
@@ -723,8 +750,8 @@ int fp_lab_open(struct fp_lab **out, char *err, size_t err_len)
 	lab->ctl = lab->packet_fd = lab->netns_fd = lab->userns_fd = -1;
 	rc = start_helper(lab);
 	if (rc < 0)
-		snprintf(lab->err, sizeof(lab->err), "starting the lab helper: %s",
-			 strerror(-rc));
+		snprintf(lab->err, sizeof(lab->err),
+			 "starting the lab helper: %s", strerror(-rc));
 	else
 		rc = receive_lab(lab);
 	if (rc < 0) {
@@ -756,7 +783,8 @@ static int helper_exited(pid_t pid, int ms)
 	 * someone else reaped it. */
 	for (int i = 0; i < ms * 10; i++) {
 		si.si_pid = 0;
-		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 ||
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) <
+			    0 ||
 		    si.si_pid)
 			return 1;
 		usleep(100);
@@ -790,13 +818,15 @@ static void close_packet_socket(int fd)
 	pthread_attr_setstacksize(&attr, 64 * 1024); /* else the default */
 	sigfillset(&all); /* signals are for the caller's threads */
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&thread, &attr, close_fd_thread, (void *)(intptr_t)fd);
+	rc = pthread_create(&thread, &attr, close_fd_thread,
+			    (void *)(intptr_t)fd);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
 	if (rc != 0)
 		close(fd);
 }
 
+/* Cannot fail: a helper that ignores EOF for EXIT_WAIT_MS is killed. */
 void fp_lab_close(struct fp_lab *lab)
 {
 	if (!lab)
@@ -822,11 +852,14 @@ void fp_lab_close(struct fp_lab *lab)
 	free(lab);
 }
 
+/* Never NULL: "" before any failure. */
 const char *fp_lab_error(const struct fp_lab *lab)
 {
 	return lab ? lab->err : "no lab";
 }
 
+/* The descriptors the helper handed over; -1 only for userns_fd, when
+ * the caller could make namespaces itself. */
 int fp_lab_packet_fd(const struct fp_lab *lab)
 {
 	return lab->packet_fd;
@@ -861,10 +894,17 @@ static int lab_call(struct fp_lab *lab, struct lab_msg *msg, int *fd)
 	return 0;
 }
 
+/* The descriptor, or socket()'s negative errno in the lab, or -EPIPE /
+ * -EPROTO when the helper is gone or garbled. */
 int fp_lab_socket(struct fp_lab *lab, int family, int type, int protocol)
 {
-	struct lab_msg msg = {.op = LAB_SOCKET, .arg = {family, type, protocol}};
-	int fd = -1, rc = lab_call(lab, &msg, &fd);
+	struct lab_msg msg = {.op = LAB_SOCKET};
+	int fd = -1, rc;
+
+	msg.arg[0] = family;
+	msg.arg[1] = type;
+	msg.arg[2] = protocol;
+	rc = lab_call(lab, &msg, &fd);
 
 	if (rc < 0)
 		return rc;
@@ -879,8 +919,8 @@ int fp_lab_socket(struct fp_lab *lab, int family, int type, int protocol)
 
 /* Only net.* sysctls belong to a network namespace; the helper may be
  * real root, and kernel.* would change the host. */
-static int check_sysctl(struct fp_lab *lab, const char *name,
-			const char *value, char *out, size_t out_len)
+static int check_sysctl(struct fp_lab *lab, const char *name, const char *value,
+			char *out, size_t out_len)
 {
 	const char *why = NULL;
 
@@ -899,6 +939,9 @@ static int check_sysctl(struct fp_lab *lab, const char *name,
 	return -EINVAL;
 }
 
+/* -EINVAL for a name outside net.* or too long, -ENOENT for an unknown
+ * one, -ENOSPC when the value does not fit out, else the errno of open,
+ * read or write in the lab. */
 int fp_lab_sysctl(struct fp_lab *lab, const char *name, const char *value,
 		  char *out, size_t out_len)
 {

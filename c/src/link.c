@@ -6,15 +6,24 @@
  *    each frame is stamped by the kernel on arrival (SO_TIMESTAMPNS) and
  *    read in batches (recvmmsg). Frames the kernel left with a partial
  *    checksum (offload) are completed, so what we hand on verifies.
+ *  - raw: towards a remote target. Raw IP sockets send (IPPROTO_RAW, the
+ *    header ours), so the kernel routes and resolves neighbours; AF_PACKET
+ *    SOCK_DGRAM on the outgoing interface receives IP packets without their
+ *    link header, through a BPF filter built for the target, and stamped and
+ *    batched as above. Source and interface come from RTM_GETROUTE.
  *  - pair: two in-memory links joined to each other, for unit tests.
  *
  * Call order: fp_link_*_open -> fp_link_send / fp_link_recv (poll on
  * fp_link_fd) -> fp_link_close.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <libmnl/libmnl.h>
 #include <linux/filter.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
+#include <linux/rtnetlink.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +37,7 @@
 #define BATCH 32
 #define FRAME_ROOM 9216 /* jumbo frames; the lab's veth has offloads off */
 #define ETH_HEADER 14
+#define RAW_ROOM 65536 /* a remote target's segments may come GRO-merged */
 
 struct link_ops {
 	int (*send)(struct fp_link *link, const uint8_t *pkt, size_t len);
@@ -47,6 +57,10 @@ struct fp_link {
 	size_t ring_len[BATCH];
 	uint64_t ring_ts[BATCH];
 	unsigned head, count;
+	/* raw: fd captures, send_fd sends; frames land in bufs */
+	int send_fd, ifindex;
+	uint8_t family;
+	uint8_t *bufs;
 };
 
 uint64_t fp_now_ns(void)
@@ -109,7 +123,8 @@ struct recv_batch {
 			    CMSG_SPACE(sizeof(struct tpacket_auxdata))];
 };
 
-static void frame_from_msg(struct fp_frame *f, uint8_t *frame, struct mmsghdr *m)
+/* hdr: link-layer bytes before the IP header (ETH_HEADER, or 0 for raw). */
+static void frame_from_msg(struct fp_frame *f, uint8_t *frame, struct mmsghdr *m, size_t hdr)
 {
 	int partial = 0;
 	f->ts_ns = 0;
@@ -124,41 +139,47 @@ static void frame_from_msg(struct fp_frame *f, uint8_t *frame, struct mmsghdr *m
 	}
 	if (!f->ts_ns)
 		f->ts_ns = fp_now_ns();
-	f->pkt = frame + ETH_HEADER;
-	f->len = m->msg_len > ETH_HEADER ? m->msg_len - ETH_HEADER : 0;
+	f->pkt = frame + hdr;
+	f->len = m->msg_len > hdr ? m->msg_len - hdr : 0;
 	if (m->msg_hdr.msg_flags & MSG_TRUNC)
 		f->len = 0; /* the engine counts it as truncated */
 	else if (partial)
 		fp_segment_fill_checksum(f->pkt, f->len);
 }
 
-static int packet_recv(struct fp_link *link, struct fp_frame *frames, int max)
+/* A batch from fd into bufs (room bytes apiece), frames starting hdr bytes in. */
+static int recv_batch(int fd, uint8_t *bufs, size_t room, size_t hdr, struct fp_frame *frames,
+		      int max)
 {
 	struct recv_batch b;
 	if (max > BATCH)
 		max = BATCH;
 	for (int i = 0; i < max; i++) {
-		b.iov[i] = (struct iovec){link->frames[i], FRAME_ROOM};
+		b.iov[i] = (struct iovec){bufs + (size_t)i * room, room};
 		b.msgs[i].msg_hdr = (struct msghdr){
 			.msg_iov = &b.iov[i], .msg_iovlen = 1,
 			.msg_control = b.control[i], .msg_controllen = sizeof(b.control[i])};
 	}
-	int n = recvmmsg(link->fd, b.msgs, (unsigned)max, MSG_DONTWAIT, NULL);
+	int n = recvmmsg(fd, b.msgs, (unsigned)max, MSG_DONTWAIT, NULL);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
 	for (int i = 0; i < n; i++)
-		frame_from_msg(&frames[i], link->frames[i], &b.msgs[i]);
+		frame_from_msg(&frames[i], bufs + (size_t)i * room, &b.msgs[i], hdr);
 	return n;
+}
+
+static int packet_recv(struct fp_link *link, struct fp_frame *frames, int max)
+{
+	return recv_batch(link->fd, link->frames[0], FRAME_ROOM, ETH_HEADER, frames, max);
 }
 
 static void packet_close(struct fp_link *link) { free(link->frames); }
 
 static const struct link_ops packet_ops = {packet_send, packet_recv, packet_close};
 
-static int packet_configure(int fd)
+static int packet_configure(int fd, struct sock_fprog prog)
 {
 	int one = 1, rcvbuf = 8 << 20;
-	struct sock_fprog prog = {sizeof(tcp_only) / sizeof(tcp_only[0]), tcp_only};
 	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0 ||
 	    setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) < 0 ||
 	    setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof(one)) < 0 ||
@@ -186,7 +207,8 @@ int fp_link_packet_open(struct fp_link **out, int fd, const uint8_t src_mac[6],
 	if (!link)
 		return -ENOMEM;
 	link->frames = malloc(sizeof(*link->frames) * BATCH);
-	int err = link->frames ? packet_configure(fd) : -ENOMEM;
+	struct sock_fprog prog = {sizeof(tcp_only) / sizeof(tcp_only[0]), tcp_only};
+	int err = link->frames ? packet_configure(fd, prog) : -ENOMEM;
 	if (err) {
 		free(link->frames);
 		free(link);
@@ -197,6 +219,295 @@ int fp_link_packet_open(struct fp_link **out, int fd, const uint8_t src_mac[6],
 	link->fd = fd;
 	memcpy(link->src_mac, src_mac, 6);
 	memcpy(link->dst_mac, dst_mac, 6);
+	*out = link;
+	return 0;
+}
+
+/* ---- raw backend ----------------------------------------------------------- */
+
+/* The route to remote, as the kernel would take it (RTM_GETROUTE). */
+struct route {
+	uint8_t alen, type, has_src;
+	uint8_t src[16];
+	int oif;
+};
+
+static int route_attr(const struct nlattr *a, void *data)
+{
+	struct route *r = data;
+	if (mnl_attr_get_type(a) == RTA_OIF && mnl_attr_validate(a, MNL_TYPE_U32) >= 0)
+		r->oif = (int)mnl_attr_get_u32(a);
+	if (mnl_attr_get_type(a) == RTA_PREFSRC && mnl_attr_get_payload_len(a) == r->alen) {
+		memcpy(r->src, mnl_attr_get_payload(a), r->alen);
+		r->has_src = 1;
+	}
+	return MNL_CB_OK;
+}
+
+static int route_answer(const struct nlmsghdr *nlh, void *data)
+{
+	struct route *r = data;
+	if (nlh->nlmsg_type != RTM_NEWROUTE || mnl_nlmsg_get_payload_len(nlh) < sizeof(struct rtmsg))
+		return MNL_CB_OK;
+	r->type = ((struct rtmsg *)mnl_nlmsg_get_payload(nlh))->rtm_type;
+	return mnl_attr_parse(nlh, sizeof(struct rtmsg), route_attr, r);
+}
+
+static int route_query(struct mnl_socket *nl, uint8_t family, const uint8_t *remote,
+		       const uint8_t *local, int oif, struct route *r)
+{
+	char buf[8192];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	nlh->nlmsg_type = RTM_GETROUTE;
+	nlh->nlmsg_flags = NLM_F_REQUEST;
+	nlh->nlmsg_seq = 1;
+	struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	rtm->rtm_family = family == 6 ? AF_INET6 : AF_INET;
+	rtm->rtm_dst_len = (uint8_t)(r->alen * 8);
+	mnl_attr_put(nlh, RTA_DST, r->alen, remote);
+	if (local) {
+		rtm->rtm_src_len = (uint8_t)(r->alen * 8);
+		mnl_attr_put(nlh, RTA_SRC, r->alen, local);
+	}
+	if (oif)
+		mnl_attr_put_u32(nlh, RTA_OIF, (uint32_t)oif);
+	mnl_attr_put_u32(nlh, RTA_MARK, FP_RAW_MARK); /* as our packets will be routed */
+	if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0 ||
+	    mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	ssize_t n = mnl_socket_recvfrom(nl, buf, sizeof(buf));
+	if (n < 0)
+		return -errno;
+	if (mnl_cb_run(buf, (size_t)n, 1, mnl_socket_get_portid(nl), route_answer, r) < 0)
+		return errno ? -errno : -EIO;
+	return 0;
+}
+
+/* Whether addr is an address of this host: only those bind. */
+static int address_is_local(uint8_t family, const uint8_t *addr)
+{
+	struct sockaddr_storage ss = {0};
+	socklen_t len = sizeof(struct sockaddr_in);
+	if (family == 6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, addr, 16);
+		len = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, addr, 4);
+	}
+	int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int err = bind(fd, (struct sockaddr *)&ss, len) < 0 ? -errno : 0;
+	close(fd);
+	return err;
+}
+
+/* Fill an all-zero local and a zero *ifindex from the route to remote. */
+static int route_lookup(uint8_t family, const uint8_t *remote, uint8_t *local, int *ifindex)
+{
+	static const uint8_t zero[16];
+	struct route r = {.alen = family == 6 ? 16 : 4};
+	int given = memcmp(local, zero, r.alen) != 0;
+	int err = given ? address_is_local(family, local) : 0;
+	if (err)
+		return err;
+	struct mnl_socket *nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
+	if (!nl)
+		return -errno;
+	err = route_query(nl, family, remote, given ? local : NULL, *ifindex, &r);
+	mnl_socket_close(nl);
+	if (err)
+		return err;
+	if (!r.oif)
+		return -ENETUNREACH;
+	if (r.type != RTN_UNICAST && r.type != RTN_LOCAL)
+		return -EHOSTUNREACH; /* unreachable, blackhole, prohibit routes */
+	if (!given && !r.has_src)
+		return -EADDRNOTAVAIL;
+	if (!given)
+		memcpy(local, r.src, r.alen);
+	if (!*ifindex)
+		*ifindex = r.oif;
+	return 0;
+}
+
+/* A classic BPF program being built; DROP marks jumps to its final "ret 0". */
+#define FILTER_MAX 40
+#define DROP 0xff
+
+struct filter {
+	struct sock_filter ins[FILTER_MAX];
+	unsigned short n;
+};
+
+static void op(struct filter *f, uint16_t code, uint32_t k)
+{
+	f->ins[f->n++] = (struct sock_filter)BPF_STMT(code, k);
+}
+
+/* Go on if A == k, else drop. */
+static void need(struct filter *f, uint32_t k)
+{
+	f->ins[f->n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, k, 0, DROP);
+}
+
+/* Go on if the address at off (4 or 16 bytes) is addr, else drop. */
+static void need_address(struct filter *f, uint32_t off, const uint8_t *addr, size_t len)
+{
+	for (size_t i = 0; i < len; i += 4) {
+		uint32_t word;
+		memcpy(&word, addr + i, 4);
+		op(f, BPF_LD | BPF_W | BPF_ABS, off + (uint32_t)i);
+		need(f, ntohl(word)); /* ld loads in host order */
+	}
+}
+
+static void finish(struct filter *f)
+{
+	op(f, BPF_RET | BPF_K, 0x40000);
+	op(f, BPF_RET | BPF_K, 0);
+	for (unsigned short i = 0; i + 2 < f->n; i++) {
+		uint8_t to_drop = (uint8_t)(f->n - 1 - (i + 1));
+		if (BPF_CLASS(f->ins[i].code) != BPF_JMP)
+			continue;
+		if (f->ins[i].jt == DROP)
+			f->ins[i].jt = to_drop;
+		if (f->ins[i].jf == DROP)
+			f->ins[i].jf = to_drop;
+	}
+}
+
+/*
+ * TCP from (remote, port) to local, offsets from the IP header (SOCK_DGRAM):
+ *   v4: version 4, protocol 6, not a later fragment, saddr, daddr,
+ *       then the source port at 4 * IHL;
+ *   v6: version 6, next header 6 (TCP right after the fixed header, as
+ *       targets send it), saddr, daddr, source port at 40.
+ */
+static void raw_filter(struct filter *f, uint8_t family, const uint8_t *remote, uint16_t port,
+		       const uint8_t *local)
+{
+	f->n = 0;
+	op(f, BPF_LD | BPF_B | BPF_ABS, 0);
+	op(f, BPF_ALU | BPF_AND | BPF_K, 0xf0);
+	if (family == 4) {
+		need(f, 0x40);
+		op(f, BPF_LD | BPF_B | BPF_ABS, 9);
+		need(f, IPPROTO_TCP);
+		op(f, BPF_LD | BPF_H | BPF_ABS, 6);
+		f->ins[f->n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x1fff, DROP, 0);
+		need_address(f, 12, remote, 4);
+		need_address(f, 16, local, 4);
+		op(f, BPF_LDX | BPF_B | BPF_MSH, 0);
+		op(f, BPF_LD | BPF_H | BPF_IND, 0);
+	} else {
+		need(f, 0x60);
+		op(f, BPF_LD | BPF_B | BPF_ABS, 6);
+		need(f, IPPROTO_TCP);
+		need_address(f, 8, remote, 16);
+		need_address(f, 24, local, 16);
+		op(f, BPF_LD | BPF_H | BPF_ABS, 40);
+	}
+	need(f, port);
+	finish(f);
+}
+
+static int raw_send(struct fp_link *link, const uint8_t *pkt, size_t len)
+{
+	struct sockaddr_storage to = {0};
+	socklen_t to_len;
+	if ((pkt[0] >> 4) != link->family || len < (link->family == 6 ? 40u : 20u))
+		return -EINVAL;
+	if (link->family == 6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&to;
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, pkt + 24, 16);
+		if (IN6_IS_ADDR_LINKLOCAL(&sin6->sin6_addr))
+			sin6->sin6_scope_id = (uint32_t)link->ifindex;
+		to_len = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&to;
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, pkt + 16, 4);
+		to_len = sizeof(*sin);
+	}
+	return sendto(link->send_fd, pkt, len, 0, (struct sockaddr *)&to, to_len) < 0 ? -errno : 0;
+}
+
+static int raw_recv(struct fp_link *link, struct fp_frame *frames, int max)
+{
+	return recv_batch(link->fd, link->bufs, RAW_ROOM, 0, frames, max);
+}
+
+static void raw_close(struct fp_link *link)
+{
+	if (link->send_fd >= 0)
+		close(link->send_fd);
+	if (link->fd >= 0)
+		close(link->fd);
+	free(link->bufs);
+}
+
+static const struct link_ops raw_ops = {raw_send, raw_recv, raw_close};
+
+/* The capture socket is made with protocol 0, which receives nothing, and
+ * bound only once its filter is on: no stray packet gets in before. */
+static int raw_sockets(struct fp_link *link, const uint8_t *remote, uint16_t remote_port,
+		       const uint8_t *local)
+{
+	int ifindex = link->ifindex;
+	link->send_fd = socket(link->family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_CLOEXEC,
+			       IPPROTO_RAW);
+	if (link->send_fd < 0)
+		return -errno;
+	/* Leave by the interface we capture on, whatever the routes do later;
+	 * marked, so that the guard tells our RSTs from the kernel's. */
+	unsigned mark = FP_RAW_MARK;
+	if (setsockopt(link->send_fd, SOL_SOCKET, SO_BINDTOIFINDEX, &ifindex, sizeof(ifindex)) < 0 ||
+	    setsockopt(link->send_fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0)
+		return -errno;
+	link->fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (link->fd < 0)
+		return -errno;
+	struct filter f;
+	raw_filter(&f, link->family, remote, remote_port, local);
+	int err = packet_configure(link->fd, (struct sock_fprog){f.n, f.ins});
+	if (err)
+		return err;
+	struct sockaddr_ll sll = {
+		.sll_family = AF_PACKET,
+		.sll_protocol = htons(link->family == 6 ? ETH_P_IPV6 : ETH_P_IP),
+		.sll_ifindex = ifindex,
+	};
+	return bind(link->fd, (struct sockaddr *)&sll, sizeof(sll)) < 0 ? -errno : 0;
+}
+
+int fp_link_raw_open(struct fp_link **out, uint8_t family, const uint8_t *remote,
+		     uint16_t remote_port, uint8_t local[16], int *ifindex)
+{
+	if (family != 4 && family != 6)
+		return -EINVAL;
+	int err = route_lookup(family, remote, local, ifindex);
+	if (err)
+		return err;
+	struct fp_link *link = calloc(1, sizeof(*link));
+	if (!link)
+		return -ENOMEM;
+	link->ops = &raw_ops;
+	link->fd = link->send_fd = -1;
+	link->family = family;
+	link->ifindex = *ifindex;
+	link->bufs = malloc((size_t)RAW_ROOM * BATCH);
+	err = link->bufs ? raw_sockets(link, remote, remote_port, local) : -ENOMEM;
+	if (err) {
+		raw_close(link);
+		free(link);
+		return err;
+	}
 	*out = link;
 	return 0;
 }

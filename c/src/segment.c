@@ -45,16 +45,27 @@ static void put32(uint8_t *p, uint32_t v)
 
 /* ---- checksums (RFC 1071) --------------------------------------------- */
 
+/*
+ * The one's-complement sum of p, added to sum, folded to 16 bits so callers
+ * can keep adding small values. Summed 32 bits at a time into 64 (RFC 1071
+ * §2(C): a wider accumulator, folded at the end, gives the same sum), which
+ * quarters the loop for full-size payloads.
+ */
 static uint32_t sum_bytes(uint32_t sum, const uint8_t *p, size_t len)
 {
-	while (len > 1) {
-		sum += get16(p);
+	uint64_t acc = sum;
+	for (; len >= 4; p += 4, len -= 4)
+		acc += get32(p);
+	if (len >= 2) {
+		acc += get16(p);
 		p += 2;
 		len -= 2;
 	}
 	if (len)
-		sum += (uint32_t)p[0] << 8;
-	return sum;
+		acc += (uint32_t)p[0] << 8;
+	while (acc >> 16)
+		acc = (acc & 0xffff) + (acc >> 16);
+	return (uint32_t)acc;
 }
 
 static uint16_t fold(uint32_t sum)
@@ -306,7 +317,10 @@ static int options_parse(struct fp_segment *seg, const uint8_t *p, size_t len,
 			return malformed(ctx, "TCP option kind %u at offset %zu has no length byte",
 					 p[i], i);
 		size_t olen = p[i + 1];
-		if (olen < 2 || i + olen > len)
+		if (olen < 2) /* would not advance: every option but EOL and NOP has kind and length */
+			return malformed(ctx, "TCP option kind %u at offset %zu has a bad length %zu, below 2",
+					 p[i], i, olen);
+		if (i + olen > len)
 			return malformed(ctx, "TCP option kind %u with length %zu runs past the %zu option bytes",
 					 p[i], olen, len);
 		option_decode(o, p + i, olen);

@@ -1,7 +1,9 @@
 /*
  * test_lab.c: the lab (lab.c) and sock_diag (diag.c) against the running
- * kernel. Needs root, or user namespaces. Each test opens its own lab,
- * and checks at the end that nothing of it is left in this namespace.
+ * kernel. Needs root, or user namespaces. Each test opens a lab of its
+ * own; test_close_leaves_nothing and test_killed_caller_ends_helper check
+ * that none outlives its owner. The last test prints the time an
+ * open+close takes (no pass/fail).
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -52,8 +54,10 @@ static struct fp_lab *open_lab(void)
 static int lab_listener(struct fp_lab *lab, int family, const uint8_t *addr,
 			uint16_t port)
 {
-	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
-	struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = htons(port)};
+	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
+				  .sin6_port = htons(port)};
+	struct sockaddr_in s4 = {.sin_family = AF_INET,
+				 .sin_port = htons(port)};
 	int fd = fp_lab_socket(lab, family, SOCK_STREAM, 0);
 
 	CHECK(fd >= 0);
@@ -74,8 +78,10 @@ static int lab_listener(struct fp_lab *lab, int family, const uint8_t *addr,
 static int lab_connect(struct fp_lab *lab, int family, const uint8_t *dst,
 		       uint16_t port)
 {
-	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
-	struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = htons(port)};
+	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
+				  .sin6_port = htons(port)};
+	struct sockaddr_in s4 = {.sin_family = AF_INET,
+				 .sin_port = htons(port)};
 	int fd = fp_lab_socket(lab, family, SOCK_STREAM | SOCK_NONBLOCK, 0);
 	int rc;
 
@@ -141,8 +147,8 @@ static ssize_t wait_tcp_frame(int pfd, uint16_t port, uint8_t *frame,
 
 	while (poll(&p, 1, 2000) == 1) {
 		n = recv(pfd, frame, cap, 0);
-		if (n >= 14 + 20 + 20 && frame[12] == 0x08 && frame[13] == 0x00 &&
-		    frame[14 + 9] == 6 &&
+		if (n >= 14 + 20 + 20 && frame[12] == 0x08 &&
+		    frame[13] == 0x00 && frame[14 + 9] == 6 &&
 		    (frame[14 + (frame[14] & 15) * 4 + 2] << 8 |
 		     frame[14 + (frame[14] & 15) * 4 + 3]) == port)
 			return n;
@@ -187,6 +193,18 @@ static void test_listeners_bind_lab_addresses(void)
 	fp_lab_close(lab);
 }
 
+#define FIN_TIMEOUT "net.ipv4.tcp_fin_timeout"
+
+/* A lab sysctl's value, or "" after a failure. */
+static const char *sysctl_get(struct fp_lab *lab, const char *name)
+{
+	static char v[64];
+
+	if (fp_lab_sysctl(lab, name, NULL, v, sizeof(v)) < 0)
+		v[0] = '\0';
+	return v;
+}
+
 static void test_sysctl_read_write_unknown(void)
 {
 	struct fp_lab *lab = open_lab();
@@ -194,26 +212,24 @@ static void test_sysctl_read_write_unknown(void)
 
 	if (!lab)
 		return;
-	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", NULL, v, sizeof(v)), 0);
-	CHECK_STR(v, "60");
-	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", "5", NULL, 0), 0);
-	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", NULL, v, sizeof(v)), 0);
-	CHECK_STR(v, "5");
-	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.no_such_thing", NULL, v, sizeof(v)), -ENOENT);
-	CHECK(strstr(fp_lab_error(lab), "net.ipv4.no_such_thing") != NULL);
-	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", "x", NULL, 0), -EINVAL);
-	CHECK_EQ(fp_lab_sysctl(lab, "kernel.hostname", NULL, v, sizeof(v)), -EINVAL);
-	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", NULL, v, 1), -ENOSPC);
+	CHECK_STR(sysctl_get(lab, FIN_TIMEOUT), "60");
+	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, "5", NULL, 0), 0);
+	CHECK_STR(sysctl_get(lab, FIN_TIMEOUT), "5");
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.no_such", NULL, v, 64), -ENOENT);
+	CHECK(strstr(fp_lab_error(lab), "net.ipv4.no_such") != NULL);
+	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, "x", NULL, 0), -EINVAL);
+	CHECK_EQ(fp_lab_sysctl(lab, "kernel.hostname", NULL, v, 64), -EINVAL);
+	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, NULL, v, 1), -ENOSPC);
 	/* the lab's own settings, as the helper made them */
-	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv6.conf.lab0.accept_dad", NULL, v, sizeof(v)), 0);
-	CHECK_STR(v, "0");
+	CHECK_STR(sysctl_get(lab, "net.ipv6.conf.lab0.accept_dad"), "0");
 	fp_lab_close(lab);
 }
 
 /* Offloads off on lab0, read back with the legacy ethtool "get"s. */
 static void test_lab0_offloads_off(void)
 {
-	static const uint32_t gets[] = {ETHTOOL_GTXCSUM, ETHTOOL_GTSO, ETHTOOL_GGSO};
+	static const uint32_t gets[] = {ETHTOOL_GTXCSUM, ETHTOOL_GTSO,
+					ETHTOOL_GGSO};
 	struct fp_lab *lab = open_lab();
 	struct ethtool_value ev;
 	struct ifreq ifr;
@@ -270,12 +286,14 @@ static void test_diag_finds_syn_sent(void)
 
 	if (!lab)
 		return;
-	nl = fp_lab_socket(lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	nl = fp_lab_socket(lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC,
+			   NETLINK_SOCK_DIAG);
 	CHECK(nl >= 0);
 	fd = lab_connect(lab, AF_INET, local_ip4, 4242);
 	memset(&info, 0xa5, sizeof(info));
 	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, local_port_of(fd),
-				local_ip4, 4242, &info), 0);
+				local_ip4, 4242, &info),
+		 0);
 	CHECK_EQ(info.state, FP_STATE_SYN_SENT);
 	CHECK_EQ(info.timer, FP_TIMER_RETRANS);
 	CHECK(info.expires_ms > 0 && info.expires_ms <= 1000);
@@ -283,13 +301,17 @@ static void test_diag_finds_syn_sent(void)
 	CHECK_EQ(info.rto_us, 1000000); /* RFC 6298's initial RTO */
 	CHECK_EQ(info.snd_cwnd, 10);
 	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, local_port_of(fd),
-				local_ip4, 4243, &info), -ENOENT);
+				local_ip4, 4243, &info),
+		 -ENOENT);
 	/* twice more: each call leaves the netlink socket clean */
 	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, local_port_of(fd),
-				local_ip4, 4242, &info), 0);
-	CHECK_EQ(fp_diag_lookup(nl, AF_INET6, lab_ip6, local_port_of(fd),
-				any6, 4242, &info), -ENOENT);
-	CHECK_EQ(fp_diag_lookup(nl, AF_UNIX, lab_ip4, 1, local_ip4, 2, &info), -EINVAL);
+				local_ip4, 4242, &info),
+		 0);
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET6, lab_ip6, local_port_of(fd), any6,
+				4242, &info),
+		 -ENOENT);
+	CHECK_EQ(fp_diag_lookup(nl, AF_UNIX, lab_ip4, 1, local_ip4, 2, &info),
+		 -EINVAL);
 	close(fd);
 	close(nl);
 	fp_lab_close(lab);
@@ -299,17 +321,20 @@ static void test_diag_finds_syn_sent(void)
  * IPv4 4-tuple. */
 static void test_diag_finds_v4_mapped(void)
 {
-	static const uint8_t mapped[16] = {[10] = 0xff, [11] = 0xff, 192, 0, 2, 2};
+	static const uint8_t mapped[16] = { /* ::ffff:192.0.2.2 */
+		[10] = 0xff, [11] = 0xff, [12] = 192, [14] = 2, [15] = 2};
 	struct fp_lab *lab = open_lab();
 	struct fp_diag_info info;
 	int fd, nl;
 
 	if (!lab)
 		return;
-	nl = fp_lab_socket(lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	nl = fp_lab_socket(lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC,
+			   NETLINK_SOCK_DIAG);
 	fd = lab_connect(lab, AF_INET6, mapped, 4244);
 	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, local_port_of(fd),
-				local_ip4, 4244, &info), 0);
+				local_ip4, 4244, &info),
+		 0);
 	CHECK_EQ(info.state, FP_STATE_SYN_SENT);
 	close(fd);
 	close(nl);
@@ -324,17 +349,89 @@ static void test_diag_finds_listeners(void)
 
 	if (!lab)
 		return;
-	nl = fp_lab_socket(lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	nl = fp_lab_socket(lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC,
+			   NETLINK_SOCK_DIAG);
 	fd4 = lab_listener(lab, AF_INET, lab_ip4, 8080);
 	fd6 = lab_listener(lab, AF_INET6, lab_ip6, 8080);
 	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, 8080, any6, 0, &info), 0);
 	CHECK_EQ(info.state, FP_STATE_LISTEN);
 	CHECK_EQ(info.timer, FP_TIMER_NONE);
-	CHECK_EQ(fp_diag_lookup(nl, AF_INET6, lab_ip6, 8080, any6, 0, &info), 0);
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET6, lab_ip6, 8080, any6, 0, &info),
+		 0);
 	CHECK_EQ(info.state, FP_STATE_LISTEN);
-	CHECK_EQ(fp_diag_lookup(nl, AF_INET6, lab_ip6, 8081, any6, 0, &info), -ENOENT);
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET6, lab_ip6, 8081, any6, 0, &info),
+		 -ENOENT);
 	close(fd4);
 	close(fd6);
+	close(nl);
+	fp_lab_close(lab);
+}
+
+/* Poll the kernel until the socket reaches want (loopback is quick but
+ * not synchronous); returns the last lookup's result. */
+static int wait_state(int nl, const uint8_t *local, uint16_t lport,
+		      const uint8_t *remote, uint16_t rport, enum fp_state want,
+		      struct fp_diag_info *info)
+{
+	int rc = -ENOENT;
+
+	for (int i = 0; i < 200; i++) {
+		rc = fp_diag_lookup(nl, AF_INET, local, lport, remote, rport,
+				    info);
+		if (rc == 0 && info->state == want)
+			break;
+		usleep(5000);
+	}
+	return rc;
+}
+
+/* A connection inside the lab, over lo, closed from the client side:
+ * the orphaned client becomes a timewait socket whose idiag_state is
+ * tw_substate, FIN_WAIT2 and then TIME_WAIT. */
+static void test_diag_follows_close_to_time_wait(void)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons(9000)};
+	struct fp_lab *lab = open_lab();
+	struct fp_diag_info info;
+	int nl, srv, cli, acc;
+	uint16_t cport;
+
+	if (!lab)
+		return;
+	nl = fp_lab_socket(lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC,
+			   NETLINK_SOCK_DIAG);
+	srv = lab_listener(lab, AF_INET, lab_ip4, 9000);
+	cli = fp_lab_socket(lab, AF_INET, SOCK_STREAM, 0);
+	memcpy(&sa.sin_addr, lab_ip4, 4);
+	CHECK_EQ(connect(cli, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	acc = accept(srv, NULL, NULL);
+	CHECK(acc >= 0);
+	cport = local_port_of(cli);
+	CHECK_EQ(wait_state(nl, lab_ip4, cport, lab_ip4, 9000,
+			    FP_STATE_ESTABLISHED, &info),
+		 0);
+	CHECK_EQ(info.state, FP_STATE_ESTABLISHED);
+	CHECK_EQ(info.has_tcp_info, 1);
+	close(cli);
+	CHECK_EQ(wait_state(nl, lab_ip4, cport, lab_ip4, 9000,
+			    FP_STATE_FIN_WAIT_2, &info),
+		 0);
+	CHECK_EQ(info.state, FP_STATE_FIN_WAIT_2);
+	CHECK_EQ(info.timer, FP_TIMER_TIMEWAIT);
+	CHECK_EQ(info.has_tcp_info, 0);
+	CHECK_EQ(wait_state(nl, lab_ip4, 9000, lab_ip4, cport,
+			    FP_STATE_CLOSE_WAIT, &info),
+		 0);
+	CHECK_EQ(info.state, FP_STATE_CLOSE_WAIT);
+	close(acc);
+	CHECK_EQ(wait_state(nl, lab_ip4, cport, lab_ip4, 9000,
+			    FP_STATE_TIME_WAIT, &info),
+		 0);
+	CHECK_EQ(info.state, FP_STATE_TIME_WAIT);
+	CHECK_EQ(info.timer, FP_TIMER_TIMEWAIT);
+	CHECK(info.expires_ms > 0 && info.expires_ms <= 60000);
+	close(srv);
 	close(nl);
 	fp_lab_close(lab);
 }
@@ -342,11 +439,14 @@ static void test_diag_finds_listeners(void)
 static void test_diag_state_from_linux(void)
 {
 	static const enum fp_state want[] = {
-		FP_STATE_COUNT,       FP_STATE_ESTABLISHED, FP_STATE_SYN_SENT,
-		FP_STATE_SYN_RECEIVED, FP_STATE_FIN_WAIT_1, FP_STATE_FIN_WAIT_2,
-		FP_STATE_TIME_WAIT,   FP_STATE_CLOSED,      FP_STATE_CLOSE_WAIT,
-		FP_STATE_LAST_ACK,    FP_STATE_LISTEN,      FP_STATE_CLOSING,
-		FP_STATE_SYN_RECEIVED, FP_STATE_CLOSED,      FP_STATE_COUNT,
+		FP_STATE_COUNT,	       FP_STATE_ESTABLISHED,
+		FP_STATE_SYN_SENT,     FP_STATE_SYN_RECEIVED,
+		FP_STATE_FIN_WAIT_1,   FP_STATE_FIN_WAIT_2,
+		FP_STATE_TIME_WAIT,    FP_STATE_CLOSED,
+		FP_STATE_CLOSE_WAIT,   FP_STATE_LAST_ACK,
+		FP_STATE_LISTEN,       FP_STATE_CLOSING,
+		FP_STATE_SYN_RECEIVED, FP_STATE_CLOSED,
+		FP_STATE_COUNT,
 	};
 
 	for (int s = 0; s < (int)(sizeof(want) / sizeof(want[0])); s++)
@@ -371,7 +471,8 @@ static void test_probe_side_is_silent(void)
 	p.events = POLLIN;
 	while (poll(&p, 1, 300) == 1) {
 		len = sizeof(sll);
-		if (recvfrom(p.fd, f, sizeof(f), 0, (struct sockaddr *)&sll, &len) > 0)
+		if (recvfrom(p.fd, f, sizeof(f), 0, (struct sockaddr *)&sll,
+			     &len) > 0)
 			outgoing += sll.sll_pkttype == PACKET_OUTGOING;
 	}
 	CHECK_EQ(outgoing, 0);
@@ -395,10 +496,31 @@ static void list_dir(const char *path, char *out, size_t cap)
 	closedir(d);
 }
 
+/* Open descriptors, once those closing in the background (a closed
+ * lab's packet socket) are gone: the count holds still for 30 ms. */
+static int settled_fd_count(void)
+{
+	char names[4096];
+	int n = -1, last;
+
+	for (int i = 0; i < 50; i++) {
+		last = n;
+		n = 0;
+		list_dir("/proc/self/fd", names, sizeof(names));
+		for (char *p = names; (p = strchr(p, ' ')); p++)
+			n++;
+		if (n == last)
+			break;
+		usleep(30000);
+	}
+	return n;
+}
+
 static void test_close_leaves_nothing(void)
 {
 	char links[1024], netns[1024], links_after[1024], netns_after[1024];
 	struct fp_lab *lab, *other;
+	int fds = settled_fd_count(), fd;
 
 	list_dir("/sys/class/net", links, sizeof(links));
 	list_dir("/var/run/netns", netns, sizeof(netns));
@@ -409,7 +531,9 @@ static void test_close_leaves_nothing(void)
 	CHECK_EQ(waitpid(-1, NULL, WNOHANG), 0); /* the helpers run */
 	/* one lab's helper must not hold the other's descriptors */
 	fp_lab_close(lab);
-	CHECK(fp_lab_socket(other, AF_INET, SOCK_STREAM, 0) >= 0);
+	fd = fp_lab_socket(other, AF_INET, SOCK_STREAM, 0);
+	CHECK(fd >= 0);
+	close(fd);
 	fp_lab_close(other);
 	errno = 0;
 	CHECK_EQ(waitpid(-1, NULL, WNOHANG), -1);
@@ -420,6 +544,7 @@ static void test_close_leaves_nothing(void)
 	CHECK_STR(netns_after, netns);
 	CHECK(strstr(links_after, "lab0") == NULL);
 	CHECK(strstr(links_after, "probe0") == NULL);
+	CHECK_EQ(settled_fd_count(), fds);
 }
 
 /* The first process whose parent is ppid, from /proc; 0 if none. */
@@ -500,15 +625,15 @@ static int read_int_file(const char *path, int missing)
 static void run_unprivileged(void)
 {
 	struct fp_lab *lab;
-	char v[64];
 	int fd;
 
 	if (geteuid() == 0) {
 		CHECK_EQ(setgroups(0, NULL), 0);
 		CHECK_EQ(setresgid(65534, 65534, 65534), 0);
 		CHECK_EQ(setresuid(65534, 65534, 65534), 0);
-		/* a changed uid makes us undumpable, and /proc/self/uid_map
-		 * root's: as a user logged in as 65534 would be */
+		/* Changing uid made us undumpable, which makes
+		 * /proc/self/uid_map root's. A user who logged in as 65534
+		 * is dumpable: be that user. */
 		prctl(PR_SET_DUMPABLE, 1);
 	}
 	lab = open_lab();
@@ -518,10 +643,20 @@ static void run_unprivileged(void)
 	CHECK(fp_lab_packet_fd(lab) >= 0);
 	fd = lab_listener(lab, AF_INET, lab_ip4, 80);
 	close(fd);
-	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", "7", NULL, 0), 0);
-	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.tcp_fin_timeout", NULL, v, sizeof(v)), 0);
-	CHECK_STR(v, "7");
+	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, "7", NULL, 0), 0);
+	CHECK_STR(sysctl_get(lab, FIN_TIMEOUT), "7");
 	fp_lab_close(lab);
+}
+
+/* Debian's switch, the namespace limit, Ubuntu's AppArmor restriction. */
+static int user_namespaces_off(void)
+{
+	return read_int_file("/proc/sys/kernel/unprivileged_userns_clone",
+			     1) == 0 ||
+	       read_int_file("/proc/sys/user/max_user_namespaces", 1) == 0 ||
+	       read_int_file("/proc/sys/kernel/"
+			     "apparmor_restrict_unprivileged_userns",
+			     0) == 1;
 }
 
 static void test_unprivileged_user_gets_a_lab(void)
@@ -529,10 +664,9 @@ static void test_unprivileged_user_gets_a_lab(void)
 	pid_t pid;
 	int status = -1;
 
-	if (read_int_file("/proc/sys/kernel/unprivileged_userns_clone", 1) == 0 ||
-	    read_int_file("/proc/sys/user/max_user_namespaces", 1) == 0 ||
-	    read_int_file("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", 0) == 1) {
-		printf("test_lab: skipping the unprivileged lab: user namespaces are off\n");
+	if (user_namespaces_off()) {
+		printf("test_lab: skipping the unprivileged lab: user "
+		       "namespaces are off\n");
 		return;
 	}
 	fflush(NULL);
@@ -543,6 +677,39 @@ static void test_unprivileged_user_gets_a_lab(void)
 	}
 	CHECK_EQ(waitpid(pid, &status, 0), pid);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* Without rights: chrooted (user namespaces refused) and not root. The
+ * error is -EPERM and the message names the step. */
+static void test_no_rights_gives_eperm(void)
+{
+	char dir[] = "/tmp/test_lab.XXXXXX", err[256] = "";
+	struct fp_lab *lab = NULL;
+	pid_t pid;
+	int status = -1;
+
+	if (geteuid() != 0) {
+		printf("test_lab: skipping the no-rights lab: needs root to "
+		       "set up\n");
+		return;
+	}
+	CHECK(mkdtemp(dir) != NULL);
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		if (chroot(dir) < 0 || chdir("/") < 0 ||
+		    setgroups(0, NULL) < 0 ||
+		    setresgid(65534, 65534, 65534) < 0 ||
+		    setresuid(65534, 65534, 65534) < 0)
+			_exit(2);
+		CHECK_EQ(fp_lab_open(&lab, err, sizeof(err)), -EPERM);
+		CHECK(lab == NULL);
+		CHECK(strstr(err, "making a user namespace") != NULL);
+		_exit(check_failed_here);
+	}
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	rmdir(dir);
 }
 
 static double now_ms(void)
@@ -574,7 +741,8 @@ static void test_open_close_time(void)
 		ms[i] = now_ms() - t;
 	}
 	qsort(ms, CYCLES, sizeof(ms[0]), compare_double);
-	printf("test_lab: open+close over %d cycles: median %.2f ms, min %.2f, max %.2f\n",
+	printf("test_lab: open+close over %d cycles: median %.2f ms, min %.2f, "
+	       "max %.2f\n",
 	       CYCLES, ms[CYCLES / 2], ms[0], ms[CYCLES - 1]);
 }
 
@@ -589,10 +757,12 @@ int main(void)
 	RUN(test_diag_finds_syn_sent);
 	RUN(test_diag_finds_v4_mapped);
 	RUN(test_diag_finds_listeners);
+	RUN(test_diag_follows_close_to_time_wait);
 	RUN(test_probe_side_is_silent);
 	RUN(test_close_leaves_nothing);
 	RUN(test_killed_caller_ends_helper);
 	RUN(test_unprivileged_user_gets_a_lab);
+	RUN(test_no_rights_gives_eperm);
 	RUN(test_open_close_time);
 	return check_summary("test_lab");
 }

@@ -148,6 +148,75 @@ static void test_option_running_past_header_is_malformed(void)
 	CHECK(strstr(why, "runs past") != NULL);
 }
 
+/* RFC 1071's straightforward 16-bit loop, to hold the codec's wider one to. */
+static uint16_t reference_checksum(const uint8_t *src, const uint8_t *dst, size_t alen,
+				   const uint8_t *tcp, size_t len)
+{
+	uint32_t sum = 6 + (uint32_t)len;
+	for (size_t i = 0; i < alen; i += 2)
+		sum += (uint32_t)(src[i] << 8 | src[i + 1]) + (uint32_t)(dst[i] << 8 | dst[i + 1]);
+	for (size_t i = 0; i < len; i++)
+		sum += i % 2 ? tcp[i] : (uint32_t)tcp[i] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+static void test_checksum_matches_the_reference_for_every_length(void)
+{
+	static uint8_t data[1500], buf[1600];
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 7 + 0xf3);
+	for (int family = 4; family <= 6; family += 2) {
+		struct fp_segment s = v4_segment();
+		size_t ip = family == 4 ? 20 : 40, alen = family == 4 ? 4 : 16;
+		if (family == 6) {
+			s.family = 6;
+			inet_pton(AF_INET6, "2001:db8::ffff:2", s.src);
+			inet_pton(AF_INET6, "2001:db8::ffff:1", s.dst);
+		}
+		s.payload = data;
+		for (size_t len = 0; len < sizeof(data); len += len < 16 ? 1 : 97) {
+			s.payload_len = len;
+			ssize_t n = fp_segment_build(&s, buf, sizeof(buf));
+			uint16_t got = (uint16_t)(buf[ip + 16] << 8 | buf[ip + 17]);
+			buf[ip + 16] = buf[ip + 17] = 0;
+			CHECK_EQ(got, reference_checksum(s.src, s.dst, alen, buf + ip, (size_t)n - ip));
+		}
+	}
+}
+
+static void test_every_truncation_says_truncated(void)
+{
+	struct fp_segment s = v4_segment(), p;
+	uint8_t buf[100];
+	char why[128];
+	s.payload = (const uint8_t *)"abcdef";
+	s.payload_len = 6;
+	ssize_t n = fp_segment_build(&s, buf, sizeof(buf));
+	for (size_t len = 1; len < (size_t)n; len++) {
+		CHECK_EQ(fp_segment_parse(&p, buf, len, why, sizeof(why)), -EBADMSG);
+		CHECK(strstr(why, "truncated") != NULL);
+	}
+	CHECK_EQ(fp_segment_parse(&p, buf, 0, why, sizeof(why)), -EBADMSG);
+	CHECK(strstr(why, "empty") != NULL);
+}
+
+static void test_option_length_below_two_is_malformed(void)
+{
+	struct fp_segment s = v4_segment(), p;
+	uint8_t buf[100];
+	char why[128];
+	s.n_options = 1;
+	s.options[0].kind = FP_OPT_MSS;
+	ssize_t n = fp_segment_build(&s, buf, sizeof(buf));
+	for (uint8_t len = 0; len < 2; len++) {
+		buf[20 + 21] = len; /* would loop on the same option forever */
+		CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)), -EBADMSG);
+		CHECK(strstr(why, "bad length") != NULL);
+	}
+}
+
 static void test_random_mutations_never_crash(void)
 {
 	struct fp_segment s = v4_segment(), p;
@@ -212,6 +281,9 @@ int main(void)
 	RUN(test_unknown_and_odd_options_stay_raw);
 	RUN(test_malformed_packets_name_the_problem);
 	RUN(test_option_running_past_header_is_malformed);
+	RUN(test_option_length_below_two_is_malformed);
+	RUN(test_every_truncation_says_truncated);
+	RUN(test_checksum_matches_the_reference_for_every_length);
 	RUN(test_random_mutations_never_crash);
 	RUN(test_build_rejects_what_cannot_be_encoded);
 	RUN(test_flags_letters);

@@ -17,6 +17,7 @@ typedef struct {
 	PyTypeObject *engine_type;
 	PyTypeObject *connection_type;
 	PyTypeObject *listener_type;
+	PyTypeObject *guard_type;
 	PyObject *error;              /* finprobe.Error */
 	PyObject *parse_error;        /* finprobe.ParseError(Error, ValueError) */
 	PyObject *expect_error;       /* finprobe.ExpectError(Error, AssertionError) */
@@ -53,6 +54,12 @@ extern PyType_Spec lab_spec;
 extern PyType_Spec engine_spec;
 extern PyType_Spec connection_spec;
 extern PyType_Spec listener_spec;
+
+/* guard_type.c */
+extern PyType_Spec guard_spec;
+
+/* pcap_funcs.c: write_pcap, read_pcap, wall_offset_ns */
+extern PyMethodDef pcap_functions[];
 
 /* Address text ("192.0.2.1", "2001:db8::1") to bytes; family 4 or 6.
  * Returns -1 with ValueError naming what. */

@@ -105,6 +105,63 @@ static PyObject *engine_pair(PyObject *cls, PyObject *Py_UNUSED(ignored))
 	return Py_BuildValue("(NN)", ea, eb);
 }
 
+/* The message of a failed fp_link_raw_open, raised as the fp error it is. */
+static PyObject *raw_open_error(PyTypeObject *type, int rc, PyObject *remote, PyObject *src,
+				int ifindex)
+{
+	core_state *st = core_state_of_type(type);
+	switch (rc) {
+	case -EPERM:
+	case -EACCES:
+		return PyErr_Format(st->permission_error,
+				    "raw sockets towards %S need CAP_NET_RAW: run as root, or grant it "
+				    "(sudo setcap cap_net_raw,cap_net_admin+ep <python binary>)", remote);
+	case -ENETUNREACH:
+	case -EHOSTUNREACH:
+		return PyErr_Format(st->error, "no route to %S%s", remote,
+				    ifindex ? " through the interface given" : "");
+	case -EADDRNOTAVAIL:
+		if (src != Py_None)
+			return PyErr_Format(st->error, "src %R is not an address of this host", src);
+		return PyErr_Format(st->error, "no source address for the route to %S", remote);
+	case -ENODEV:
+		return PyErr_Format(PyExc_ValueError, "no interface with index %d", ifindex);
+	default:
+		errno = -rc;
+		return PyErr_SetFromErrno(PyExc_OSError);
+	}
+}
+
+/* raw(remote_addr, remote_port, src=None, ifindex=0) -> (Engine, src, ifindex) */
+static PyObject *engine_raw(PyObject *cls, PyObject *args, PyObject *kwargs)
+{
+	static char *kw[] = {"remote_addr", "remote_port", "src", "ifindex", NULL};
+	PyObject *remote, *src = Py_None;
+	int port, ifindex = 0, rc;
+	uint8_t raddr[16], local[16] = {0}, family, src_family;
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oi|Oi:raw", kw, &remote, &port, &src, &ifindex) ||
+	    core_parse_address("remote_addr", remote, raddr, &family) < 0 ||
+	    (src != Py_None && core_parse_address("src", src, local, &src_family) < 0))
+		return NULL;
+	if (port < 1 || port > 65535)
+		return PyErr_Format(PyExc_ValueError, "remote_port must be in 1..65535, got %d", port);
+	if (src != Py_None && src_family != family)
+		return PyErr_Format(PyExc_ValueError, "src %R and remote_addr %R are not of one IP version",
+				    src, remote);
+	if (ifindex < 0)
+		return PyErr_Format(PyExc_ValueError, "ifindex must be >= 0, got %d", ifindex);
+	struct fp_link *link;
+	Py_BEGIN_ALLOW_THREADS
+	rc = fp_link_raw_open(&link, family, raddr, (uint16_t)port, local, &ifindex);
+	Py_END_ALLOW_THREADS
+	if (rc)
+		return raw_open_error((PyTypeObject *)cls, rc, remote, src, ifindex);
+	EngineObject *engine = engine_wrap((PyTypeObject *)cls, link, NULL);
+	if (!engine)
+		return NULL;
+	return Py_BuildValue("(NNi)", engine, core_format_address(family, local), ifindex);
+}
+
 static int engine_traverse(EngineObject *self, visitproc visit, void *arg)
 {
 	Py_VISIT(Py_TYPE(self));
@@ -284,6 +341,34 @@ static PyObject *engine_listen(EngineObject *self, PyObject *args)
 	return (PyObject *)l;
 }
 
+/* capture() -> [(Segment, IP packet)]: every segment sent or received, in
+ * order, claimed by a connection or not (the engine's capture). */
+static PyObject *engine_capture(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (engine_open_check(self) < 0)
+		return NULL;
+	core_state *st = core_state_of_type(Py_TYPE(self));
+	pthread_mutex_lock(&self->lock);
+	size_t n = fp_engine_capture_len(self->engine);
+	PyObject *list = PyList_New(0);
+	for (size_t i = 0; list && i < n; i++) {
+		struct fp_record rec;
+		struct fp_segment seg;
+		if (fp_engine_capture_get(self->engine, i, &rec) < 0 ||
+		    fp_segment_parse(&seg, rec.pkt, rec.len, NULL, 0) < 0)
+			continue;
+		PyObject *item = Py_BuildValue("(Ny#)",
+					       segment_new_from(st, &seg, ns_to_s(rec.ts_ns),
+								rec.direction == FP_DIR_IN ? "in" : "out"),
+					       rec.pkt, (Py_ssize_t)rec.len);
+		if (!item || PyList_Append(list, item) < 0)
+			Py_CLEAR(list);
+		Py_XDECREF(item);
+	}
+	pthread_mutex_unlock(&self->lock);
+	return list;
+}
+
 /* close(): free the engine, its link and any connection left; every later
  * call on it or on its connections raises. Its owner (the Lab) calls this
  * before closing the descriptor the link reads. */
@@ -301,8 +386,13 @@ static PyMethodDef engine_methods[] = {
 	 "close(): free the engine and its link; connections left become closed"},
 	{"pair", (PyCFunction)engine_pair, METH_NOARGS | METH_CLASS,
 	 "pair() -> (Engine, Engine) joined by an in-memory link"},
+	{"raw", (PyCFunction)(void (*)(void))engine_raw, METH_VARARGS | METH_KEYWORDS | METH_CLASS,
+	 "raw(remote_addr, remote_port, src=None, ifindex=0) -> (Engine, src, ifindex): over raw IP "
+	 "sockets towards a remote target; src and interface from the routing table unless given"},
 	{"poll", (PyCFunction)engine_poll, METH_VARARGS, "poll(timeout=0): receive what the link has"},
 	{"stats", (PyCFunction)engine_stats, METH_NOARGS, "counters of what no connection took"},
+	{"capture", (PyCFunction)engine_capture, METH_NOARGS,
+	 "capture() -> [(Segment, IP packet)]: every segment sent or received, claimed or not"},
 	{"has_tuple", (PyCFunction)engine_has_tuple, METH_VARARGS,
 	 "has_tuple(local_addr, local_port, remote_addr, remote_port) -> bool"},
 	{"open", (PyCFunction)(void (*)(void))engine_open, METH_VARARGS | METH_KEYWORDS,
@@ -534,12 +624,13 @@ static PyObject *connection_trace(ConnectionObject *self, PyObject *Py_UNUSED(ig
 		fp_conn_trace_get(self->conn, i, &rec);
 		PyObject *item = NULL;
 		if (fp_segment_parse(&seg, rec.pkt, rec.len, NULL, 0) == 0)
-			item = Py_BuildValue("(Nsi)",
+			item = Py_BuildValue("(Nsiy#)",
 					     segment_new_from(st, &seg, ns_to_s(rec.ts_ns),
 							      rec.direction == FP_DIR_IN ? "in" : "out"),
 					     rec.direction == FP_DIR_IN && !rec.taken
 						     ? "" : fp_state_name(rec.state_after),
-					     rec.taken || rec.direction == FP_DIR_OUT);
+					     rec.taken || rec.direction == FP_DIR_OUT,
+					     rec.pkt, (Py_ssize_t)rec.len);
 		if (!item) {
 			Py_CLEAR(list);
 			break;
@@ -679,7 +770,7 @@ static PyMethodDef connection_methods[] = {
 	{"_take", (PyCFunction)connection_take, METH_VARARGS,
 	 "_take(timeout=0) -> Segment or None: the next received segment; our state moves"},
 	{"_trace", (PyCFunction)connection_trace, METH_NOARGS,
-	 "_trace() -> [(Segment, state after, taken)] both ways, in order"},
+	 "_trace() -> [(Segment, state after, taken, IP packet)] both ways, in order"},
 	{"transitions", (PyCFunction)connection_transitions, METH_NOARGS,
 	 "transitions() -> [(ts, from, to, why)] of our state machine"},
 	{"close", (PyCFunction)connection_close, METH_NOARGS,

@@ -48,13 +48,14 @@ static int add_type(PyObject *m, PyTypeObject **slot, PyType_Spec *spec, PyObjec
 static int core_exec(PyObject *m)
 {
 	core_state *st = PyModule_GetState(m);
-	if (add_exceptions(m, st) < 0)
+	if (add_exceptions(m, st) < 0 || PyModule_AddFunctions(m, pcap_functions) < 0)
 		return -1;
 	return add_type(m, &st->segment_type, &segment_spec, NULL) ||
 	       add_type(m, &st->lab_type, &lab_spec, NULL) ||
 	       add_type(m, &st->engine_type, &engine_spec, NULL) ||
 	       add_type(m, &st->connection_type, &connection_spec, NULL) ||
-	       add_type(m, &st->listener_type, &listener_spec, NULL);
+	       add_type(m, &st->listener_type, &listener_spec, NULL) ||
+	       add_type(m, &st->guard_type, &guard_spec, NULL);
 }
 
 static int core_traverse(PyObject *m, visitproc visit, void *arg)
@@ -65,6 +66,7 @@ static int core_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->engine_type);
 	Py_VISIT(st->connection_type);
 	Py_VISIT(st->listener_type);
+	Py_VISIT(st->guard_type);
 	Py_VISIT(st->error);
 	Py_VISIT(st->parse_error);
 	Py_VISIT(st->expect_error);
@@ -81,6 +83,7 @@ static int core_clear(PyObject *m)
 	Py_CLEAR(st->engine_type);
 	Py_CLEAR(st->connection_type);
 	Py_CLEAR(st->listener_type);
+	Py_CLEAR(st->guard_type);
 	Py_CLEAR(st->error);
 	Py_CLEAR(st->parse_error);
 	Py_CLEAR(st->expect_error);

@@ -11,7 +11,6 @@
 #include <arpa/inet.h>
 #include <math.h>
 
-#define SEGMENT_BUF (60 + 60 + 65535)
 #define TCP_OPTION_SPACE 40 /* a data offset of 15 words less the 20-byte header */
 
 /* ---- addresses ---------------------------------------------------------- */
@@ -40,13 +39,42 @@ int core_parse_address(const char *what, PyObject *text, uint8_t *addr,
 	return -1;
 }
 
+/* IPv4 by hand: glibc's inet_ntop goes through sprintf, which was the
+ * largest single cost of reading a parsed segment's fields. */
+static size_t ipv4_text(const uint8_t *a, char *out)
+{
+	char *o = out;
+	for (int i = 0; i < 4; i++) {
+		unsigned v = a[i];
+		if (v >= 100)
+			*o++ = (char)('0' + v / 100);
+		if (v >= 10)
+			*o++ = (char)('0' + v / 10 % 10);
+		*o++ = (char)('0' + v % 10);
+		*o++ = '.';
+	}
+	*--o = '\0';
+	return (size_t)(o - out);
+}
+
+/* The text of an address into out (INET6_ADDRSTRLEN bytes); its length, or
+ * 0 if family is neither 4 nor 6. */
+static size_t address_text(int family, const uint8_t *addr, char *out)
+{
+	if (family == 4)
+		return ipv4_text(addr, out);
+	if (family == 6 && inet_ntop(AF_INET6, addr, out, INET6_ADDRSTRLEN))
+		return strlen(out);
+	return 0;
+}
+
 PyObject *core_format_address(int family, const uint8_t *addr)
 {
 	char text[INET6_ADDRSTRLEN];
-	if (family != 4 && family != 6)
+	size_t len = address_text(family, addr, text);
+	if (!len)
 		Py_RETURN_NONE;
-	inet_ntop(family == 4 ? AF_INET : AF_INET6, addr, text, sizeof(text));
-	return PyUnicode_FromString(text);
+	return PyUnicode_DecodeASCII(text, (Py_ssize_t)len, NULL);
 }
 
 /* ---- scalar fields -------------------------------------------------------- */
@@ -113,9 +141,26 @@ static int flags_arg(PyObject *value, uint8_t *flags)
 
 /* ---- options: tuples <-> struct fp_option --------------------------------- */
 
-static int option_name_is(PyObject *name, const char *want)
+static const struct {
+	const char *name;
+	uint8_t kind;
+} option_names[] = {
+	{"mss", FP_OPT_MSS}, {"wscale", FP_OPT_WSCALE}, {"sackok", FP_OPT_SACKOK}, {"sack", FP_OPT_SACK},
+	{"ts", FP_OPT_TS},   {"nop", FP_OPT_NOP},       {"eol", FP_OPT_EOL},
+};
+
+/* The kind an option's name stands for, or -1 if it names none. */
+static int option_kind_of(PyObject *name)
 {
-	return PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, want) == 0;
+	const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+	if (!text) {
+		PyErr_Clear(); /* a lone surrogate is just another unknown name */
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(option_names) / sizeof(option_names[0]); i++)
+		if (strcmp(text, option_names[i].name) == 0)
+			return option_names[i].kind;
+	return -1;
 }
 
 static int option_arity(PyObject *t, Py_ssize_t n, const char *shape)
@@ -174,41 +219,18 @@ bad:
 	return -1;
 }
 
-static uint32_t body32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* A raw option of a known kind with that kind's standard length is what
  * Segment.parse decodes, so it is kept decoded: otherwise (2, b"\x05\xb4")
- * and ("mss", 1460) would be the same bytes but unequal Segments, and a
- * segment would not equal its own parsed bytes. */
+ * and ("mss", 1460) would be the same bytes but unequal Segments. The codec
+ * decides, reading the option back from a packet of its own. */
 static void raw_option_canonical(struct fp_option *o)
 {
-	uint8_t b[FP_MAX_OPTION_BODY];
-	size_t len = o->len;
-	int sack = o->kind == FP_OPT_SACK && len >= 8 && len % 8 == 0;
-	if (!(o->kind == FP_OPT_MSS && len == 2) && !(o->kind == FP_OPT_WSCALE && len == 1) &&
-	    !(o->kind == FP_OPT_SACKOK && len == 0) && !(o->kind == FP_OPT_TS && len == 8) && !sack)
-		return;
-	memcpy(b, o->v.body, len);
-	memset(&o->v, 0, sizeof(o->v));
-	o->raw = 0;
-	o->len = 0;
-	if (o->kind == FP_OPT_MSS)
-		o->v.mss = (uint16_t)(b[0] << 8 | b[1]);
-	else if (o->kind == FP_OPT_WSCALE)
-		o->v.wscale = b[0];
-	else if (o->kind == FP_OPT_TS) {
-		o->v.ts.val = body32(b);
-		o->v.ts.ecr = body32(b + 4);
-	} else if (sack) {
-		o->v.sack.count = (uint8_t)(len / 8);
-		for (size_t i = 0; i < len / 8; i++) {
-			o->v.sack.edge[i][0] = body32(b + 8 * i);
-			o->v.sack.edge[i][1] = body32(b + 8 * i + 4);
-		}
-	}
+	struct fp_segment alone = {.family = 4, .n_options = 1}, back;
+	uint8_t pkt[FP_MAX_HEADERS];
+	alone.options[0] = *o;
+	ssize_t n = fp_segment_build(&alone, pkt, sizeof(pkt));
+	if (n > 0 && fp_segment_parse(&back, pkt, (size_t)n, NULL, 0) == 0 && back.n_options == 1)
+		*o = back.options[0];
 }
 
 static int raw_option_from_tuple(PyObject *t, struct fp_option *o)
@@ -246,45 +268,43 @@ static int option_from_tuple(PyObject *t, struct fp_option *o)
 		return -1;
 	}
 	PyObject *name = PyTuple_GET_ITEM(t, 0);
-	uint32_t v;
 	if (PyLong_Check(name))
 		return raw_option_from_tuple(t, o);
-	if (option_name_is(name, "mss")) {
-		o->kind = FP_OPT_MSS;
-		if (option_arity(t, 2, "(\"mss\", value)") < 0 ||
-		    option_u32(t, PyTuple_GET_ITEM(t, 1), 0xffff, &v) < 0)
-			return -1;
-		o->v.mss = (uint16_t)v;
-	} else if (option_name_is(name, "wscale")) {
-		o->kind = FP_OPT_WSCALE;
-		if (option_arity(t, 2, "(\"wscale\", shift)") < 0 ||
-		    option_u32(t, PyTuple_GET_ITEM(t, 1), 0xff, &v) < 0)
-			return -1;
-		o->v.wscale = (uint8_t)v;
-	} else if (option_name_is(name, "ts")) {
-		o->kind = FP_OPT_TS;
-		if (option_arity(t, 3, "(\"ts\", tsval, tsecr)") < 0 ||
-		    option_u32(t, PyTuple_GET_ITEM(t, 1), 0xffffffffu, &o->v.ts.val) < 0 ||
-		    option_u32(t, PyTuple_GET_ITEM(t, 2), 0xffffffffu, &o->v.ts.ecr) < 0)
-			return -1;
-	} else if (option_name_is(name, "sack")) {
-		o->kind = FP_OPT_SACK;
-		if (option_arity(t, 2, "(\"sack\", ((left, right), ...))") < 0)
-			return -1;
-		return sack_from_tuple(t, o);
-	} else if (option_name_is(name, "sackok") || option_name_is(name, "nop") ||
-		   option_name_is(name, "eol")) {
-		o->kind = option_name_is(name, "sackok") ? FP_OPT_SACKOK
-			  : option_name_is(name, "nop")  ? FP_OPT_NOP
-							 : FP_OPT_EOL;
-		return option_arity(t, 1, "a 1-tuple such as (\"nop\",)");
-	} else {
+	int kind = option_kind_of(name);
+	if (kind < 0) {
 		PyErr_Format(PyExc_ValueError,
 			     "options: unknown option %R (known: mss, wscale, sackok, sack, ts, nop, eol, "
 			     "or (kind, b\"raw\"))", name);
 		return -1;
 	}
-	return 0;
+	o->kind = (uint8_t)kind;
+	uint32_t v;
+	switch (kind) {
+	case FP_OPT_MSS:
+		if (option_arity(t, 2, "(\"mss\", value)") < 0 ||
+		    option_u32(t, PyTuple_GET_ITEM(t, 1), 0xffff, &v) < 0)
+			return -1;
+		o->v.mss = (uint16_t)v;
+		return 0;
+	case FP_OPT_WSCALE:
+		if (option_arity(t, 2, "(\"wscale\", shift)") < 0 ||
+		    option_u32(t, PyTuple_GET_ITEM(t, 1), 0xff, &v) < 0)
+			return -1;
+		o->v.wscale = (uint8_t)v;
+		return 0;
+	case FP_OPT_TS:
+		if (option_arity(t, 3, "(\"ts\", tsval, tsecr)") < 0 ||
+		    option_u32(t, PyTuple_GET_ITEM(t, 1), 0xffffffffu, &o->v.ts.val) < 0 ||
+		    option_u32(t, PyTuple_GET_ITEM(t, 2), 0xffffffffu, &o->v.ts.ecr) < 0)
+			return -1;
+		return 0;
+	case FP_OPT_SACK:
+		if (option_arity(t, 2, "(\"sack\", ((left, right), ...))") < 0)
+			return -1;
+		return sack_from_tuple(t, o);
+	default: /* sackok, nop, eol */
+		return option_arity(t, 1, "a 1-tuple such as (\"nop\",)");
+	}
 }
 
 /* Bytes an option takes on the wire (kind and length included). */
@@ -308,13 +328,19 @@ static size_t option_wire_len(const struct fp_option *o)
 	}
 }
 
-/* Checked here rather than at bytes(seg) so that the error names the
- * argument at the line that made it. */
-static int options_fit(const struct fp_segment *seg)
+static size_t options_wire_len(const struct fp_segment *seg)
 {
 	size_t n = 0;
 	for (int i = 0; i < seg->n_options; i++)
 		n += option_wire_len(&seg->options[i]);
+	return n;
+}
+
+/* Checked here rather than at bytes(seg) so that the error names the
+ * argument at the line that made it. */
+static int options_fit(const struct fp_segment *seg)
+{
+	size_t n = options_wire_len(seg);
 	if (n <= TCP_OPTION_SPACE)
 		return 0;
 	PyErr_Format(PyExc_ValueError, "options: %zu bytes do not fit in the 40 a TCP header holds", n);
@@ -343,45 +369,77 @@ static int options_arg(PyObject *value, struct fp_segment *seg)
 	return rc;
 }
 
-static PyObject *sack_to_tuple(const struct fp_option *o)
+/* A tuple of the n new references in items, which it takes over; NULL,
+ * with all of them released, if any is NULL. Py_BuildValue would parse a
+ * format string for every option of every segment read. */
+static PyObject *tuple_steal(Py_ssize_t n, PyObject **items)
+{
+	PyObject *t = NULL;
+	for (Py_ssize_t i = 0; i < n; i++)
+		if (!items[i])
+			goto fail;
+	t = PyTuple_New(n);
+	if (!t)
+		goto fail;
+	for (Py_ssize_t i = 0; i < n; i++)
+		PyTuple_SET_ITEM(t, i, items[i]);
+	return t;
+fail:
+	for (Py_ssize_t i = 0; i < n; i++)
+		Py_XDECREF(items[i]);
+	return NULL;
+}
+
+static PyObject *sack_blocks(const struct fp_option *o)
 {
 	PyObject *blocks = PyTuple_New(o->v.sack.count);
-	if (!blocks)
-		return NULL;
-	for (int i = 0; i < o->v.sack.count; i++) {
-		PyObject *b = Py_BuildValue("(kk)", (unsigned long)o->v.sack.edge[i][0],
-					    (unsigned long)o->v.sack.edge[i][1]);
-		if (!b) {
-			Py_DECREF(blocks);
-			return NULL;
-		}
-		PyTuple_SET_ITEM(blocks, i, b);
+	for (int i = 0; blocks && i < o->v.sack.count; i++) {
+		PyObject *edge[2] = {PyLong_FromUnsignedLong(o->v.sack.edge[i][0]),
+				     PyLong_FromUnsignedLong(o->v.sack.edge[i][1])};
+		PyObject *b = tuple_steal(2, edge);
+		if (!b)
+			Py_CLEAR(blocks);
+		else
+			PyTuple_SET_ITEM(blocks, i, b);
 	}
-	return Py_BuildValue("(sN)", "sack", blocks);
+	return blocks;
+}
+
+static const char *option_name(uint8_t kind)
+{
+	for (size_t i = 0; i < sizeof(option_names) / sizeof(option_names[0]); i++)
+		if (option_names[i].kind == kind)
+			return option_names[i].name;
+	return NULL;
 }
 
 static PyObject *option_to_tuple(const struct fp_option *o)
 {
-	if (o->raw)
-		return Py_BuildValue("(iy#)", o->kind, (const char *)o->v.body, (Py_ssize_t)o->len);
-	switch (o->kind) {
-	case FP_OPT_EOL:
-		return Py_BuildValue("(s)", "eol");
-	case FP_OPT_NOP:
-		return Py_BuildValue("(s)", "nop");
-	case FP_OPT_MSS:
-		return Py_BuildValue("(si)", "mss", o->v.mss);
-	case FP_OPT_WSCALE:
-		return Py_BuildValue("(si)", "wscale", o->v.wscale);
-	case FP_OPT_SACKOK:
-		return Py_BuildValue("(s)", "sackok");
-	case FP_OPT_TS:
-		return Py_BuildValue("(skk)", "ts", (unsigned long)o->v.ts.val,
-				     (unsigned long)o->v.ts.ecr);
-	case FP_OPT_SACK:
-		return sack_to_tuple(o);
+	PyObject *v[3];
+	const char *name = o->raw ? NULL : option_name(o->kind);
+	if (!name) { /* (kind, b"body") */
+		v[0] = PyLong_FromLong(o->kind);
+		v[1] = PyBytes_FromStringAndSize((const char *)o->v.body, o->raw ? o->len : 0);
+		return tuple_steal(2, v);
 	}
-	return Py_BuildValue("(iy#)", o->kind, "", (Py_ssize_t)0);
+	v[0] = PyUnicode_FromString(name);
+	switch (o->kind) {
+	case FP_OPT_MSS:
+		v[1] = PyLong_FromLong(o->v.mss);
+		return tuple_steal(2, v);
+	case FP_OPT_WSCALE:
+		v[1] = PyLong_FromLong(o->v.wscale);
+		return tuple_steal(2, v);
+	case FP_OPT_TS:
+		v[1] = PyLong_FromUnsignedLong(o->v.ts.val);
+		v[2] = PyLong_FromUnsignedLong(o->v.ts.ecr);
+		return tuple_steal(3, v);
+	case FP_OPT_SACK:
+		v[1] = sack_blocks(o);
+		return tuple_steal(2, v);
+	default: /* eol, nop, sackok */
+		return tuple_steal(1, v);
+	}
 }
 
 static PyObject *options_to_tuple(const struct fp_segment *seg)
@@ -447,9 +505,9 @@ PyObject *segment_new_from(core_state *st, const struct fp_segment *seg, double 
 static int addresses_arg(PyObject *src, PyObject *dst, struct fp_segment *seg)
 {
 	uint8_t fam_src = 0, fam_dst = 0;
-	if (src != Py_None && core_parse_address("src", src, seg->src, &fam_src) < 0)
+	if (src && src != Py_None && core_parse_address("src", src, seg->src, &fam_src) < 0)
 		return -1;
-	if (dst != Py_None && core_parse_address("dst", dst, seg->dst, &fam_dst) < 0)
+	if (dst && dst != Py_None && core_parse_address("dst", dst, seg->dst, &fam_dst) < 0)
 		return -1;
 	if (fam_src && fam_dst && fam_src != fam_dst) {
 		PyErr_Format(PyExc_ValueError, "src %R and dst %R are not of the same IP version", src, dst);
@@ -459,13 +517,40 @@ static int addresses_arg(PyObject *src, PyObject *dst, struct fp_segment *seg)
 	return 0;
 }
 
-static int numbers_arg(PyObject *const *v, struct fp_segment *seg)
+/* The constructor's arguments in keyword order; NULL where not given. */
+enum {
+	A_SRC, A_DST, A_SPORT, A_DPORT, A_SEQ, A_ACK, A_FLAGS, A_WINDOW, A_URG,
+	A_OPTIONS, A_PAYLOAD, A_CHECKSUM, A_TTL, A_COUNT
+};
+
+/* Plain positional calls, as hot loops make them, skip the keyword parser,
+ * which was the largest single cost of building a segment. */
+static int segment_args(PyObject *args, PyObject *kwargs, PyObject **a)
 {
+	static char *kw[] = {"src", "dst", "sport", "dport", "seq", "ack", "flags", "window", "urg",
+			     "options", "payload", "checksum", "ttl", NULL};
+	Py_ssize_t n = PyTuple_GET_SIZE(args);
+	memset(a, 0, A_COUNT * sizeof(*a));
+	if ((!kwargs || PyDict_GET_SIZE(kwargs) == 0) && n <= A_PAYLOAD + 1) {
+		for (Py_ssize_t i = 0; i < n; i++)
+			a[i] = PyTuple_GET_ITEM(args, i);
+		return 0;
+	}
+	return PyArg_ParseTupleAndKeywords(args, kwargs, "|OOOOOOOOOOO$OO:Segment", kw, &a[0], &a[1],
+					   &a[2], &a[3], &a[4], &a[5], &a[6], &a[7], &a[8], &a[9],
+					   &a[10], &a[11], &a[12])
+		       ? 0
+		       : -1;
+}
+
+static int numbers_arg(PyObject *const *a, struct fp_segment *seg)
+{
+	static const int at[] = {A_SPORT, A_DPORT, A_SEQ, A_ACK, A_WINDOW, A_URG};
 	static const char *names[] = {"sport", "dport", "seq", "ack", "window", "urg"};
 	static const unsigned long long max[] = {0xffff, 0xffff, 0xffffffffu, 0xffffffffu, 0xffff, 0xffff};
-	unsigned long long n[6];
+	unsigned long long n[6] = {0, 0, 0, 0, 65535, 0};
 	for (int i = 0; i < 6; i++)
-		if (unsigned_arg(v[i], names[i], max[i], &n[i]) < 0)
+		if (a[at[i]] && unsigned_arg(a[at[i]], names[i], max[i], &n[i]) < 0)
 			return -1;
 	seg->sport = (uint16_t)n[0];
 	seg->dport = (uint16_t)n[1];
@@ -478,59 +563,50 @@ static int numbers_arg(PyObject *const *v, struct fp_segment *seg)
 
 static int checksum_and_ttl_arg(SegmentObject *self, PyObject *checksum, PyObject *ttl)
 {
-	unsigned long long v;
-	if (checksum != Py_None) {
+	unsigned long long v = 64;
+	if (checksum && checksum != Py_None) {
 		if (unsigned_arg(checksum, "checksum", 0xffff, &v) < 0)
 			return -1;
 		self->seg.force_checksum = 1;
 		self->seg.checksum = (uint16_t)v;
 		self->has_checksum = 1;
 	}
-	if (unsigned_arg(ttl, "ttl", 255, &v) < 0)
+	if (ttl && unsigned_arg(ttl, "ttl", 255, &v) < 0)
 		return -1;
-	self->seg.ttl = (uint8_t)v;
+	self->seg.ttl = ttl ? (uint8_t)v : 64;
+	return 0;
+}
+
+static int payload_arg(SegmentObject *self, PyObject *payload)
+{
+	if (!payload) {
+		segment_set_payload(self, Py_NewRef(self->payload));
+		return 0;
+	}
+	PyObject *b = PyUnicode_Check(payload) ? NULL : PyBytes_FromObject(payload);
+	if (!b) {
+		PyErr_Format(PyExc_TypeError, "payload must be bytes-like, not %.100s",
+			     Py_TYPE(payload)->tp_name);
+		return -1;
+	}
+	segment_set_payload(self, b);
 	return 0;
 }
 
 static PyObject *segment_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-	static char *kw[] = {"src", "dst", "sport", "dport", "seq", "ack", "flags", "window", "urg",
-			     "options", "payload", "checksum", "ttl", NULL};
-	PyObject *zero = PyLong_FromLong(0), *win = PyLong_FromLong(65535), *ttl64 = PyLong_FromLong(64);
-	PyObject *src = Py_None, *dst = Py_None, *n[6] = {zero, zero, zero, zero, win, zero};
-	PyObject *flags = NULL, *options = NULL, *payload = NULL, *checksum = Py_None, *ttl = ttl64;
-	SegmentObject *self = NULL;
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOOOOOOOOOO$OO:Segment", kw, &src, &dst, &n[0],
-					 &n[1], &n[2], &n[3], &flags, &n[4], &n[5], &options, &payload,
-					 &checksum, &ttl))
-		goto out;
-	self = segment_alloc(type);
+	PyObject *a[A_COUNT];
+	if (segment_args(args, kwargs, a) < 0)
+		return NULL;
+	SegmentObject *self = segment_alloc(type);
 	if (!self)
-		goto out;
-	if (addresses_arg(src, dst, &self->seg) < 0 || numbers_arg(n, &self->seg) < 0 ||
-	    (flags && flags_arg(flags, &self->seg.flags) < 0) ||
-	    (options && options_arg(options, &self->seg) < 0) ||
-	    checksum_and_ttl_arg(self, checksum, ttl) < 0)
-		goto fail;
-	if (payload) {
-		PyObject *b = PyBytes_FromObject(payload);
-		if (!b || PyUnicode_Check(payload)) {
-			Py_XDECREF(b);
-			PyErr_Format(PyExc_TypeError, "payload must be bytes-like, not %.100s",
-				     Py_TYPE(payload)->tp_name);
-			goto fail;
-		}
-		segment_set_payload(self, b);
-	} else {
-		segment_set_payload(self, Py_NewRef(self->payload));
-	}
-	goto out;
-fail:
-	Py_CLEAR(self);
-out:
-	Py_DECREF(zero);
-	Py_DECREF(win);
-	Py_DECREF(ttl64);
+		return NULL;
+	if (addresses_arg(a[A_SRC], a[A_DST], &self->seg) < 0 || numbers_arg(a, &self->seg) < 0 ||
+	    (a[A_FLAGS] && flags_arg(a[A_FLAGS], &self->seg.flags) < 0) ||
+	    (a[A_OPTIONS] && options_arg(a[A_OPTIONS], &self->seg) < 0) ||
+	    checksum_and_ttl_arg(self, a[A_CHECKSUM], a[A_TTL]) < 0 ||
+	    payload_arg(self, a[A_PAYLOAD]) < 0)
+		Py_CLEAR(self);
 	return (PyObject *)self;
 }
 
@@ -554,15 +630,19 @@ static void segment_dealloc(SegmentObject *self)
 
 PyObject *segment_to_bytes(SegmentObject *self)
 {
-	if (self->seg.family == 0) {
+	const struct fp_segment *seg = &self->seg;
+	if (seg->family == 0) {
 		PyErr_SetString(PyExc_ValueError, "cannot build a segment without src and dst addresses");
 		return NULL;
 	}
-	size_t cap = 60 + 60 + self->seg.payload_len;
+	/* The exact length up front: a bytes object shrunk afterwards is a
+	 * realloc and a copy on every build. */
+	size_t cap = (seg->family == 4 ? 20 : 40) + 20 + ((options_wire_len(seg) + 3) & ~(size_t)3) +
+		     seg->payload_len;
 	PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
 	if (!out)
 		return NULL;
-	ssize_t n = fp_segment_build(&self->seg, (uint8_t *)PyBytes_AS_STRING(out), cap);
+	ssize_t n = fp_segment_build(seg, (uint8_t *)PyBytes_AS_STRING(out), cap);
 	if (n < 0) {
 		Py_DECREF(out);
 		PyErr_Format(PyExc_ValueError, "cannot build the segment: %s",
@@ -570,7 +650,7 @@ PyObject *segment_to_bytes(SegmentObject *self)
 					    : "options longer than 40 bytes");
 		return NULL;
 	}
-	if (_PyBytes_Resize(&out, n) < 0)
+	if ((size_t)n != cap && _PyBytes_Resize(&out, n) < 0)
 		return NULL; /* out was freed and set to NULL */
 	return out;
 }
@@ -665,9 +745,9 @@ static Py_hash_t segment_hash(SegmentObject *self)
 
 static void format_endpoint(char *out, size_t len, int family, const uint8_t *addr, int port)
 {
-	char text[INET6_ADDRSTRLEN] = "?";
-	if (family == 4 || family == 6)
-		inet_ntop(family == 4 ? AF_INET : AF_INET6, addr, text, sizeof(text));
+	char text[INET6_ADDRSTRLEN];
+	if (!address_text(family, addr, text))
+		strcpy(text, "?");
 	snprintf(out, len, family == 6 ? "[%s]:%d" : "%s:%d", text, port);
 }
 

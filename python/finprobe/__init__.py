@@ -18,9 +18,10 @@ from .connection import Connection
 from .lab import Lab
 from .probe import Check, Report, probe
 from .state import State
-from .trace import Trace
+from .target import Target
+from .trace import Trace, read_pcap
 
 __all__ = [
     "Connection", "ConnectionRefused", "Error", "ExpectError", "Lab", "ParseError",
-    "PermissionError", "Segment", "State", "Trace", "probe", "Check", "Report",
+    "PermissionError", "Segment", "State", "Target", "Trace", "read_pcap", "probe", "Check", "Report",
 ]

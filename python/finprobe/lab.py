@@ -15,6 +15,7 @@ import time
 import weakref
 
 from . import _core
+from . import trace as _trace
 from .connection import DEFAULT_SYN_OPTIONS, Connection
 from .state import State, as_state
 
@@ -42,6 +43,7 @@ class Lab:
         self._processes = []
         self._sockets = []
         self._next_port = itertools.cycle(range(FIRST_PORT, FIRST_PORT + PORT_COUNT))
+        _trace._source_opened(self)
 
     # ---- lifetime ------------------------------------------------------------
 
@@ -55,6 +57,7 @@ class Lab:
             _stop(proc)
         for sock in self._sockets:
             sock.close()
+        _trace._source_closing(self)
         self._engine.close()
         self._core.close()
 
@@ -134,6 +137,12 @@ class Lab:
                 raise _core.ExpectError(f"the kernel's socket for {_describe(conn)} did not reach "
                                         f"{want.value} within {timeout:g}s: last seen {seen.value}")
             time.sleep(PEER_POLL_INTERVAL)
+
+    def capture(self):
+        """fp.Trace of every segment finprobe sent or received in this lab, claimed
+        by a connection or not, setup and teardown included (until close)."""
+        self._engine.poll(0)
+        return _trace.Trace.of_capture(self._engine.capture())
 
     # ---- finprobe's side -----------------------------------------------------
 

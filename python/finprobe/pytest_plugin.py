@@ -1,0 +1,201 @@
+"""finprobe's pytest plugin (entry point ``finprobe`` in ``pytest11``).
+
+Fixtures:
+  ``lab``              a fresh ``fp.Lab`` per test, closed after it
+                       (``@pytest.mark.parametrize("lab", [{"ipv6": True}], indirect=True)``
+                       passes arguments to ``fp.Lab``);
+  ``finprobe_target``  an ``fp.Target`` from ``--finprobe-target HOST:PORT``
+                       (IPv6 as ``[addr]:port``); tests using it are skipped
+                       without the option.
+
+``--finprobe-pcap DIR`` writes the traffic of each failed test, every segment
+of the Labs and Targets it used (setup and teardown included), to
+``DIR/<node id>.pcap``, each character of the node id but letters, digits,
+``.``, ``-`` and ``_`` turned into ``_``; a test without traffic leaves no file.
+
+A failed ``expect`` raises ``fp.ExpectError``, an AssertionError whose message
+holds the connection's recent segments as a text ladder: pytest shows it in
+the failure report as it is.
+"""
+
+import os
+import re
+import time
+import weakref
+
+import pytest
+
+from . import trace as _trace
+
+_RECORDER = "finprobe-pcap-recorder"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("finprobe", "finprobe: TCP close-behaviour tests")
+    group.addoption("--finprobe-target", metavar="HOST:PORT", default=None,
+                    help="the remote target for the finprobe_target fixture; IPv6 as [addr]:port")
+    group.addoption("--finprobe-pcap", metavar="DIR", default=None,
+                    help="write each failed test's traffic (Labs and Targets) to DIR/<test id>.pcap")
+
+
+def pytest_configure(config):
+    spec = config.getoption("finprobe_target")
+    if spec is not None:
+        parse_target(spec)  # a usage error now rather than in every test
+    directory = config.getoption("finprobe_pcap")
+    if directory:
+        recorder = PcapRecorder(directory)
+        config.pluginmanager.register(recorder, _RECORDER)
+        _trace._recorders.append(recorder)
+
+
+def pytest_unconfigure(config):
+    recorder = config.pluginmanager.get_plugin(_RECORDER)
+    if recorder is not None:
+        if recorder in _trace._recorders:
+            _trace._recorders.remove(recorder)
+        config.pluginmanager.unregister(recorder)
+
+
+def parse_target(spec):
+    """"HOST:PORT" or "[IPv6]:PORT" -> (host, port); pytest.UsageError otherwise."""
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", spec.strip())
+    if not match:
+        raise pytest.UsageError(f"--finprobe-target: {spec!r} is not HOST:PORT (IPv6: [addr]:port)")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        raise pytest.UsageError(f"--finprobe-target: port {port} is not in 1..65535")
+    return host, port
+
+
+@pytest.fixture
+def lab(request):
+    """A fresh fp.Lab for the test, closed after it."""
+    from .lab import Lab
+    kwargs = getattr(request, "param", None) or {}
+    the_lab = Lab(**kwargs)
+    try:
+        yield the_lab
+    finally:
+        the_lab.close()
+
+
+@pytest.fixture
+def finprobe_target(request):
+    """An fp.Target for --finprobe-target HOST:PORT; skips the test without it."""
+    spec = request.config.getoption("finprobe_target")
+    if spec is None:
+        pytest.skip("no remote target: give --finprobe-target HOST:PORT")
+    host, port = parse_target(spec)
+    from .target import Target  # written apart from the rest; imported when needed
+    target = Target(host, port)
+    _trace._source_opened(target)
+    try:
+        yield target
+    finally:
+        _trace._source_closing(target)
+        close = getattr(target, "close", None)
+        if close is not None:
+            close()
+
+
+def safe_name(nodeid):
+    """The node id with every character but letters, digits, '.', '-', '_' as '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", nodeid)
+
+
+def _capture(source):
+    """A Lab's or Target's capture() (for an object without one, its engine's)."""
+    if hasattr(source, "capture"):
+        return source.capture()
+    return _trace.Trace.of_capture(source._engine.capture())
+
+
+class _TestTraffic:
+    """What one test's sources sent and received, from the start of its setup."""
+
+    def __init__(self, sources):
+        self.start = time.monotonic()
+        self.sources = list(sources)   # alive when the test began
+        self.snapshots = {}            # id(source) -> its Trace, taken as it closed
+        self.failed = []               # failed reports of this test
+
+    def add(self, source):
+        if not any(s is source for s in self.sources):
+            self.sources.append(source)
+
+    def keep(self, source, trace):
+        self.add(source)  # held here, so its id stays its own
+        self.snapshots[id(source)] = trace
+
+    def traces(self):
+        for source in self.sources:
+            if id(source) in self.snapshots:
+                yield self.snapshots[id(source)]
+                continue
+            try:
+                yield _capture(source)
+            except Exception:  # closed without a snapshot, or no capture at all
+                continue
+
+    def merged(self):
+        """One Trace of every source's segments since the test began, by time."""
+        rows = []
+        for trace in self.traces():
+            for seg, raw in zip(trace, trace._packets):
+                if seg.ts is not None and seg.ts >= self.start:
+                    rows.append((seg.ts, seg, raw))
+        rows.sort(key=lambda r: r[0])
+        return _trace.Trace([r[1] for r in rows], packets=[r[2] for r in rows])
+
+
+class PcapRecorder:
+    """--finprobe-pcap: keeps the traffic of the running test, writes it if it failed."""
+
+    def __init__(self, directory):
+        self.directory = os.path.abspath(directory)
+        self.live = weakref.WeakSet()  # every Lab or Target not yet closed
+        self.current = None
+
+    # -- called by sources (finprobe.trace._source_opened / _source_closing)
+
+    def opened(self, source):
+        self.live.add(source)
+        if self.current is not None:
+            self.current.add(source)
+
+    def closing(self, source):
+        self.live.discard(source)
+        if self.current is not None:
+            self.current.keep(source, _capture(source))
+
+    # -- pytest hooks
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        self.current = _TestTraffic(self.live)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        traffic = self.current
+        if traffic is None:
+            return
+        if report.failed:
+            traffic.failed.append(report)
+        if call.when == "teardown":
+            self.current = None
+            if traffic.failed:
+                self._write(item, traffic)
+
+    def _write(self, item, traffic):
+        trace = traffic.merged()
+        if not len(trace):
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, safe_name(item.nodeid) + ".pcap")
+        trace.to_pcap(path)
+        for report in traffic.failed:
+            report.sections.append(("finprobe", f"{len(trace)} segments of this test's traffic in {path}"))

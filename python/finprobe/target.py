@@ -1,0 +1,240 @@
+"""fp.Target: a remote TCP stack as the peer, over raw sockets.
+
+finprobe speaks from this host's own address through raw IP sockets and
+captures the target's answers on the outgoing interface
+(``_core.Engine.raw``); the kernel routes and resolves neighbours. Two things
+keep the local kernel, which has no socket for finprobe's connections, out of
+the way, each for exactly one connection and only while it is open:
+
+- its source port is reserved by a kernel TCP socket bound to it (not
+  listening), so the kernel's own connections cannot take that port;
+- an nftables rule (``_core.Guard``) drops the RSTs the kernel would send in
+  answer to the target's segments, in a table of finprobe's own that goes
+  with the last rule, and with the process (owner flag), SIGKILL included.
+"""
+
+import errno
+import os
+import socket
+import sys
+import weakref
+
+from . import _core
+from . import trace as _trace
+from .connection import DEFAULT_SYN_OPTIONS, Connection
+from .lab import _iss, _port, _seconds
+
+CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+
+
+class Target:
+    """A remote TCP endpoint that finprobe connects to; see shared/API.md,
+    "Remote targets, over raw sockets"."""
+
+    def __init__(self, host, port, *, iface=None, src=None, time_wait=60.0):
+        _port("port", port)
+        if iface is not None and not isinstance(iface, str):
+            raise TypeError(f"iface must be an interface name as str, not {type(iface).__name__}")
+        if src is not None and not isinstance(src, str):
+            raise TypeError(f"src must be an IP address as str, not {type(src).__name__}")
+        self.host, self.port = host, port
+        self.time_wait = _seconds("time_wait", time_wait)
+        self.addr = _resolve(host, port, src)
+        self.family = socket.AF_INET6 if ":" in self.addr else socket.AF_INET
+        _require_capabilities()
+        self._closed = True
+        self._engine, self.src, ifindex = _core.Engine.raw(self.addr, port, src=src,
+                                                           ifindex=_ifindex(iface))
+        self.iface = socket.if_indextoname(ifindex)
+        try:
+            self._guard = _core.Guard()
+        except BaseException:
+            self._engine.close()
+            raise
+        self._holds = set()
+        self._closed = False
+        _trace._source_opened(self)
+
+    # ---- lifetime ------------------------------------------------------------
+
+    def close(self):
+        """Close every connection (their rules and ports go), the table, the sockets."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for hold in list(self._holds):
+                hold.close()
+            _trace._source_closing(self)
+        finally:
+            self._guard.close()
+            self._engine.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"from {self.src} on {self.iface}"
+        return f"<Target {_endpoint(self.addr, self.port)} {state}>"
+
+    def capture(self):
+        """fp.Trace of every segment finprobe sent to or received from the target,
+        claimed by a connection or not, setup and teardown included (until close)."""
+        self._engine.poll(0)
+        return _trace.Trace.of_capture(self._engine.capture())
+
+    # ---- connections ---------------------------------------------------------
+
+    def connect(self, *, sport=None, iss=None, options=None, timeout=3.0, time_wait=None):
+        """Open a connection to the target: SYN, SYN-ACK, ACK, done by finprobe.
+        Returns a Connection in ESTABLISHED; a RST answer raises
+        fp.ConnectionRefused, no answer within ``timeout`` fp.ExpectError."""
+        timeout = _seconds("timeout", timeout)
+        conn = self.open(sport=sport, iss=iss, time_wait=time_wait)
+        try:
+            _handshake(conn, _endpoint(self.addr, self.port), options, timeout)
+            return conn
+        except BaseException:
+            conn.close()
+            raise
+
+    def open(self, *, sport=None, iss=None, time_wait=None):
+        """A Connection to the target in CLOSED, nothing sent, its source port
+        reserved and the kernel's RSTs for it suppressed: for tests that craft
+        their own handshake."""
+        if self._closed:
+            raise _core.Error(f"{self!r}: the target is closed")
+        if sport is not None:
+            _port("sport", sport)
+        time_wait = self.time_wait if time_wait is None else _seconds("time_wait", time_wait)
+        iss = _iss(iss)
+        hold = _Hold(self, self._reserve(sport))
+        try:
+            tuple_ = (self.src, hold.sock.getsockname()[1], self.addr, self.port)
+            self._guard.add(*tuple_)
+            hold.rule = tuple_
+            conn = self._engine.open(*tuple_, iss, time_wait, cls=Connection)
+        except BaseException:
+            hold.release()
+            raise
+        hold.attach(conn)
+        return conn
+
+    def _reserve(self, sport):
+        """A kernel TCP socket bound to (src, sport), or to a port the kernel
+        picks: while it is open no connection of the kernel's takes the port."""
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            sock.bind((self.src, 0 if sport is None else sport))
+            return sock
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRINUSE:
+                raise _core.Error(f"sport {sport} is in use on {self.src}, by a socket of the "
+                                  "kernel's or a connection of ours") from None
+            if e.errno == errno.EACCES:
+                raise _core.PermissionError(f"sport {sport} is a privileged port: binding it needs "
+                                            "CAP_NET_BIND_SERVICE") from None
+            raise
+
+
+class _Hold:
+    """What one of a Target's connections holds while it is open: the socket
+    reserving its source port and its guard rule. The connection's close()
+    releases them, and so does its end if it is never closed."""
+
+    def __init__(self, target, sock):
+        self.target, self.sock, self.rule = target, sock, None
+        self._conn = self._finalizer = None
+
+    def attach(self, conn):
+        self._conn = weakref.ref(conn)
+        self._finalizer = weakref.finalize(conn, self.release)
+        conn.close = self.close  # on the instance: Connection.close, then release
+        self.target._holds.add(self)
+
+    def close(self):
+        conn = self._conn() if self._conn else None
+        if conn is not None:
+            Connection.close(conn)
+        self._finalizer()
+
+    def release(self):
+        rule, self.rule = self.rule, None
+        try:
+            if rule is not None and not self.target._guard.closed:
+                self.target._guard.remove(*rule)
+        finally:
+            self.sock.close()
+            self.target._holds.discard(self)
+
+
+def _handshake(conn, where, options, timeout):
+    """SYN, then the peer's SYN-ACK, then our ACK: ESTABLISHED."""
+    conn.send(flags="S", options=DEFAULT_SYN_OPTIONS if options is None else options)
+    answer = conn.recv(timeout)
+    if answer is None:
+        raise _core.ExpectError(conn._report(f"no answer to our SYN to {where} within {timeout:g}s"))
+    if "R" in answer.flags:
+        raise _core.ConnectionRefused(f"{where} refused the connection: our SYN was answered by "
+                                      f"a RST, {answer!r}")
+    if "S" not in answer.flags or "A" not in answer.flags:
+        raise _core.ExpectError(conn._report(f"expected a SYN-ACK to our SYN, got {answer!r}"))
+    conn.ack()
+
+
+def _resolve(host, port, src):
+    """host as an address: itself if it is one, else its first address (of
+    src's family when src is given)."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, not {type(host).__name__}")
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return host
+    except OSError:
+        pass
+    family = socket.AF_UNSPEC if src is None else (socket.AF_INET6 if ":" in src else socket.AF_INET)
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise _core.Error(f"cannot resolve host {host!r}: {e.strerror}") from None
+    return infos[0][4][0]
+
+
+def _ifindex(iface):
+    if iface is None:
+        return 0
+    try:
+        return socket.if_nametoindex(iface)
+    except OSError:
+        raise ValueError(f"iface: no interface named {iface!r}") from None
+
+
+def _require_capabilities():
+    """fp.PermissionError naming what is missing of CAP_NET_RAW (raw sockets)
+    and CAP_NET_ADMIN (the nftables rule), and how to grant it."""
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return  # cannot tell: the sockets and nftables will say
+    missing = [name for bit, name in ((CAP_NET_RAW, "CAP_NET_RAW"), (CAP_NET_ADMIN, "CAP_NET_ADMIN"))
+               if not caps >> bit & 1]
+    if missing:
+        binary = os.path.realpath(sys.executable)
+        raise _core.PermissionError(
+            f"fp.Target needs CAP_NET_RAW (raw sockets) and CAP_NET_ADMIN (the nftables rule that "
+            f"keeps the local kernel from answering with RST); this process lacks "
+            f"{' and '.join(missing)}. Run as root, or grant them to the interpreter: "
+            f"sudo setcap cap_net_raw,cap_net_admin+ep {binary}")
+
+
+def _endpoint(addr, port):
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"

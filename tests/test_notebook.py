@@ -1,0 +1,63 @@
+"""examples/four_way_close.ipynb runs from top to bottom in a Jupyter kernel
+(this interpreter, finprobe from this tree) and shows its ladders as SVG."""
+
+import json
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON_DIR = os.path.join(ROOT, "python")
+NOTEBOOK = os.path.join(ROOT, "examples", "four_way_close.ipynb")
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture
+def kernel_python3(tmp_path, monkeypatch):
+    """A kernelspec named "python3" that runs this interpreter (not whatever
+    python3 comes first on PATH) with this tree's finprobe importable."""
+    pythonpath = os.pathsep.join(p for p in (PYTHON_DIR, os.environ.get("PYTHONPATH", "")) if p)
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (finprobe tests)",
+        "language": "python",
+        "env": {"PYTHONPATH": pythonpath, "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("PYTHONPATH", pythonpath)
+    return "python3"
+
+
+def test_four_way_close_notebook_runs_and_draws_ladders(kernel_python3, tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name=kernel_python3, timeout=60,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # CellExecutionError if any cell fails
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    svgs = [o.data["image/svg+xml"] for o in outputs if "image/svg+xml" in o.get("data", {})]
+    assert len(svgs) == 3
+    for svg in svgs:
+        root = ET.fromstring(svg)
+        assert root.tag == SVG + "svg"
+        assert len([g for g in root.iter(SVG + "g") if "fp-seg" in g.get("class", "")]) >= 7
+    words = ["\n".join("".join(t.itertext()) for t in ET.fromstring(svg).iter(SVG + "text")) for svg in svgs]
+    # we close first: our states down our lane, the kernel's beside its own
+    for state in ("FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT", "CLOSE_WAIT", "LAST_ACK", "CLOSED"):
+        assert state in words[0], state
+    # the kernel closes first: it ends in TIME_WAIT, we in CLOSED
+    assert "TIME_WAIT" in words[1] and "LAST_ACK" in words[1]
+    # the lost ACK: the kernel's FIN again, marked, from LAST_ACK
+    assert "(retransmission)" in words[2] and "LAST_ACK" in words[2]
+    html = [o.data["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert len(html) == 3 and all("<svg" in h for h in html)
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "retransmitted after" in text and "us <--[FA] seq=1 ack=2 len=0--- peer" in text

@@ -1,0 +1,126 @@
+"""finprobe's pytest plugin, run on inner test files through pytester: the lab
+fixture, --finprobe-pcap (failed tests leave their traffic, setup and teardown
+included; passing or silent ones leave nothing), the ladder in failure
+reports, and finprobe_target skipped without --finprobe-target."""
+
+import os
+from importlib.metadata import entry_points
+
+import pytest
+
+import finprobe as fp
+from finprobe.pytest_plugin import parse_target, safe_name
+
+pytest_plugins = ["pytester"]
+
+PYTHON_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
+
+INNER = '''
+import pytest
+import finprobe as fp
+
+def test_fails(lab):
+    srv = lab.listen(8080)
+    conn = lab.connect(8080)
+    conn.fin()
+    conn.expect("FA", timeout=0.2)       # the kernel only ACKs: ExpectError
+
+def test_passes(lab):
+    srv = lab.listen(8080)
+    conn = lab.connect(8080)
+    conn.fin()
+    conn.expect("A")
+
+def test_fails_without_traffic(lab):
+    assert 1 == 2
+
+def test_fails_in_its_own_lab():
+    with fp.Lab() as mine:               # closed before the test ends
+        mine.listen(80)
+        mine.connect(80)
+    assert False, "after the lab closed"
+
+@pytest.mark.parametrize("name", ["a/b c"])
+def test_param(lab, name):
+    lab.listen(9090)
+    lab.connect(9090)
+    pytest.fail("parametrized")
+
+def test_target(finprobe_target):
+    pass
+'''
+
+
+@pytest.fixture
+def inner(pytester, monkeypatch):
+    """Run the inner tests in a subprocess with finprobe from this tree."""
+    monkeypatch.setenv("PYTHONPATH", PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    pytester.makepyfile(test_inner=INNER)
+    installed = any(ep.value.split(":")[0] == "finprobe.pytest_plugin" for ep in entry_points(group="pytest11"))
+    plugin = [] if installed else ["-p", "finprobe.pytest_plugin"]
+
+    def run(*args):
+        return pytester.runpytest_subprocess(*plugin, "-p", "no:cacheprovider", *args, timeout=120)
+    return run
+
+
+def test_failed_tests_leave_their_traffic_and_others_nothing(inner, pytester):
+    result = inner("--finprobe-pcap", "pcaps", "-rs")
+    result.assert_outcomes(passed=1, failed=4, skipped=1)
+    files = sorted(os.listdir(pytester.path / "pcaps"))
+    assert files == ["test_inner.py__test_fails.pcap", "test_inner.py__test_fails_in_its_own_lab.pcap",
+                     "test_inner.py__test_param_a_b_c_.pcap"]
+    trace = fp.read_pcap(pytester.path / "pcaps" / "test_inner.py__test_fails.pcap")
+    flags = [s.flags for s in trace]
+    assert flags[:5] == ["S", "SA", "A", "FA", "A"]
+    # teardown included: closing the lab's listener resets the connection
+    assert "RA" in flags[5:] or "R" in flags[5:]
+    assert all(s.dport == 8080 or s.sport == 8080 for s in trace)
+    own = fp.read_pcap(pytester.path / "pcaps" / "test_inner.py__test_fails_in_its_own_lab.pcap")
+    assert [s.flags for s in own][:3] == ["S", "SA", "A"]
+    result.stdout.fnmatch_lines(["*- finprobe -*", "*segments of this test's traffic in *test_fails.pcap"])
+
+
+def test_failure_report_shows_the_ladder(inner):
+    result = inner("-k", "test_fails and not own and not without")
+    result.assert_outcomes(failed=1, deselected=5)
+    result.stdout.fnmatch_lines([
+        "E * finprobe.ExpectError: expected a segment with flags=[[]FA[]], got <Segment * [[]A[]] *",
+        "E * recent segments (relative seq/ack; our state after each):",
+        "E * us ---[[]S[]] seq=0 len=0--> peer * SYN_SENT",
+        "E * us <--[[]SA[]] seq=0 ack=1 len=0--- peer * ESTABLISHED",
+        "E * us ---[[]FA[]] seq=1 ack=1 len=0--> peer * FIN_WAIT_1",
+        "E * us <--[[]A[]] seq=1 ack=2 len=0--- peer * FIN_WAIT_2",
+    ])
+
+
+def test_without_the_pcap_option_nothing_is_written(inner, pytester):
+    result = inner()
+    result.assert_outcomes(passed=1, failed=4, skipped=1)
+    assert not (pytester.path / "pcaps").exists()
+    assert "segments of this test's traffic" not in result.stdout.str()
+
+
+def test_finprobe_target_is_skipped_without_the_option(inner):
+    result = inner("-rs", "-k", "test_target")
+    result.assert_outcomes(skipped=1, deselected=5)
+    result.stdout.fnmatch_lines(["SKIPPED * no remote target: give --finprobe-target HOST:PORT"])
+
+
+def test_a_malformed_target_is_a_usage_error(inner):
+    result = inner("--finprobe-target", "2001:db8::1:80", "-k", "test_target")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--finprobe-target: '2001:db8::1:80' is not HOST:PORT (IPv6: [[]addr[]]:port)*"])
+
+
+def test_parse_target():
+    assert parse_target("192.0.2.7:80") == ("192.0.2.7", 80)
+    assert parse_target("[2001:db8::1]:443") == ("2001:db8::1", 443)
+    assert parse_target("example.org:8080") == ("example.org", 8080)
+    for bad in ("192.0.2.7", "2001:db8::1:80", "[2001:db8::1]", "host:0", "host:70000", "host:x"):
+        with pytest.raises(pytest.UsageError):
+            parse_target(bad)
+
+
+def test_safe_name_keeps_letters_digits_dot_dash_underscore():
+    assert safe_name("tests/test_x.py::test_y[a-b_c.d/é 1]") == "tests_test_x.py__test_y_a-b_c.d___1_"

@@ -1,0 +1,410 @@
+"""fp.Target against real servers, over raw sockets, in network namespaces.
+
+Two fresh namespaces joined by a veth pair, nothing else: fpt-srv-<id> runs
+``python3 -m http.server`` and nginx on 192.0.2.1 / 2001:db8:1::1, and
+fpt-cli-<id> holds finprobe's side, 192.0.2.2 / 2001:db8:1::2. Test bodies
+run inside the client namespace: the ``client`` fixture moves this thread
+there (setns) for the test and back afterwards, so a test reads as plain
+send/expect code; afterwards it checks that the nftables rulesets of the
+client namespace and of the host are exactly as before the test.
+
+The servers' state cannot be read from here, so each close is checked by its
+segments: flags, and sequence and acknowledgment numbers.
+
+Needs root (namespaces, raw sockets, nftables) and nginx (nginx-light).
+"""
+
+import contextlib
+import ctypes
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import finprobe as fp
+
+SERVER4, CLIENT4 = "192.0.2.1", "192.0.2.2"
+SERVER6, CLIENT6 = "2001:db8:1::1", "2001:db8:1::2"
+PORTS = {"http.server": 8000, "nginx": 8080}
+CLOSED_PORT = 9
+PYTHON = "/usr/bin/python3"
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(fp.__file__)))
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, raw sockets, nftables"),
+    pytest.mark.skipif(not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"),
+                       reason="needs nginx (Debian package nginx-light)"),
+]
+
+# ---- namespaces --------------------------------------------------------------
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd):
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def inside(netns):
+    """Run this thread in the named network namespace, then come back."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    there = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        _setns(there)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(there)
+        os.close(home)
+
+
+def run(*args):
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+class Net:
+    def __init__(self):
+        tag = secrets.token_hex(3)
+        self.srv, self.cli = f"fpt-srv-{tag}", f"fpt-cli-{tag}"
+
+    def make(self):
+        run("ip", "netns", "add", self.srv)
+        run("ip", "netns", "add", self.cli)
+        run("ip", "link", "add", "fpt-c", "netns", self.cli, "type", "veth",
+            "peer", "name", "fpt-s", "netns", self.srv)
+        for ns, dev, v4, v6 in ((self.cli, "fpt-c", CLIENT4, CLIENT6),
+                                (self.srv, "fpt-s", SERVER4, SERVER6)):
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+            run("ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
+            run("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+            run("ip", "-n", ns, "link", "set", dev, "up")
+
+    def remove(self):
+        for ns in (self.cli, self.srv):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def ruleset(self):
+        """The client namespace's nftables ruleset, and the host's."""
+        return run("ip", "netns", "exec", self.cli, "nft", "list", "ruleset"), run("nft", "list", "ruleset")
+
+    def popen(self, netns, args, **kwargs):
+        return subprocess.Popen(["ip", "netns", "exec", netns, *args], **kwargs)
+
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    default_type text/html;
+    keepalive_timeout 30s;
+    server {{
+        listen {v4}:{port};
+        listen [{v6}]:{port};
+        root {tmp}/www;
+    }}
+}}
+"""
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _listening(net, port):
+    out = run("ip", "netns", "exec", net.srv, "ss", "-ltnH", f"sport = :{port}")
+    return bool(out.strip())
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    """The two namespaces and the servers; all gone when the module ends."""
+    net, procs = Net(), []
+    tmp = tmp_path_factory.mktemp("servers")
+    (tmp / "www").mkdir()
+    (tmp / "www" / "index.html").write_text("<p>finprobe</p>\n" * 8)
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, v4=SERVER4, v6=SERVER6, port=PORTS["nginx"]))
+    try:
+        net.make()
+        logs = open(tmp / "servers.log", "w")
+        procs.append(net.popen(net.srv, [PYTHON, "-m", "http.server", str(PORTS["http.server"]),
+                                         "-b", "::", "-p", "HTTP/1.1", "-d", str(tmp / "www")],
+                               stdout=logs, stderr=logs))
+        procs.append(net.popen(net.srv, ["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"),
+                                         "-c", str(tmp / "nginx.conf")], stdout=logs, stderr=logs))
+        deadline = time.monotonic() + 5
+        while not all(_listening(net, p) for p in PORTS.values()):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                pytest.fail(f"servers did not start: {(tmp / 'servers.log').read_text()}"
+                            f"{(tmp / 'error.log').read_text() if (tmp / 'error.log').exists() else ''}")
+            time.sleep(0.05)
+        yield net
+    finally:
+        for proc in procs:
+            _stop(proc)
+        net.remove()
+
+
+@pytest.fixture
+def client(net):
+    """Inside the client namespace for the test; makes Targets, closes those
+    left open, then checks both rulesets are as they were."""
+    before = net.ruleset()
+    made = []
+
+    def target(host, port, **kwargs):
+        t = fp.Target(host, port, **kwargs)
+        made.append(t)
+        return t
+
+    try:
+        with inside(net.cli):
+            yield target
+    finally:
+        for t in made:
+            t.close()
+    assert net.ruleset() == before
+
+
+# ---- helpers -------------------------------------------------------------------
+
+def server_addr(family):
+    return SERVER6 if family == 6 else SERVER4
+
+
+def take(conn, timeout=2.0):
+    """The server's next segment and the new in-order bytes it brings; data
+    without FIN is acknowledged at once, as a client's stack would (a server
+    holding back under Nagle waits for that ACK)."""
+    expected = conn.rcv_nxt
+    seg = conn.expect(timeout=timeout)
+    assert "R" not in seg.flags, f"reset by the server: {seg!r}"
+    if seg.payload and "F" not in seg.flags:
+        conn.ack()
+    return seg, seg.payload if seg.seq == expected else b""
+
+
+def read_to_fin(conn):
+    """The server's bytes up to its FIN, unacknowledged: (payload, FIN segment)."""
+    data = b""
+    while True:
+        seg, new = take(conn)
+        data += new
+        if "F" in seg.flags:
+            return data, seg
+
+
+def read_response(conn):
+    """Bytes until one whole HTTP response with Content-Length is in."""
+    data = b""
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        if sep and length and len(body) >= int(length.group(1)):
+            return data
+        seg, new = take(conn)
+        assert "F" not in seg.flags, f"the server closed before its response was whole: {seg!r}"
+        data += new
+
+
+def fin_seq(seg):
+    """The sequence number of a segment's FIN."""
+    return (seg.seq + len(seg.payload) + ("S" in seg.flags)) % 2**32
+
+
+def rule_of(conn):
+    """conn's guard rule as `nft list ruleset` shows it, less the counter's figures."""
+    (la, lp), (ra, rp) = conn.local, conn.remote
+    ip = "ip6" if ":" in la else "ip"
+    return (f"{ip} saddr {la} {ip} daddr {ra} tcp sport {lp} tcp dport {rp} "
+            f"tcp flags & rst == rst meta mark != 0x66700000 counter packets")
+
+
+def dropped(net, conn):
+    """How many of the kernel's RSTs conn's rule has dropped."""
+    line = next(l for l in net.ruleset()[0].splitlines() if rule_of(conn) in l)
+    return int(re.search(r"counter packets (\d+)", line).group(1))
+
+
+# ---- the server closes first -------------------------------------------------
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("server", ["http.server", "nginx"])
+def test_http10_server_closes_and_we_see_it_to_the_end(client, net, server, family):
+    with client(server_addr(family), PORTS[server]) as t:
+        conn = t.connect()
+        assert conn.state == "ESTABLISHED"
+        rule = rule_of(conn)
+        assert dropped(net, conn) >= 1  # the kernel's RST to the SYN-ACK, at least
+        conn.write(b"GET / HTTP/1.0\r\nHost: target\r\n\r\n")
+        data, fin = read_to_fin(conn)
+        assert data.startswith(b"HTTP/1.") and b" 200 " in data.split(b"\r\n")[0]
+        assert conn.state == "CLOSE_WAIT"
+        ack = conn.ack()
+        assert ack.ack == (fin_seq(fin) + 1) % 2**32  # its FIN acknowledged
+        ours = conn.fin()
+        assert conn.state == "LAST_ACK"
+        conn.expect("A", seq=ack.ack, ack=(ours.seq + 1) % 2**32)
+        assert conn.state == "CLOSED"
+        conn.expect_silence(0.3)
+        conn.close()
+        assert rule not in net.ruleset()[0] and "finprobe_" not in net.ruleset()[0]
+
+
+# ---- we close first ------------------------------------------------------------
+
+@pytest.mark.parametrize("server", ["nginx", "http.server"])
+def test_our_fin_first_on_a_keepalive_connection(client, server):
+    with client(SERVER4, PORTS[server]) as t:
+        conn = t.connect()
+        conn.write(b"GET / HTTP/1.1\r\nHost: target\r\nConnection: keep-alive\r\n\r\n")
+        assert b" 200 " in read_response(conn).split(b"\r\n")[0]
+        conn.expect_silence(0.2)  # kept alive: the server does not close
+        ours = conn.fin()
+        assert conn.state == "FIN_WAIT_1"
+        our_fin_acked = their_fin = None
+        while our_fin_acked is None or their_fin is None:
+            seg = conn.expect(timeout=2)
+            assert "R" not in seg.flags, f"reset by the server: {seg!r}"
+            if "A" in seg.flags and seg.ack == (ours.seq + 1) % 2**32:
+                our_fin_acked = seg
+            if "F" in seg.flags:
+                their_fin = seg
+        assert conn.state == "TIME_WAIT"
+        conn.ack()
+        assert conn.trace[-1].ack == (fin_seq(their_fin) + 1) % 2**32
+        conn.expect_silence(0.5)  # its FIN is acknowledged: no retransmission
+
+
+# ---- the final ACK withheld ----------------------------------------------------
+
+@pytest.mark.parametrize("server", ["http.server", "nginx"])
+def test_server_retransmits_its_fin_when_our_final_ack_is_withheld(client, server):
+    with client(SERVER4, PORTS[server]) as t:
+        conn = t.connect()
+        conn.write(b"GET / HTTP/1.0\r\nHost: target\r\n\r\n")
+        _, fin = read_to_fin(conn)
+        conn.send(flags="A", ack=fin_seq(fin))  # the data acknowledged, not the FIN
+        again = conn.expect(timeout=3)
+        assert "F" in again.flags and again.seq == fin_seq(fin) and not again.payload
+        assert again.ts - fin.ts > 0.15  # after a retransmission timeout (200 ms at least)
+        conn.ack()
+        conn.fin()
+        conn.expect("A")
+        assert conn.state == "CLOSED"
+
+
+# ---- refused, and what a connection holds ---------------------------------------
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_closed_port_refuses_with_rst(client, net, family):
+    before = net.ruleset()
+    with client(server_addr(family), CLOSED_PORT) as t:
+        with pytest.raises(fp.ConnectionRefused, match=r"RST.*\[RA\]") as info:
+            t.connect()
+        assert isinstance(info.value, ConnectionRefusedError)
+        assert net.ruleset() == before  # the failed connection's rule is gone at once
+
+
+def test_two_connections_share_the_table_until_the_last_closes(client, net):
+    with client(SERVER4, PORTS["nginx"]) as t:
+        a, b = t.connect(), t.connect()
+        assert a.local[1] != b.local[1]
+        rule_a, rule_b = rule_of(a), rule_of(b)
+        assert net.ruleset()[0].count("table inet finprobe_") == 1
+        a.rst()
+        a.close()
+        rules = net.ruleset()[0]
+        assert rule_a not in rules and rule_b in rules
+        b.rst()
+        b.close()
+        assert "finprobe_" not in net.ruleset()[0]
+        assert t.connect().state == "ESTABLISHED"  # the table again, made afresh
+
+
+def test_source_port_is_reserved_while_the_connection_is_open(client):
+    with client(SERVER4, PORTS["nginx"]) as t:
+        conn = t.connect()
+        (src, sport) = conn.local
+        with socket.socket() as s, pytest.raises(OSError) as info:
+            s.bind((src, sport))
+        assert info.value.errno == 98  # EADDRINUSE
+        conn.rst()
+        conn.close()
+        with socket.socket() as s:
+            s.bind((src, sport))  # released
+
+
+def test_given_sport_src_and_iface_are_used(client):
+    with client(SERVER6, PORTS["nginx"], src=CLIENT6, iface="fpt-c") as t:
+        assert (t.src, t.iface) == (CLIENT6, "fpt-c")
+        conn = t.connect(sport=47001, iss=1000)
+        assert conn.local == (CLIENT6, 47001) and conn.iss == 1000
+        conn.rst()
+
+
+def test_no_route_names_the_address(client):
+    with pytest.raises(fp.Error, match="198.51.100.7"):
+        client("198.51.100.7", 80)
+
+
+# ---- the process dies ------------------------------------------------------------
+
+CHILD = """
+import sys, time
+import finprobe as fp
+t = fp.Target(sys.argv[1], int(sys.argv[2]))
+conn = t.connect()
+print(conn.local[1], flush=True)
+time.sleep(60)
+"""
+
+
+def test_sigkill_mid_connection_leaves_no_table(net):
+    before = net.ruleset()
+    env = dict(os.environ, PYTHONPATH=PACKAGE_DIR)
+    child = net.popen(net.cli, [PYTHON, "-c", CHILD, SERVER4, str(PORTS["nginx"])],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        sport = child.stdout.readline().strip()
+        assert sport, child.stderr.read()
+        during = net.ruleset()[0]
+        assert f"table inet finprobe_{child.pid}_" in during and f"tcp sport {sport} " in during
+        child.kill()
+        child.wait()
+        deadline = time.monotonic() + 2
+        while net.ruleset() != before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert net.ruleset() == before
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()
