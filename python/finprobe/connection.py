@@ -73,6 +73,31 @@ class Connection(_core.Connection):
         if seg is not None:
             raise _core.ExpectError(self._report(f"expected silence for {timeout:g}s, got {seg!r}"))
 
+    def close(self):
+        """Release the connection (its queue, its trace, what holds its 4-tuple);
+        sends nothing."""
+        super().close()
+        for release in self.__dict__.pop("_releases", ()):
+            release()
+
+    def _on_close(self, release):
+        """Call ``release()`` once this connection is closed."""
+        self.__dict__.setdefault("_releases", []).append(release)
+
+    def _handshake(self, where, options, timeout):
+        """SYN, the peer's SYN-ACK, our ACK: ESTABLISHED. A RST answer raises
+        fp.ConnectionRefused naming it; silence, fp.ExpectError."""
+        self.send(flags="S", options=DEFAULT_SYN_OPTIONS if options is None else options)
+        answer = self._take(timeout)
+        if answer is None:
+            raise _core.ExpectError(self._report(f"no answer to our SYN to {where} within {timeout:g}s"))
+        if "R" in answer.flags:
+            raise _core.ConnectionRefused(f"{where} refused the connection: our SYN was answered by "
+                                          f"a RST, {answer!r}")
+        if "S" not in answer.flags or "A" not in answer.flags:
+            raise _core.ExpectError(self._report(f"expected a SYN-ACK to our SYN, got {answer!r}"))
+        self.ack()
+
     @property
     def trace(self):
         """Every segment both ways, in order, with ``ts`` and ``direction``."""

@@ -14,7 +14,7 @@ import subprocess
 import time
 import weakref
 
-from . import _core
+from . import _args, _core
 from . import trace as _trace
 from .connection import DEFAULT_SYN_OPTIONS, Connection
 from .state import State, as_state
@@ -28,7 +28,7 @@ class Lab:
 
     def __init__(self, ipv6=False, *, time_wait=60.0):
         self.ipv6 = bool(ipv6)
-        self.time_wait = _seconds("time_wait", time_wait)
+        self.time_wait = _args.seconds("time_wait", time_wait)
         self.peer_addr = "2001:db8::1" if self.ipv6 else "192.0.2.1"
         self.local_addr = "2001:db8::2" if self.ipv6 else "192.0.2.2"
         self.family = socket.AF_INET6 if self.ipv6 else socket.AF_INET
@@ -87,7 +87,7 @@ class Lab:
 
     def listen(self, port, backlog=128):
         """A kernel socket listening on (peer_addr, port) inside the lab."""
-        _port("port", port)
+        _args.port("port", port)
         sock = self.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.peer_addr, port))
@@ -128,7 +128,7 @@ class Lab:
         """Poll the kernel's state until it is ``state``; else fp.ExpectError
         naming the last state seen."""
         want = as_state(state)
-        deadline = time.monotonic() + _seconds("timeout", timeout)
+        deadline = time.monotonic() + _args.seconds("timeout", timeout)
         while True:
             seen = self.peer_state(conn)
             if seen == want:
@@ -150,19 +150,10 @@ class Lab:
         """Open a connection to the kernel's (peer_addr, port): SYN, SYN-ACK, ACK,
         done by finprobe. Returns a Connection in ESTABLISHED; a RST answer
         raises fp.ConnectionRefused."""
-        _port("port", port)
+        _args.port("port", port)
         conn = self.open(port, sport=sport, iss=iss, time_wait=time_wait)
         try:
-            conn.send(flags="S", options=DEFAULT_SYN_OPTIONS if options is None else options)
-            answer = conn.recv(timeout)
-            if answer is None:
-                raise _core.ExpectError(conn._report(f"no answer to our SYN to {self.peer_addr}:{port} within {timeout:g}s"))
-            if "R" in answer.flags:
-                raise _core.ConnectionRefused(f"{self.peer_addr}:{port} refused the connection: "
-                                              f"our SYN was answered by {answer!r}")
-            if "S" not in answer.flags or "A" not in answer.flags:
-                raise _core.ExpectError(conn._report(f"expected a SYN-ACK to our SYN, got {answer!r}"))
-            conn.ack()
+            conn._handshake(f"{self.peer_addr}:{port}", options, _args.seconds("timeout", timeout))
             return conn
         except BaseException:
             conn.close()
@@ -171,12 +162,12 @@ class Lab:
     def open(self, port, *, sport=None, iss=None, time_wait=None):
         """A Connection to (peer_addr, port) in CLOSED, nothing sent: for tests
         that craft their own handshake."""
-        _port("port", port)
+        _args.port("port", port)
         if sport is None:
             sport = self._pick_port(port)
-        _port("sport", sport)
-        conn = self._engine.open(self.local_addr, sport, self.peer_addr, port, _iss(iss),
-                                 self.time_wait if time_wait is None else _seconds("time_wait", time_wait),
+        _args.port("sport", sport)
+        conn = self._engine.open(self.local_addr, sport, self.peer_addr, port, _args.iss(iss),
+                                 self.time_wait if time_wait is None else _args.seconds("time_wait", time_wait),
                                  cls=Connection)
         self._connections.add(conn)
         return conn
@@ -184,7 +175,7 @@ class Lab:
     def listen_raw(self, port):
         """finprobe listens on (local_addr, port); a kernel socket may connect to it.
         Take connections with ``accept``."""
-        _port("port", port)
+        _args.port("port", port)
         return RawListener(self, self._engine.listen(self.local_addr, port), port)
 
     def _pick_port(self, remote_port):
@@ -211,8 +202,8 @@ class RawListener:
         the Connection comes back in LISTEN as soon as the SYN arrives, the SYN
         taken (irs and rcv_nxt known) and nothing sent."""
         lab = self._lab
-        conn = self._core.accept(_seconds("timeout", timeout), _iss(iss),
-                                 lab.time_wait if time_wait is None else _seconds("time_wait", time_wait),
+        conn = self._core.accept(_args.seconds("timeout", timeout), _args.iss(iss),
+                                 lab.time_wait if time_wait is None else _args.seconds("time_wait", time_wait),
                                  cls=Connection)
         if conn is None:
             raise _core.ExpectError(f"no SYN to {lab.local_addr}:{self.port} within {timeout:g}s")
@@ -252,25 +243,3 @@ def _describe(conn):
     return f"{ra}:{rp} <- {la}:{lp}"
 
 
-def _port(name, port):
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise TypeError(f"{name} must be an int, not {type(port).__name__}")
-    if not 1 <= port <= 65535:
-        raise ValueError(f"{name} must be in 1..65535, got {port}")
-
-
-def _seconds(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
-
-
-def _iss(iss):
-    if iss is None:
-        import random
-        return random.getrandbits(32)
-    if isinstance(iss, bool) or not isinstance(iss, int) or not 0 <= iss < 1 << 32:
-        raise ValueError(f"iss must be an int in 0..2**32-1, got {iss!r}")
-    return iss

@@ -19,10 +19,9 @@ import socket
 import sys
 import weakref
 
-from . import _core
+from . import _args, _core
 from . import trace as _trace
-from .connection import DEFAULT_SYN_OPTIONS, Connection
-from .lab import _iss, _port, _seconds
+from .connection import Connection
 
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 
@@ -32,13 +31,13 @@ class Target:
     "Remote targets, over raw sockets"."""
 
     def __init__(self, host, port, *, iface=None, src=None, time_wait=60.0):
-        _port("port", port)
+        _args.port("port", port)
         if iface is not None and not isinstance(iface, str):
             raise TypeError(f"iface must be an interface name as str, not {type(iface).__name__}")
         if src is not None and not isinstance(src, str):
             raise TypeError(f"src must be an IP address as str, not {type(src).__name__}")
         self.host, self.port = host, port
-        self.time_wait = _seconds("time_wait", time_wait)
+        self.time_wait = _args.seconds("time_wait", time_wait)
         self.addr = _resolve(host, port, src)
         self.family = socket.AF_INET6 if ":" in self.addr else socket.AF_INET
         _require_capabilities()
@@ -96,10 +95,10 @@ class Target:
         """Open a connection to the target: SYN, SYN-ACK, ACK, done by finprobe.
         Returns a Connection in ESTABLISHED; a RST answer raises
         fp.ConnectionRefused, no answer within ``timeout`` fp.ExpectError."""
-        timeout = _seconds("timeout", timeout)
+        timeout = _args.seconds("timeout", timeout)
         conn = self.open(sport=sport, iss=iss, time_wait=time_wait)
         try:
-            _handshake(conn, _endpoint(self.addr, self.port), options, timeout)
+            conn._handshake(_endpoint(self.addr, self.port), options, timeout)
             return conn
         except BaseException:
             conn.close()
@@ -112,9 +111,9 @@ class Target:
         if self._closed:
             raise _core.Error(f"{self!r}: the target is closed")
         if sport is not None:
-            _port("sport", sport)
-        time_wait = self.time_wait if time_wait is None else _seconds("time_wait", time_wait)
-        iss = _iss(iss)
+            _args.port("sport", sport)
+        time_wait = self.time_wait if time_wait is None else _args.seconds("time_wait", time_wait)
+        iss = _args.iss(iss)
         hold = _Hold(self, self._reserve(sport))
         try:
             tuple_ = (self.src, hold.sock.getsockname()[1], self.addr, self.port)
@@ -157,13 +156,13 @@ class _Hold:
     def attach(self, conn):
         self._conn = weakref.ref(conn)
         self._finalizer = weakref.finalize(conn, self.release)
-        conn.close = self.close  # on the instance: Connection.close, then release
+        conn._on_close(self._finalizer)
         self.target._holds.add(self)
 
     def close(self):
         conn = self._conn() if self._conn else None
         if conn is not None:
-            Connection.close(conn)
+            conn.close()
         self._finalizer()
 
     def release(self):
@@ -174,20 +173,6 @@ class _Hold:
         finally:
             self.sock.close()
             self.target._holds.discard(self)
-
-
-def _handshake(conn, where, options, timeout):
-    """SYN, then the peer's SYN-ACK, then our ACK: ESTABLISHED."""
-    conn.send(flags="S", options=DEFAULT_SYN_OPTIONS if options is None else options)
-    answer = conn.recv(timeout)
-    if answer is None:
-        raise _core.ExpectError(conn._report(f"no answer to our SYN to {where} within {timeout:g}s"))
-    if "R" in answer.flags:
-        raise _core.ConnectionRefused(f"{where} refused the connection: our SYN was answered by "
-                                      f"a RST, {answer!r}")
-    if "S" not in answer.flags or "A" not in answer.flags:
-        raise _core.ExpectError(conn._report(f"expected a SYN-ACK to our SYN, got {answer!r}"))
-    conn.ack()
 
 
 def _resolve(host, port, src):
