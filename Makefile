@@ -38,7 +38,7 @@ LIBUBSAN   = $(shell $(CC) -print-file-name=libubsan.so)
 DEBS := build-essential pkg-config libmnl-dev libnftables-dev libpcap-dev \
         python3 python3-dev python3-setuptools python3-pip python3-venv python3-pytest \
         python3-scapy python3-nbclient python3-nbformat python3-ipykernel \
-        tcpdump tshark nginx-light iproute2 nftables procps util-linux
+        tcpdump tshark nginx-light iproute2 nftables procps util-linux librsvg2-bin
 
 # What runs again under the sanitizers: the suites that drive the C code hardest.
 ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_close.py \

@@ -6,13 +6,8 @@ import socket
 import pytest
 
 import finprobe as fp
+from labtools import established
 
-
-def established(lab, port=8080):
-    srv = lab.listen(port)
-    conn = lab.connect(port)
-    peer, _ = srv.accept()
-    return conn, peer
 
 
 def test_we_close_first_through_fin_wait_2_and_time_wait(lab):

@@ -5,13 +5,8 @@ import socket
 import time
 
 import finprobe as fp
+from labtools import established
 
-
-def established(lab, port=8080):
-    srv = lab.listen(port)
-    conn = lab.connect(port)
-    peer, _ = srv.accept()
-    return conn, peer
 
 
 def test_kernel_closes_first_through_fin_wait_2_and_time_wait(lab):

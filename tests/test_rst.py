@@ -3,13 +3,8 @@ say Linux must treat them: exact -> reset, in window -> challenge ACK,
 outside the window -> ignored."""
 
 import finprobe as fp
+from labtools import established
 
-
-def established(lab, port=8080):
-    srv = lab.listen(port)
-    conn = lab.connect(port)
-    peer, _ = srv.accept()
-    return conn, peer
 
 
 def test_rst_at_the_expected_sequence_number_resets(lab):

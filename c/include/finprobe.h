@@ -112,6 +112,10 @@ struct fp_segment {
 	uint16_t checksum;
 };
 
+/* Bytes one option takes on the wire, kind and length included (0 for a
+ * decoded option of a kind the codec does not know). */
+FP_API size_t fp_option_wire_len(const struct fp_option *option);
+
 /* Sequence space a segment uses: payload + SYN + FIN (RFC 9293 §3.4). */
 FP_API uint32_t fp_segment_seg_len(const struct fp_segment *seg);
 

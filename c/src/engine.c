@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "finprobe.h"
+#include "grow.h"
 
 #define BUCKETS 16384 /* power of two; 10,000 connections chain short */
 #define RECV_BATCH 32
@@ -69,26 +70,11 @@ struct fp_engine {
 
 /* ---- logs -------------------------------------------------------------------- */
 
-static int grow(void **mem, size_t *cap, size_t need, size_t size)
-{
-	if (need <= *cap)
-		return 0;
-	size_t n = *cap ? *cap : 8;
-	while (n < need)
-		n *= 2;
-	void *p = realloc(*mem, n * size);
-	if (!p)
-		return -ENOMEM;
-	*mem = p;
-	*cap = n;
-	return 0;
-}
-
 static int log_append(struct seglog *log, const uint8_t *pkt, size_t len, uint64_t ts,
 		      uint8_t direction, uint8_t state)
 {
-	if (grow((void **)&log->entries, &log->cap, log->n + 1, sizeof(*log->entries)) ||
-	    grow((void **)&log->arena, &log->room, log->used + len, 1))
+	if (fp_grow((void **)&log->entries, &log->cap, log->n + 1, sizeof(*log->entries)) ||
+	    fp_grow((void **)&log->arena, &log->room, log->used + len, 1))
 		return -ENOMEM;
 	memcpy(log->arena + log->used, pkt, len);
 	log->entries[log->n++] = (struct log_entry){ts, log->used, len, direction, state, 0};
@@ -270,7 +256,7 @@ int fp_engine_poll(struct fp_engine *e, int timeout_ms)
 static void record_transition(void *ctx, const struct fp_transition *t)
 {
 	struct fp_conn *c = ctx;
-	if (grow((void **)&c->transitions, &c->cap_transitions, c->n_transitions + 1,
+	if (fp_grow((void **)&c->transitions, &c->cap_transitions, c->n_transitions + 1,
 		 sizeof(*c->transitions)) == 0)
 		c->transitions[c->n_transitions++] = *t;
 }

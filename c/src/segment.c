@@ -386,17 +386,20 @@ int fp_segment_fill_checksum(uint8_t *pkt, size_t len)
 
 /* ---- build -------------------------------------------------------------- */
 
+size_t fp_option_wire_len(const struct fp_option *o)
+{
+	if (o->kind == FP_OPT_EOL || o->kind == FP_OPT_NOP)
+		return 1;
+	if (o->raw)
+		return 2 + (size_t)o->len;
+	if (o->kind == FP_OPT_SACK)
+		return 2 + 8 * (size_t)o->v.sack.count;
+	return decoded_length(o->kind, 0);
+}
+
 static ssize_t option_encode(const struct fp_option *o, uint8_t *p, size_t room)
 {
-	size_t len;
-	if (o->kind == FP_OPT_EOL || o->kind == FP_OPT_NOP)
-		len = 1;
-	else if (o->raw)
-		len = 2 + (size_t)o->len;
-	else if (o->kind == FP_OPT_SACK)
-		len = 2 + 8 * (size_t)o->v.sack.count;
-	else
-		len = decoded_length(o->kind, 0);
+	size_t len = fp_option_wire_len(o);
 	if (len == 0 || len > room || (o->kind == FP_OPT_SACK && !o->raw &&
 				       (o->v.sack.count == 0 || o->v.sack.count > FP_MAX_SACK_BLOCKS)))
 		return -EINVAL;

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "finprobe.h"
+#include "grow.h"
 
 #define SNAPLEN 262144 /* above any IP packet: nothing is cut */
 
@@ -143,25 +144,10 @@ int fp_trace_write_pcap(const char *path, const struct fp_record *recs, size_t n
 
 static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 
-static int grow(void **mem, size_t *cap, size_t need, size_t size)
-{
-	if (need <= *cap)
-		return 0;
-	size_t n = *cap ? *cap : 64;
-	while (n < need)
-		n *= 2;
-	void *p = realloc(*mem, n * size);
-	if (!p)
-		return -ENOMEM;
-	*mem = p;
-	*cap = n;
-	return 0;
-}
-
 static int trace_append(struct fp_trace *t, const uint8_t *pkt, size_t len, uint64_t ts_ns)
 {
-	if (grow((void **)&t->entries, &t->cap, t->n + 1, sizeof(*t->entries)) ||
-	    grow((void **)&t->arena, &t->room, t->used + len, 1))
+	if (fp_grow((void **)&t->entries, &t->cap, t->n + 1, sizeof(*t->entries)) ||
+	    fp_grow((void **)&t->arena, &t->room, t->used + len, 1))
 		return -ENOMEM;
 	memcpy(t->arena + t->used, pkt, len);
 	t->entries[t->n++] = (struct trace_entry){ts_ns, t->used, len};

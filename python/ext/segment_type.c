@@ -307,32 +307,11 @@ static int option_from_tuple(PyObject *t, struct fp_option *o)
 	}
 }
 
-/* Bytes an option takes on the wire (kind and length included). */
-static size_t option_wire_len(const struct fp_option *o)
-{
-	if (o->raw)
-		return 2 + (size_t)o->len;
-	switch (o->kind) {
-	case FP_OPT_MSS:
-		return 4;
-	case FP_OPT_WSCALE:
-		return 3;
-	case FP_OPT_SACKOK:
-		return 2;
-	case FP_OPT_TS:
-		return 10;
-	case FP_OPT_SACK:
-		return 2 + 8 * (size_t)o->v.sack.count;
-	default:
-		return 1; /* EOL, NOP */
-	}
-}
-
 static size_t options_wire_len(const struct fp_segment *seg)
 {
 	size_t n = 0;
 	for (int i = 0; i < seg->n_options; i++)
-		n += option_wire_len(&seg->options[i]);
+		n += fp_option_wire_len(&seg->options[i]);
 	return n;
 }
 
