@@ -115,6 +115,7 @@ probe: deps
 
 bench: all
 	PYTHONPATH=python $(PY) bench/codec.py
+	PYTHONPATH=python $(PY) bench/lab.py
 
 fmt:
 	clang-format -i c/include/*.h c/src/*.[ch] c/tests/*.[ch] python/ext/*.[ch]

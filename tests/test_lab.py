@@ -115,6 +115,8 @@ def test_sysctl_reads_and_writes_the_labs_own_namespace(lab):
     assert lab.sysctl("net.ipv4.tcp_fin_timeout") == "7"
     with pytest.raises(ValueError, match="no_such_setting"):
         lab.sysctl("net.ipv4.no_such_setting")
+    with pytest.raises(ValueError, match="not a net"):
+        lab.sysctl("kernel.hostname", "x")
 
 
 def test_host_sysctl_is_untouched_by_a_lab():

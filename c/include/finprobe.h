@@ -271,7 +271,9 @@ struct fp_lab;
  * (-EPERM when neither root nor user namespaces allow it). The caller frees
  * *out with fp_lab_close(). */
 FP_API int fp_lab_open(struct fp_lab **out, char *err, size_t err_len);
-/* End the helper, close every descriptor: the namespaces and the veth go. */
+/* End the helper, close every descriptor: the namespaces and the veth go.
+ * The packet socket's close, which waits for the kernel (synchronize_net),
+ * finishes on a short-lived thread a moment after this returns. */
 FP_API void fp_lab_close(struct fp_lab *lab);
 /* The message of the last failure of a call on lab. */
 FP_API const char *fp_lab_error(const struct fp_lab *lab);
@@ -288,8 +290,11 @@ FP_API int fp_lab_userns_fd(const struct fp_lab *lab);
 FP_API int fp_lab_socket(struct fp_lab *lab, int family, int type,
 			 int protocol);
 /* Read (value NULL) or write a sysctl of the kernel namespace, name as
- * "net.ipv4.tcp_fin_timeout". Reads put the value, without its newline,
- * into out. Returns 0, -ENOENT for an unknown name, or a negative errno. */
+ * "net.ipv4.tcp_fin_timeout". Only net.* names: the helper may be real root
+ * and anything else would be the host's. Reads put the value, without its
+ * newline, into out. Returns 0, -ENOENT for an unknown name, -EINVAL for a
+ * name outside net.*, -ENOSPC when the value does not fit out, or a negative
+ * errno. A lab serves one call at a time: callers sharing it serialize. */
 FP_API int fp_lab_sysctl(struct fp_lab *lab, const char *name,
 			 const char *value, char *out, size_t out_len);
 
@@ -320,15 +325,19 @@ struct fp_diag_info {
 };
 
 /* Linux's socket state (TCP_ESTABLISHED ...) in RFC 9293's names: the one
- * place the two numberings meet. TCP_NEW_SYN_RECV is SYN_RECEIVED. */
+ * place the two numberings meet. TCP_NEW_SYN_RECV is SYN_RECEIVED;
+ * FP_STATE_COUNT (named "?") for a number Linux does not have. */
 FP_API enum fp_state fp_diag_state_from_linux(int linux_state);
 
 /*
  * Look up the kernel's TCP socket for one 4-tuple, seen from the kernel:
- * local (its address and port) and remote. nl_fd is a NETLINK_SOCK_DIAG
- * socket of the kernel's namespace. TIME_WAIT, orphaned FIN_WAIT_2 and
- * request sockets are included. Returns 0 and *info, -ENOENT when the
- * kernel has no such socket, or a negative errno.
+ * local (its address and port) and remote; family AF_INET or AF_INET6.
+ * nl_fd is a NETLINK_SOCK_DIAG socket of the kernel's namespace. TIME_WAIT,
+ * orphaned FIN_WAIT_2 and request sockets are included; an IPv4 4-tuple not
+ * found is sought again as v4-mapped among AF_INET6 sockets (a dual-stack
+ * server's). One exact request, not a dump. Returns 0 and *info, -ENOENT
+ * when the kernel has no such socket (a listener on the port is not a
+ * match), -EINVAL for a bad family or NULL pointer, or a negative errno.
  */
 FP_API int fp_diag_lookup(int nl_fd, int family, const uint8_t *local_addr,
 			  uint16_t local_port, const uint8_t *remote_addr,

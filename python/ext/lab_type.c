@@ -110,6 +110,10 @@ static PyObject *lab_sysctl(LabObject *self, PyObject *args)
 	Py_XDECREF(text);
 	if (rc == -ENOENT)
 		return PyErr_Format(PyExc_ValueError, "sysctl: no such setting %R in the lab", PyTuple_GET_ITEM(args, 0));
+	if (rc == -EINVAL)
+		return PyErr_Format(PyExc_ValueError,
+				    "sysctl: %R is not a net.* setting: only those belong to the lab's namespace",
+				    PyTuple_GET_ITEM(args, 0));
 	if (rc < 0)
 		return PyErr_Format(PyExc_OSError, "sysctl %s: %s", name, strerror(-rc));
 	if (value != Py_None)
