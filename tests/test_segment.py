@@ -738,3 +738,12 @@ def test_bad_arguments_raise_naming_the_argument(kwargs, error, name):
 def test_too_many_positional_arguments():
     with pytest.raises(TypeError):
         fp.Segment(*V4, 1, 2, 3, 4, "A", 5, 0, (), b"", 0x1234)  # checksum is keyword-only
+
+
+def test_a_missing_address_reads_none_and_cannot_be_built():
+    seg = fp.Segment("192.0.2.1")
+    assert seg.src == "192.0.2.1" and seg.dst is None
+    assert "> ?:0" in repr(seg)
+    with pytest.raises(ValueError, match="dst address"):
+        bytes(seg)
+    assert bytes(seg.replace(dst="192.0.2.2"))

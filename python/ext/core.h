@@ -38,6 +38,7 @@ typedef struct {
 	PyObject *direction;   /* "in", "out" or None */
 	double ts;             /* CLOCK_MONOTONIC seconds; NaN: never on the wire */
 	uint8_t has_checksum;  /* parsed, or forced by the caller */
+	uint8_t unaddressed;   /* SRC_MISSING | DST_MISSING: not given to the constructor */
 } SegmentObject;
 
 extern PyType_Spec segment_spec;

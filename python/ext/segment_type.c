@@ -481,9 +481,14 @@ PyObject *segment_new_from(core_state *st, const struct fp_segment *seg, double 
 	return (PyObject *)self;
 }
 
-static int addresses_arg(PyObject *src, PyObject *dst, struct fp_segment *seg)
+enum { SRC_MISSING = 1, DST_MISSING = 2 };
+
+static int addresses_arg(PyObject *src, PyObject *dst, SegmentObject *self)
 {
+	struct fp_segment *seg = &self->seg;
 	uint8_t fam_src = 0, fam_dst = 0;
+	self->unaddressed = (uint8_t)((!src || src == Py_None ? SRC_MISSING : 0) |
+				      (!dst || dst == Py_None ? DST_MISSING : 0));
 	if (src && src != Py_None && core_parse_address("src", src, seg->src, &fam_src) < 0)
 		return -1;
 	if (dst && dst != Py_None && core_parse_address("dst", dst, seg->dst, &fam_dst) < 0)
@@ -580,7 +585,7 @@ static PyObject *segment_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
 	SegmentObject *self = segment_alloc(type);
 	if (!self)
 		return NULL;
-	if (addresses_arg(a[A_SRC], a[A_DST], &self->seg) < 0 || numbers_arg(a, &self->seg) < 0 ||
+	if (addresses_arg(a[A_SRC], a[A_DST], self) < 0 || numbers_arg(a, &self->seg) < 0 ||
 	    (a[A_FLAGS] && flags_arg(a[A_FLAGS], &self->seg.flags) < 0) ||
 	    (a[A_OPTIONS] && options_arg(a[A_OPTIONS], &self->seg) < 0) ||
 	    checksum_and_ttl_arg(self, a[A_CHECKSUM], a[A_TTL]) < 0 ||
@@ -610,8 +615,11 @@ static void segment_dealloc(SegmentObject *self)
 PyObject *segment_to_bytes(SegmentObject *self)
 {
 	const struct fp_segment *seg = &self->seg;
-	if (seg->family == 0) {
-		PyErr_SetString(PyExc_ValueError, "cannot build a segment without src and dst addresses");
+	if (self->unaddressed) {
+		PyErr_Format(PyExc_ValueError, "cannot build a segment without %s",
+			     self->unaddressed == (SRC_MISSING | DST_MISSING) ? "src and dst addresses"
+			     : self->unaddressed == SRC_MISSING		      ? "a src address"
+									      : "a dst address");
 		return NULL;
 	}
 	/* The exact length up front: a bytes object shrunk afterwards is a
@@ -734,8 +742,8 @@ static PyObject *segment_repr(SegmentObject *self)
 {
 	const struct fp_segment *s = &self->seg;
 	char src[64], dst[64], flags[9];
-	format_endpoint(src, sizeof(src), s->family, s->src, s->sport);
-	format_endpoint(dst, sizeof(dst), s->family, s->dst, s->dport);
+	format_endpoint(src, sizeof(src), self->unaddressed & SRC_MISSING ? 0 : s->family, s->src, s->sport);
+	format_endpoint(dst, sizeof(dst), self->unaddressed & DST_MISSING ? 0 : s->family, s->dst, s->dport);
 	fp_flags_format(s->flags, flags);
 	return PyUnicode_FromFormat("<Segment %s > %s [%s] seq=%lu ack=%lu win=%u len=%zu>", src, dst,
 				    flags, (unsigned long)s->seq, (unsigned long)s->ack,
@@ -746,10 +754,14 @@ static PyObject *segment_repr(SegmentObject *self)
 
 static PyObject *get_src(SegmentObject *self, void *c)
 {
+	if (self->unaddressed & SRC_MISSING)
+		Py_RETURN_NONE;
 	return core_format_address(self->seg.family, self->seg.src);
 }
 static PyObject *get_dst(SegmentObject *self, void *c)
 {
+	if (self->unaddressed & DST_MISSING)
+		Py_RETURN_NONE;
 	return core_format_address(self->seg.family, self->seg.dst);
 }
 static PyObject *get_sport(SegmentObject *self, void *c) { return PyLong_FromLong(self->seg.sport); }
