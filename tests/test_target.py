@@ -408,3 +408,19 @@ def test_sigkill_mid_connection_leaves_no_table(net):
         child.wait()
         child.stdout.close()
         child.stderr.close()
+
+
+# ---- the probe against a remote server ---------------------------------------
+
+def test_probe_reports_how_a_remote_server_closes(client, net):
+    report = fp.probe(SERVER4, PORTS["nginx"])
+    verdicts = {c.name: c.verdict for c in report.checks}
+    for name in ("active_close", "passive_close", "last_ack_retransmits_fin", "rst_exact",
+                 "rst_in_window", "rst_out_of_window"):
+        assert verdicts[name] == "pass", (name, report.checks)
+    # What needs finprobe to steer the server's socket is reported, not judged.
+    for name in ("simultaneous_close", "time_wait_reacks_fin", "close_with_unread_data"):
+        assert verdicts[name] == "info"
+    assert report.target == f"{SERVER4}:{PORTS['nginx']}"
+    passive = next(c for c in report.checks if c.name == "passive_close")
+    assert passive.trace[-2].direction == "out" and "F" in passive.trace[-2].flags

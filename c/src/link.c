@@ -209,6 +209,13 @@ int fp_link_packet_open(struct fp_link **out, int fd, const uint8_t src_mac[6],
 	link->frames = malloc(sizeof(*link->frames) * BATCH);
 	struct sock_fprog prog = {sizeof(tcp_only) / sizeof(tcp_only[0]), tcp_only};
 	int err = link->frames ? packet_configure(fd, prog) : -ENOMEM;
+	/* Straight to the driver: a veth end that came up before its peer has
+	 * no qdisc but noop (which drops) until the kernel's linkwatch work
+	 * attaches one, up to a second later, so a fresh lab's first frames
+	 * would vanish. The qdisc does nothing for us anyway. */
+	int one = 1;
+	if (!err && setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one)) < 0)
+		err = -errno;
 	if (err) {
 		free(link->frames);
 		free(link);
