@@ -459,13 +459,23 @@ static void segment_set_payload(SegmentObject *self, PyObject *bytes)
 	self->seg.payload_len = (size_t)PyBytes_GET_SIZE(bytes);
 }
 
+/* *to = *from, but only the options in use: the option array is most of
+ * the struct (40 slots), and most segments carry a few options or none. */
+static void segment_copy(struct fp_segment *to, const struct fp_segment *from)
+{
+	size_t head = offsetof(struct fp_segment, options);
+	size_t tail = offsetof(struct fp_segment, payload);
+	memcpy(to, from, head + from->n_options * sizeof(struct fp_option));
+	memcpy((char *)to + tail, (const char *)from + tail, sizeof(*to) - tail);
+}
+
 PyObject *segment_new_from(core_state *st, const struct fp_segment *seg, double ts,
 			   const char *direction)
 {
 	SegmentObject *self = segment_alloc(st->segment_type);
 	if (!self)
 		return NULL;
-	self->seg = *seg;
+	segment_copy(&self->seg, seg);
 	PyObject *payload = PyBytes_FromStringAndSize((const char *)seg->payload,
 						      (Py_ssize_t)seg->payload_len);
 	if (!payload) {
