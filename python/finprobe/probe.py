@@ -140,22 +140,21 @@ class TargetPeer:
 # a failed expectation (fp.ExpectError) is a "fail" with its message.
 
 
-def _peer_closes(peer, conn, sock, *, shutdown_only=True):
-    """Make the peer send its FIN: close the kernel socket, or ask an HTTP
-    server. Returns the data segments taken on the way, or None if the peer
-    could not be made to close."""
+def _peer_closes(conn, sock):
+    """Make the peer send its FIN: shut the kernel socket down, or ask an HTTP
+    server for a page (HTTP/1.0: it closes after answering), ACKing its data.
+    Whether the peer's FIN is then on its way (the kernel's) or taken (a
+    server's)."""
     if sock is not None:
-        sock.shutdown(socket.SHUT_WR) if shutdown_only else sock.close()
-        return []
+        sock.shutdown(socket.SHUT_WR)
+        return True
     conn.write(HTTP_REQUEST)
-    taken = []
     while True:
         seg = conn.recv(timeout=3.0)
         if seg is None:
-            return None
-        taken.append(seg)
+            return False
         if "F" in seg.flags:
-            return taken
+            return True
         if seg.payload:
             conn.ack()
 
@@ -174,7 +173,7 @@ def check_active_close(peer, check):
 
 def check_passive_close(peer, check):
     conn, sock = peer.open()
-    if _peer_closes(peer, conn, sock) is None:
+    if not _peer_closes(conn, sock):
         check.observed = "the peer did not close"
         return
     if sock is not None:
@@ -195,9 +194,6 @@ def check_passive_close(peer, check):
 
 def check_fin_ack_skips_fin_wait_2(peer, check):
     conn, sock = peer.open()
-    if not peer.steerable:
-        check.observed = "needs a peer finprobe can make close first"
-        return
     sock.shutdown(socket.SHUT_WR)
     conn.expect("FA")
     conn.fin()
@@ -236,17 +232,21 @@ def _next_fin(conn, timeout=3.0):
             return seg
 
 
-def check_time_wait_reacks_fin(peer, check):
+def _peer_in_time_wait(peer):
+    """A connection the kernel closed first, through to its TIME_WAIT; and our FIN."""
     conn, sock = peer.open()
-    if not peer.steerable:
-        check.observed = "needs a peer finprobe can make close first"
-        return
     sock.shutdown(socket.SHUT_WR)
     conn.expect("FA")
     our_fin = conn.fin()
-    first = conn.expect("A")
+    conn.expect("A")
     peer.lab.wait_peer_state(conn, "TIME_WAIT")
-    conn.send(flags="FA", seq=our_fin.seq)
+    return conn, our_fin
+
+
+def check_time_wait_reacks_fin(peer, check):
+    conn, our_fin = _peer_in_time_wait(peer)
+    first = conn.trace[-1]
+    conn.send(flags="FA", seq=our_fin.seq)     # as if the kernel's ACK had been lost
     again = conn.recv(timeout=1.0)
     _record(peer, check, conn)
     if again is None:
@@ -258,12 +258,9 @@ def check_time_wait_reacks_fin(peer, check):
 
 def check_simultaneous_close(peer, check):
     conn, sock = peer.open()
-    if not peer.steerable:
-        check.observed = "needs a peer finprobe can make close first"
-        return
     sock.shutdown(socket.SHUT_WR)
     peer.lab.wait_peer_state(conn, "FIN_WAIT_1")
-    conn.fin()
+    conn.fin()                                 # crosses the kernel's FIN: does not ack it
     conn.expect("FA")
     conn.expect("A", ack=conn.snd_nxt)
     seen = peer.state(conn)
@@ -273,46 +270,40 @@ def check_simultaneous_close(peer, check):
     check.verdict = "pass" if seen == "CLOSING" else "fail"
 
 
-def check_rst_exact(peer, check):
-    conn, sock = peer.open()
-    conn.rst()
-    answer = conn.recv(timeout=0.3)
+def _rst(peer, check, offset, wait):
+    """Send a RST ``offset`` past SND.NXT; the peer's answer within ``wait`` s
+    and its state. Writes what was seen into check.observed."""
+    conn, _ = peer.open()
+    conn.send(flags="R", seq=(conn.snd_nxt + offset) % 2**32)
+    answer = conn.recv(timeout=wait)
     _record(peer, check, conn)
     state = peer.state(conn)
-    check.observed = ("silence" if answer is None else f"[{answer.flags}]") + (f"; peer {state}" if state else "")
+    seen = "silence" if answer is None else f"[{answer.flags}] ack={_rel(answer.ack, conn.iss)}"
+    check.observed = seen + (f"; peer {state}" if state else "")
+    return conn, answer, state
+
+
+def check_rst_exact(peer, check):
+    _, answer, state = _rst(peer, check, 0, 0.3)
     check.verdict = "pass" if answer is None and state in (None, "CLOSED") else "fail"
 
 
 def check_rst_in_window(peer, check):
-    conn, sock = peer.open()
-    conn.send(flags="R", seq=(conn.snd_nxt + 10) % 2**32)
-    answer = conn.recv(timeout=0.5)
-    _record(peer, check, conn)
-    state = peer.state(conn)
-    check.observed = ("silence" if answer is None else f"[{answer.flags}] ack={_rel(answer.ack, conn.iss)}") + \
-        (f"; peer {state}" if state else "")
+    conn, answer, state = _rst(peer, check, 10, 0.5)
     challenge = answer is not None and answer.flags == "A" and answer.ack == conn.snd_nxt
     check.verdict = "pass" if challenge and state in (None, "ESTABLISHED") else "fail"
 
 
 def check_rst_out_of_window(peer, check):
-    conn, sock = peer.open()
-    conn.send(flags="R", seq=(conn.snd_nxt + 10**8) % 2**32)
-    answer = conn.recv(timeout=0.3)
-    _record(peer, check, conn)
-    state = peer.state(conn)
-    check.observed = ("silence" if answer is None else f"[{answer.flags}]") + (f"; peer {state}" if state else "")
+    _, answer, state = _rst(peer, check, 10**8, 0.3)
     check.verdict = "pass" if answer is None and state in (None, "ESTABLISHED") else "fail"
 
 
 def check_close_with_unread_data(peer, check):
     conn, sock = peer.open()
-    if not peer.steerable:
-        check.observed = "needs a peer finprobe can make close"
-        return
     conn.write(b"never read")
     conn.expect("A")
-    time.sleep(0.01)
+    time.sleep(0.01)                           # let the data reach the socket's queue
     sock.close()
     answer = conn.recv(timeout=1.0)
     _record(peer, check, conn)
@@ -321,31 +312,19 @@ def check_close_with_unread_data(peer, check):
 
 
 def check_syn_into_time_wait(peer, check):
-    conn, sock = peer.open()
-    if not peer.steerable:
-        check.observed = "needs a peer finprobe can make close first"
-        return
-    sock.shutdown(socket.SHUT_WR)
-    conn.expect("FA")
-    conn.fin()
-    conn.expect("A")
-    peer.lab.wait_peer_state(conn, "TIME_WAIT")
+    conn, _ = _peer_in_time_wait(peer)
     sport, iss = conn.local[1], (conn.snd_nxt + 100000) % 2**32
-    _record(peer, check, conn)
+    old = conn.trace
     conn.close()
     new = peer.lab.open(LAB_PORT, sport=sport, iss=iss)
     new.send(flags="S", options=[("mss", 1460)])
     answer = new.recv(timeout=1.0)
-    old, fresh = check.trace, new.trace
+    fresh = new.trace
     check.trace = Trace(list(old) + list(fresh), old.states + fresh.states)
     check.observed = "nothing" if answer is None else f"[{answer.flags}]; peer {peer.state(new)}"
-    check.verdict = "info"
 
 
 def check_fin_wait_2_timeout(peer, check):
-    if not peer.steerable:
-        check.observed = "needs a peer finprobe can make close first"
-        return
     conn, sock = peer.open()
     timeout = peer.lab.sysctl("net.ipv4.tcp_fin_timeout")
     sock.close()
@@ -357,29 +336,32 @@ def check_fin_wait_2_timeout(peer, check):
     check.observed = f"orphaned FIN_WAIT_2 kept {info['expires']:.0f} s (tcp_fin_timeout {timeout})"
 
 
+# name, reference, expected, function, whether finprobe must hold the peer's
+# socket (the local kernel in a Lab) to make it close or read its state.
 CHECKS = [
-    ("active_close", "RFC 9293 §3.6", "our FIN is ACKed; the peer enters CLOSE_WAIT", check_active_close),
+    ("active_close", "RFC 9293 §3.6", "our FIN is ACKed; the peer enters CLOSE_WAIT", check_active_close, False),
     ("passive_close", "RFC 9293 §3.6", "the peer's FIN, then TIME_WAIT with a 2MSL timer after our FIN is ACKed",
-     check_passive_close),
+     check_passive_close, False),
     ("fin_ack_skips_fin_wait_2", "RFC 9293 §3.10.7.4 (FIN-WAIT-1, eighth)",
-     "a FIN that also ACKs the peer's FIN takes it from FIN_WAIT_1 to TIME_WAIT", check_fin_ack_skips_fin_wait_2),
+     "a FIN that also ACKs the peer's FIN takes it from FIN_WAIT_1 to TIME_WAIT", check_fin_ack_skips_fin_wait_2,
+     True),
     ("last_ack_retransmits_fin", "RFC 9293 §3.8.1, §3.10.8",
-     "without our final ACK the peer retransmits its FIN from LAST_ACK", check_last_ack_retransmits_fin),
+     "without our final ACK the peer retransmits its FIN from LAST_ACK", check_last_ack_retransmits_fin, False),
     ("time_wait_reacks_fin", "RFC 9293 §3.10.7.4 (TIME-WAIT, eighth)",
-     "a retransmitted FIN in TIME_WAIT is ACKed again", check_time_wait_reacks_fin),
+     "a retransmitted FIN in TIME_WAIT is ACKed again", check_time_wait_reacks_fin, True),
     ("simultaneous_close", "RFC 9293 §3.6, Figure 13", "crossing FINs take the peer through CLOSING",
-     check_simultaneous_close),
-    ("rst_exact", "RFC 5961 §3.2", "a RST at RCV.NXT resets the connection silently", check_rst_exact),
+     check_simultaneous_close, True),
+    ("rst_exact", "RFC 5961 §3.2", "a RST at RCV.NXT resets the connection silently", check_rst_exact, False),
     ("rst_in_window", "RFC 5961 §3.2", "a RST in the window but not at RCV.NXT gets a challenge ACK",
-     check_rst_in_window),
+     check_rst_in_window, False),
     ("rst_out_of_window", "RFC 9293 §3.10.7.4 (first)", "a RST outside the window is dropped silently",
-     check_rst_out_of_window),
+     check_rst_out_of_window, False),
     ("close_with_unread_data", "RFC 1122 §4.2.2.13", "closing with unread data sends RST, not FIN",
-     check_close_with_unread_data),
+     check_close_with_unread_data, True),
     ("syn_into_time_wait", "RFC 6191, RFC 9293 §3.10.7.4", "what a new SYN into TIME_WAIT gets (no single answer)",
-     check_syn_into_time_wait),
+     check_syn_into_time_wait, True),
     ("fin_wait_2_timeout", "RFC 9293 §3.6 (no limit); Linux tcp_fin_timeout",
-     "how long an orphaned FIN_WAIT_2 lives", check_fin_wait_2_timeout),
+     "how long an orphaned FIN_WAIT_2 lives", check_fin_wait_2_timeout, True),
 ]
 
 
@@ -400,12 +382,15 @@ def probe(host=None, port=None, *, checks=None, on_check=None):
     peer = LabPeer() if host is None else TargetPeer(host, port)
     report = Report(peer.describe(), [])
     try:
-        for name, reference, expected, run in CHECKS:
+        for name, reference, expected, run, steers in CHECKS:
             if checks is not None and name not in checks:
                 continue
             check = Check(name, reference, expected)
             try:
-                run(peer, check)
+                if steers and not peer.steerable:
+                    check.observed = "needs a peer whose socket finprobe holds (the local kernel in a Lab)"
+                else:
+                    run(peer, check)
             except _core.ExpectError as e:
                 check.verdict, check.observed = "fail", str(e).splitlines()[0]
             finally:
