@@ -211,6 +211,21 @@ static int engine_poll_nogil(EngineObject *self, int timeout_ms)
 	return PyErr_CheckSignals();
 }
 
+/* One slice of a wait for something to arrive before deadline: poll the
+ * link for at most WAIT_SLICE_MS, so that signals are seen in between.
+ * Returns 1 to look again, 0 once the deadline has passed (after a last
+ * poll that does not wait: what is already there still counts), -1 with an
+ * exception (a signal's, such as KeyboardInterrupt). */
+static int engine_wait_slice(EngineObject *self, uint64_t deadline)
+{
+	uint64_t now = fp_now_ns();
+	if (now >= deadline)
+		return engine_poll_nogil(self, 0) < 0 ? -1 : 0;
+	uint64_t left_ms = (deadline - now + 999999) / 1000000;
+	int slice = left_ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : (int)left_ms;
+	return engine_poll_nogil(self, slice) < 0 ? -1 : 1;
+}
+
 static PyObject *engine_poll(EngineObject *self, PyObject *args)
 {
 	double timeout = 0;
@@ -587,7 +602,7 @@ static PyObject *connection_take(ConnectionObject *self, PyObject *args)
 				    PyTuple_GET_ITEM(args, 0));
 	uint64_t deadline = fp_now_ns() + (uint64_t)(timeout * 1e9);
 	core_state *st = core_state_of_type(Py_TYPE(self));
-	for (;;) {
+	for (int more = 1;;) {
 		struct fp_record rec;
 		struct fp_segment seg;
 		enum fp_reply reply;
@@ -597,14 +612,13 @@ static PyObject *connection_take(ConnectionObject *self, PyObject *args)
 		pthread_mutex_unlock(&self->engine->lock);
 		if (rc == 0)
 			return result;
-		uint64_t now = fp_now_ns();
-		if (now >= deadline)
+		if (!more)
 			Py_RETURN_NONE;
-		uint64_t left_ms = (deadline - now + 999999) / 1000000;
-		if (engine_poll_nogil(self->engine, left_ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : (int)left_ms) < 0)
+		more = engine_wait_slice(self->engine, deadline);
+		if (more < 0)
 			return NULL;
-		if (!self->conn)
-			return connection_open(self), NULL; /* closed by another thread */
+		if (connection_open(self) < 0)
+			return NULL; /* closed by another thread meanwhile */
 	}
 }
 
@@ -832,7 +846,7 @@ static PyObject *listener_accept(ListenerObject *self, PyObject *args, PyObject 
 	    connection_class_arg(self->engine, cls, &type) < 0 || engine_open_check(self->engine) < 0)
 		return NULL;
 	uint64_t deadline = fp_now_ns() + (uint64_t)(timeout * 1e9);
-	for (;;) {
+	for (int more = 1;;) {
 		if (engine_open_check(self->engine) < 0)
 			return NULL;
 		pthread_mutex_lock(&self->engine->lock);
@@ -846,11 +860,10 @@ static PyObject *listener_accept(ListenerObject *self, PyObject *args, PyObject 
 			return PyErr_Format(PyExc_ValueError, "a connection for the waiting SYN's 4-tuple is already open");
 		if (err != EAGAIN)
 			return PyErr_NoMemory();
-		uint64_t now = fp_now_ns();
-		if (now >= deadline)
+		if (!more)
 			Py_RETURN_NONE;
-		uint64_t left_ms = (deadline - now + 999999) / 1000000;
-		if (engine_poll_nogil(self->engine, left_ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : (int)left_ms) < 0)
+		more = engine_wait_slice(self->engine, deadline);
+		if (more < 0)
 			return NULL;
 	}
 }
