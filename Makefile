@@ -42,7 +42,7 @@ DEBS := build-essential pkg-config libmnl-dev libnftables-dev libpcap-dev \
 
 # What runs again under the sanitizers: the suites that drive the C code hardest.
 ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_close.py \
-                tests/test_passive_close.py tests/test_rst.py tests/test_probe.py tests/test_connection.py
+                tests/test_passive_close.py tests/test_rst.py tests/test_probe.py tests/test_connection.py tests/test_model.py
 
 .PHONY: all deps test ctest ctest-asan pytest pytest-asan probe bench fmt clean
 all: $(BUILD)/libfinprobe.so $(BUILD)/libfinprobe.a $(EXT)

@@ -86,11 +86,11 @@ def test_failure_report_shows_the_ladder(inner):
     result.assert_outcomes(failed=1, deselected=5)
     result.stdout.fnmatch_lines([
         "E * finprobe.ExpectError: expected a segment with flags=[[]FA[]], got <Segment * [[]A[]] *",
-        "E * recent segments (relative seq/ack; our state after each):",
-        "E * us ---[[]S[]] seq=0 len=0--> peer * SYN_SENT",
-        "E * us <--[[]SA[]] seq=0 ack=1 len=0--- peer * ESTABLISHED",
-        "E * us ---[[]FA[]] seq=1 ack=1 len=0--> peer * FIN_WAIT_1",
-        "E * us <--[[]A[]] seq=1 ack=2 len=0--- peer * FIN_WAIT_2",
+        "E * recent segments (relative seq/ack; our state after each*",
+        "E * us ---[[]S[]] seq=0 len=0--> peer * SYN_SENT  (peer *)",
+        "E * us <--[[]SA[]] seq=0 ack=1 len=0--- peer * ESTABLISHED  (peer *)",
+        "E * us ---[[]FA[]] seq=1 ack=1 len=0--> peer * FIN_WAIT_1  (peer *)",
+        "E * us <--[[]A[]] seq=1 ack=2 len=0--- peer * FIN_WAIT_2  (peer *)",
     ])
 
 

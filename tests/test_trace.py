@@ -251,8 +251,12 @@ def test_svg_has_one_arrow_a_segment_and_our_states(lab):
         x1, x2 = float(line.get("x1")), float(line.get("x2"))
         assert (x1 < x2) == (seg.direction == "out")
     words = texts(root)
+    ours = [t.text for t in root.iter(SVG + "text") if "fp-us" in (t.get("class") or "")]
     for state in ("SYN_SENT", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"):
-        assert words.count(state) == 1, state  # written where it changes
+        assert ours.count(state) == 1, state  # written where it changes
+    peers = [t.text for t in root.iter(SVG + "text") if "fp-peer" in (t.get("class") or "")]
+    assert peers[:3] == ["LISTEN", "SYN_RECEIVED", "ESTABLISHED"]  # the RFC 9293 model's
+    assert "states: RFC 9293 model" in words
     labels = [t for t in words if t.startswith("[")]
     assert labels[0] == "[S] seq=0 len=0"
     assert "[PA] seq=1 ack=1 len=5" in labels and "[FA] seq=6 ack=7 len=0" in labels

@@ -17,6 +17,7 @@ typedef struct {
 	PyTypeObject *engine_type;
 	PyTypeObject *connection_type;
 	PyTypeObject *listener_type;
+	PyTypeObject *tcb_type;
 	PyTypeObject *guard_type;
 	PyObject *error;              /* finprobe.Error */
 	PyObject *parse_error;        /* finprobe.ParseError(Error, ValueError) */
@@ -55,6 +56,9 @@ extern PyType_Spec lab_spec;
 extern PyType_Spec engine_spec;
 extern PyType_Spec connection_spec;
 extern PyType_Spec listener_spec;
+
+/* tcb_type.c */
+extern PyType_Spec tcb_spec;
 
 /* guard_type.c */
 extern PyType_Spec guard_spec;

@@ -55,6 +55,7 @@ static int core_exec(PyObject *m)
 	       add_type(m, &st->engine_type, &engine_spec, NULL) ||
 	       add_type(m, &st->connection_type, &connection_spec, NULL) ||
 	       add_type(m, &st->listener_type, &listener_spec, NULL) ||
+	       add_type(m, &st->tcb_type, &tcb_spec, NULL) ||
 	       add_type(m, &st->guard_type, &guard_spec, NULL);
 }
 
@@ -66,6 +67,7 @@ static int core_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->engine_type);
 	Py_VISIT(st->connection_type);
 	Py_VISIT(st->listener_type);
+	Py_VISIT(st->tcb_type);
 	Py_VISIT(st->guard_type);
 	Py_VISIT(st->error);
 	Py_VISIT(st->parse_error);
@@ -83,6 +85,7 @@ static int core_clear(PyObject *m)
 	Py_CLEAR(st->engine_type);
 	Py_CLEAR(st->connection_type);
 	Py_CLEAR(st->listener_type);
+	Py_CLEAR(st->tcb_type);
 	Py_CLEAR(st->guard_type);
 	Py_CLEAR(st->error);
 	Py_CLEAR(st->parse_error);

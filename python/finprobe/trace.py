@@ -19,7 +19,7 @@ import time
 import warnings
 from xml.sax.saxutils import escape, quoteattr
 
-from . import _core
+from . import _core, model
 
 MOD = 1 << 32
 
@@ -76,13 +76,20 @@ class Trace(collections.abc.Sequence):
         self._stamps = list(stamps) if stamps else [None] * n  # exact ns stamps of a file's packets
         self.transitions = list(transitions)
         self.wall_clock = bool(wall_clock)
+        self.peer_modelled = False  # peer_states come from finprobe.model, not the peer
         self.skipped = 0  # packets of a file that were not TCP segments
 
     @classmethod
     def of_connection(cls, conn):
+        """A connection's trace; the peer's states are RFC 9293's model of it
+        (finprobe.model), marked as such in the ladders."""
         rows = conn._trace()
-        return cls([r[0] for r in rows], [r[1] for r in rows], conn.transitions(),
-                   packets=[r[3] if len(r) > 3 else None for r in rows])
+        segments = [r[0] for r in rows]
+        trace = cls(segments, [r[1] for r in rows], conn.transitions(),
+                    peer_states=model.peer_states(segments, [s.direction for s in segments]),
+                    packets=[r[3] if len(r) > 3 else None for r in rows])
+        trace.peer_modelled = True
+        return trace
 
     @classmethod
     def of_capture(cls, rows, wall_clock=False):
@@ -116,14 +123,18 @@ class Trace(collections.abc.Sequence):
 
     def to_pcap(self, path):
         """Write the trace to ``path`` as a pcap file (raw IP) that tcpdump, tshark
-        and Wireshark read, stamped in wall-clock time. Packets are written as
-        recorded: a checksum the test forced wrong stays wrong."""
+        and Wireshark read, stamped in wall-clock time, in the order of their
+        stamps. Packets are written as recorded: a checksum the test forced
+        wrong stays wrong."""
         now = time.monotonic()
         packets = []
         for seg, raw, ns in zip(self._segments, self._packets, self._stamps):
             if raw is None:
                 raw = bytes(seg.replace(checksum=seg.checksum) if seg.checksum_ok is False else seg)
             packets.append((raw, ns if ns is not None else seg.ts if seg.ts is not None else now))
+        # Wire order: a trace lists a received segment where finprobe picked
+        # it up, which may follow a segment of ours that left after it.
+        packets.sort(key=lambda p: p[1])
         _core.write_pcap(os.fspath(path), packets, 0 if self.wall_clock else None)
 
     # ---- sides, flows and relative numbers ---------------------------------------
@@ -194,7 +205,8 @@ class Trace(collections.abc.Sequence):
         if last is not None and len(rows) > last:
             skipped = len(rows) - last
             rows = rows[-last:]
-        lines = ["  recent segments (relative seq/ack; our state after each):"]
+        lines = ["  recent segments (relative seq/ack; our state after each"
+                 + (", the peer's by RFC 9293's model):" if self.peer_modelled else "):")]
         if skipped:
             lines.append(f"    ... {skipped} earlier segments")
         for r in rows:
@@ -359,7 +371,8 @@ def _lanes(trace, ports, height):
         f'<text x="{X_PEER}" y="33" text-anchor="middle" fill="#555">{_t(title(peer_addr, peer_port))}</text>',
         f'<line x1="{X_US}" y1="40" x2="{X_US}" y2="{bottom}" stroke="#444" stroke-width="2"/>',
         f'<line x1="{X_PEER}" y1="40" x2="{X_PEER}" y2="{bottom}" stroke="#444" stroke-width="2"/>',
-    ]
+    ] + ([f'<text x="{X_PEER + 8}" y="52" fill="#777" font-size="10">'
+          f'states: RFC 9293 model</text>'] if trace.peer_modelled else [])
 
 
 def _arrow(r, y, ports):

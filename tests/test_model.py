@@ -1,0 +1,89 @@
+"""finprobe's RFC 9293 state machine as a model of the peer, checked against
+what the kernel itself says of its socket after every step."""
+
+import socket
+
+import pytest
+
+import finprobe as fp
+from finprobe import _core
+from labtools import established
+
+
+def agree(lab, conn):
+    """The model's state for the peer after the last segment is the kernel's."""
+    modelled = conn.trace.peer_states[-1]
+    lab.wait_peer_state(conn, modelled)
+    return modelled
+
+
+def test_model_follows_the_kernel_through_our_close(lab):
+    conn, peer = established(lab)
+    assert agree(lab, conn) == "ESTABLISHED"
+    conn.fin()
+    assert agree(lab, conn) == "CLOSE_WAIT"
+    conn.expect("A")
+    peer.close()
+    conn.expect("FA")
+    assert agree(lab, conn) == "LAST_ACK"
+    conn.ack()
+    assert agree(lab, conn) == "CLOSED"
+
+
+def test_model_follows_the_kernel_through_its_close(lab):
+    conn, peer = established(lab)
+    peer.shutdown(socket.SHUT_WR)
+    conn.expect("FA")
+    assert agree(lab, conn) == "FIN_WAIT_1"
+    conn.ack()
+    assert agree(lab, conn) == "FIN_WAIT_2"
+    conn.fin()
+    assert agree(lab, conn) == "TIME_WAIT"
+
+
+def test_model_follows_the_kernel_through_closing(lab):
+    conn, peer = established(lab)
+    peer.shutdown(socket.SHUT_WR)
+    lab.wait_peer_state(conn, "FIN_WAIT_1")
+    conn.fin()
+    conn.expect("FA")
+    assert agree(lab, conn) == "CLOSING"
+    conn.expect("A")
+    conn.ack()
+    assert agree(lab, conn) == "TIME_WAIT"
+
+
+@pytest.mark.parametrize("offset, after", [(0, "CLOSED"), (10, "ESTABLISHED"), (10**8, "ESTABLISHED")])
+def test_model_treats_rsts_as_the_kernel_does(lab, offset, after):
+    conn, _ = established(lab)
+    conn.send(flags="R", seq=(conn.snd_nxt + offset) % 2**32)
+    assert agree(lab, conn) == after
+
+
+def test_model_of_a_connection_the_kernel_opened(lab):
+    lst = lab.listen_raw(7000)
+    client = lab.socket()
+    client.setblocking(False)
+    client.connect_ex((lab.local_addr, 7000))
+    conn = lst.accept()
+    assert conn.trace.peer_states[:3] == ["SYN_SENT", "ESTABLISHED", "ESTABLISHED"]
+    assert agree(lab, conn) == "ESTABLISHED"
+
+
+def test_trace_without_its_syn_has_no_modelled_states(lab):
+    conn, _ = established(lab)
+    assert conn.trace[1:].peer_states[0] == "SYN_RECEIVED"   # sliced from a whole trace: kept
+    mid = fp.Trace(list(conn.trace)[2:])
+    assert mid.peer_states == [None]
+
+
+def test_tcb_arguments_are_checked():
+    with pytest.raises(ValueError, match="iss"):
+        _core.Tcb(iss=-1)
+    with pytest.raises(TypeError, match="Segment"):
+        _core.Tcb().on_segment(b"not a segment")
+    tcb = _core.Tcb(iss=100)
+    tcb.on_send(fp.Segment("192.0.2.2", "192.0.2.1", 1, 2, seq=100, flags="S"))
+    assert tcb.state == "SYN_SENT" and tcb.snd_nxt == 101
+    assert tcb.on_segment(fp.Segment("192.0.2.1", "192.0.2.2", 2, 1, seq=7, ack=101, flags="SA")) == "ACK"
+    assert tcb.state == "ESTABLISHED" and tcb.transitions[-1][1:3] == ("SYN_SENT", "ESTABLISHED")
