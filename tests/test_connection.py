@@ -93,3 +93,11 @@ def test_two_connections_cannot_share_a_four_tuple(lab):
     conn, _ = established(lab)
     with pytest.raises(ValueError, match="already open"):
         lab.open(8080, sport=conn.local[1])
+
+
+def test_a_segment_the_link_refuses_raises_and_leaves_our_state(lab):
+    conn, _ = established(lab)
+    before = conn.snd_nxt
+    with pytest.raises(OSError, match="Message too long, 3000 bytes"):
+        conn.write(b"x" * 3000)                # over the lab link's 1500-byte MTU
+    assert conn.snd_nxt == before and [s.flags for s in conn.trace] == ["S", "SA", "A"]

@@ -581,9 +581,20 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args, PyObjec
 		fp_conn_trace_get(self->conn, n - 1, &rec);
 	pthread_mutex_unlock(&self->engine->lock);
 	Py_DECREF(tmpl);
+	if (rc == -EINVAL)
+		return PyErr_Format(PyExc_ValueError, "send: the segment cannot be built (options over 40 bytes?)");
 	if (rc < 0) {
-		errno = -rc;
-		return PyErr_SetFromErrno(PyExc_OSError);
+		PyObject *err = PyObject_CallFunction(PyExc_OSError, "is", -rc, "");
+		if (err) {
+			PyObject *msg = PyUnicode_FromFormat("send: the link refused the segment (%s, %zu bytes of payload)",
+							     strerror(-rc), seg.payload_len);
+			if (msg)
+				PyObject_SetAttrString(err, "strerror", msg);
+			Py_XDECREF(msg);
+			PyErr_SetObject(PyExc_OSError, err);
+			Py_DECREF(err);
+		}
+		return NULL;
 	}
 	core_state *st = core_state_of_type(Py_TYPE(self));
 	return segment_new_from(st, &seg, ns_to_s(rec.ts_ns), "out");
