@@ -35,7 +35,7 @@ LIBASAN    = $(shell $(CC) -print-file-name=libasan.so)
 LIBUBSAN   = $(shell $(CC) -print-file-name=libubsan.so)
 
 # Debian packages the build and the tests need (checked, installed if missing).
-DEBS := build-essential pkg-config libmnl-dev libnftables-dev libpcap-dev \
+DEBS := build-essential clang libclang-rt-14-dev pkg-config libmnl-dev libnftables-dev libpcap-dev \
         python3 python3-dev python3-setuptools python3-pip python3-venv python3-pytest \
         python3-scapy python3-nbclient python3-nbformat python3-ipykernel \
         tcpdump tshark nginx-light iproute2 nftables procps util-linux librsvg2-bin
@@ -44,7 +44,14 @@ DEBS := build-essential pkg-config libmnl-dev libnftables-dev libpcap-dev \
 ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_close.py \
                 tests/test_passive_close.py tests/test_rst.py tests/test_probe.py tests/test_connection.py tests/test_model.py
 
-.PHONY: all deps test ctest ctest-asan pytest pytest-asan probe bench fmt clean
+# libFuzzer targets (clang): the codec and the state machine. make test gives
+# each a short run; make fuzz FUZZ_SECONDS=600 a long one.
+FUZZ_TARGETS := $(patsubst c/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard c/fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 15
+FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+                -std=c11 -D_GNU_SOURCE -Ic/include -Ic/src
+
+.PHONY: all deps test ctest ctest-asan pytest pytest-asan fuzz probe bench fmt clean
 all: $(BUILD)/libfinprobe.so $(BUILD)/libfinprobe.a $(EXT)
 
 deps:
@@ -86,6 +93,18 @@ $(ASAN_EXT): $(EXT_SRCS) $(wildcard python/ext/*.h) $(ASAN_OBJS)
 	$(CC) -O1 -g $(ASAN) $(FPFLAGS) -Wno-cast-function-type -Wno-unused-parameter -I$(PY_INC) -Ipython/ext \
 	    -shared $(EXT_SRCS) -o $@ $(ASAN_OBJS) $(LDLIBS)
 
+$(BUILD)/fuzz/%: c/fuzz/%.c $(LIB_SRCS) c/include/finprobe.h $(wildcard c/src/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) $< c/src/segment.c c/src/tcb.c -o $@
+
+fuzz: $(FUZZ_TARGETS)
+	@for f in $(FUZZ_TARGETS); do \
+	    mkdir -p $(BUILD)/corpus/$$(basename $$f); \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $(BUILD)/corpus/$$(basename $$f) \
+	        2>$(BUILD)/fuzz/$$(basename $$f).log || { tail -40 $(BUILD)/fuzz/$$(basename $$f).log; exit 1; }; \
+	    echo "$$(basename $$f): $$(grep -c . $(BUILD)/fuzz/$$(basename $$f).log) log lines, no crash in $(FUZZ_SECONDS) s"; \
+	done
+
 ctest: $(TESTS)
 	@for t in $(TESTS); do $$t || exit 1; done
 
@@ -106,6 +125,7 @@ test: deps
 	$(MAKE) all
 	$(MAKE) ctest
 	$(MAKE) ctest-asan
+	$(MAKE) fuzz
 	$(MAKE) pytest-asan
 	$(MAKE) pytest
 
