@@ -50,25 +50,39 @@ static struct fp_lab *open_lab(void)
 	return lab;
 }
 
+/* addr:port as a sockaddr of family; returns its length. */
+static socklen_t socket_address(struct sockaddr_storage *ss, int family,
+				const uint8_t *addr, uint16_t port)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(port);
+		memcpy(&s4->sin_addr, addr, 4);
+		return sizeof(*s4);
+	}
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+	s6->sin6_family = AF_INET6;
+	s6->sin6_port = htons(port);
+	memcpy(&s6->sin6_addr, addr, 16);
+	return sizeof(*s6);
+}
+
 /* A TCP socket of the lab bound to addr:port, listening. */
 static int lab_listener(struct fp_lab *lab, int family, const uint8_t *addr,
 			uint16_t port)
 {
-	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
-				  .sin6_port = htons(port)};
-	struct sockaddr_in s4 = {.sin_family = AF_INET,
-				 .sin_port = htons(port)};
+	struct sockaddr_storage ss;
+	socklen_t len = socket_address(&ss, family, addr, port);
 	int fd = fp_lab_socket(lab, family, SOCK_STREAM, 0);
 
 	CHECK(fd >= 0);
 	if (fd < 0)
 		return -1;
-	memcpy(family == AF_INET ? (void *)&s4.sin_addr : (void *)&s6.sin6_addr,
-	       addr, family == AF_INET ? 4 : 16);
-	if (family == AF_INET)
-		CHECK_EQ(bind(fd, (struct sockaddr *)&s4, sizeof(s4)), 0);
-	else
-		CHECK_EQ(bind(fd, (struct sockaddr *)&s6, sizeof(s6)), 0);
+	CHECK_EQ(bind(fd, (struct sockaddr *)&ss, len), 0);
 	CHECK_EQ(listen(fd, 8), 0);
 	return fd;
 }
@@ -78,24 +92,14 @@ static int lab_listener(struct fp_lab *lab, int family, const uint8_t *addr,
 static int lab_connect(struct fp_lab *lab, int family, const uint8_t *dst,
 		       uint16_t port)
 {
-	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
-				  .sin6_port = htons(port)};
-	struct sockaddr_in s4 = {.sin_family = AF_INET,
-				 .sin_port = htons(port)};
+	struct sockaddr_storage ss;
+	socklen_t len = socket_address(&ss, family, dst, port);
 	int fd = fp_lab_socket(lab, family, SOCK_STREAM | SOCK_NONBLOCK, 0);
-	int rc;
 
 	CHECK(fd >= 0);
 	if (fd < 0)
 		return -1;
-	if (family == AF_INET) {
-		memcpy(&s4.sin_addr, dst, 4);
-		rc = connect(fd, (struct sockaddr *)&s4, sizeof(s4));
-	} else {
-		memcpy(&s6.sin6_addr, dst, 16);
-		rc = connect(fd, (struct sockaddr *)&s6, sizeof(s6));
-	}
-	CHECK(rc < 0 && errno == EINPROGRESS);
+	CHECK(connect(fd, (struct sockaddr *)&ss, len) < 0 && errno == EINPROGRESS);
 	return fd;
 }
 

@@ -6,25 +6,12 @@ Lab by default, or a server at HOST:PORT (IPv6 as [addr]:port).
 
 import argparse
 import os
-import re
 import sys
 
-from . import _core
+from . import _args, _core
 from .probe import probe
 
 VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "info": "INFO"}
-
-
-def parse_target(text):
-    """"host:port" or "[v6addr]:port" -> (host, port); ValueError naming the problem."""
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
-    if not m:
-        raise ValueError(f"target {text!r} is not HOST:PORT (IPv6 as [addr]:port)")
-    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-    port = int(port)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"target {text!r}: port {port} is not in 1..65535")
-    return host, port
 
 
 def print_check(check, out):
@@ -60,7 +47,7 @@ def main(argv=None):
     p.add_argument("--check", action="append", help="run only this check (repeatable)")
     args = parser.parse_args(argv)
     try:
-        host, port = parse_target(args.target) if args.target else (None, None)
+        host, port = _args.host_port("target", args.target) if args.target else (None, None)
     except ValueError as e:
         parser.error(str(e))
     live = None if args.json else (lambda check: print_check(check, sys.stdout))

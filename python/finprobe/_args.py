@@ -3,6 +3,7 @@ raises TypeError or ValueError naming the argument, the value and what was
 expected, and returns the value in the form the C side takes."""
 
 import random
+import re
 
 
 def port(name, value):
@@ -29,3 +30,19 @@ def iss(value):
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
         raise ValueError(f"iss must be an int in 0..2**32-1, got {value!r}")
     return value
+
+
+def endpoint(addr, port):
+    """"192.0.2.1:80", or "[2001:db8::1]:80" for IPv6."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def host_port(what, text):
+    """"HOST:PORT" or "[IPv6]:PORT" -> (host, port); ValueError naming ``what``."""
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text.strip())
+    if not match:
+        raise ValueError(f"{what}: {text!r} is not HOST:PORT (IPv6: [addr]:port)")
+    port_number = int(match.group(2) or match.group(4))
+    if not 1 <= port_number <= 65535:
+        raise ValueError(f"{what}: port {port_number} is not in 1..65535")
+    return match.group(1) or match.group(3), port_number

@@ -6,7 +6,7 @@ this class adds what a test reads and writes: ``state`` as an ``fp.State``,
 ``write``, the trace and the context manager.
 """
 
-from . import _core
+from . import _args, _core
 from .state import State
 from .trace import Trace
 
@@ -47,7 +47,7 @@ class Connection(_core.Connection):
 
     def recv(self, timeout=1.0):
         """The next segment from the peer within ``timeout`` seconds, or None."""
-        return self._take(_timeout(timeout))
+        return self._take(_args.seconds("timeout", timeout))
 
     def expect(self, flags=None, *, seq=None, ack=None, payload=None, window=None, timeout=1.0):
         """Take the next segment from the peer and check it.
@@ -58,7 +58,7 @@ class Connection(_core.Connection):
         trace. Returns the segment.
         """
         want = _expectation(flags, seq, ack, payload, window)
-        seg = self._take(_timeout(timeout))
+        seg = self._take(_args.seconds("timeout", timeout))
         if seg is None:
             raise _core.ExpectError(self._report(f"expected {_describe(want)}, got nothing within {timeout:g}s"))
         wrong = [f"{name}: expected {_show(name, value)}, got {_show(name, _field(seg, name))}"
@@ -69,7 +69,7 @@ class Connection(_core.Connection):
 
     def expect_silence(self, timeout):
         """Raise ``fp.ExpectError`` if the peer sends anything within ``timeout`` s."""
-        seg = self._take(_timeout(timeout))
+        seg = self._take(_args.seconds("timeout", timeout))
         if seg is not None:
             raise _core.ExpectError(self._report(f"expected silence for {timeout:g}s, got {seg!r}"))
 
@@ -115,17 +115,7 @@ class Connection(_core.Connection):
     def __repr__(self):
         if self.closed:
             return "<Connection closed>"
-        (la, lp), (ra, rp) = self.local, self.remote
-        fmt = (lambda a, p: f"[{a}]:{p}") if ":" in la else (lambda a, p: f"{a}:{p}")
-        return f"<Connection {fmt(la, lp)} > {fmt(ra, rp)} {self.state.value}>"
-
-
-def _timeout(timeout):
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-    if not timeout >= 0:
-        raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
-    return float(timeout)
+        return f"<Connection {_args.endpoint(*self.local)} > {_args.endpoint(*self.remote)} {self.state.value}>"
 
 
 def _expectation(flags, seq, ack, payload, window):

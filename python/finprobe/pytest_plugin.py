@@ -25,6 +25,7 @@ import weakref
 
 import pytest
 
+from . import _args
 from . import trace as _trace
 
 _RECORDER = "finprobe-pcap-recorder"
@@ -59,14 +60,10 @@ def pytest_unconfigure(config):
 
 def parse_target(spec):
     """"HOST:PORT" or "[IPv6]:PORT" -> (host, port); pytest.UsageError otherwise."""
-    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", spec.strip())
-    if not match:
-        raise pytest.UsageError(f"--finprobe-target: {spec!r} is not HOST:PORT (IPv6: [addr]:port)")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not 1 <= port <= 65535:
-        raise pytest.UsageError(f"--finprobe-target: port {port} is not in 1..65535")
-    return host, port
+    try:
+        return _args.host_port("--finprobe-target", spec)
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ class Target:
 
     def __repr__(self):
         state = "closed" if self._closed else f"from {self.src} on {self.iface}"
-        return f"<Target {_endpoint(self.addr, self.port)} {state}>"
+        return f"<Target {_args.endpoint(self.addr, self.port)} {state}>"
 
     def capture(self):
         """fp.Trace of every segment finprobe sent to or received from the target,
@@ -98,7 +98,7 @@ class Target:
         timeout = _args.seconds("timeout", timeout)
         conn = self.open(sport=sport, iss=iss, time_wait=time_wait)
         try:
-            conn._handshake(_endpoint(self.addr, self.port), options, timeout)
+            conn._handshake(_args.endpoint(self.addr, self.port), options, timeout)
             return conn
         except BaseException:
             conn.close()
@@ -219,7 +219,3 @@ def _require_capabilities():
             f"keeps the local kernel from answering with RST); this process lacks "
             f"{' and '.join(missing)}. Run as root, or grant them to the interpreter: "
             f"sudo setcap cap_net_raw,cap_net_admin+ep {binary}")
-
-
-def _endpoint(addr, port):
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"

@@ -19,7 +19,7 @@ import time
 import warnings
 from xml.sax.saxutils import escape, quoteattr
 
-from . import _core, model
+from . import _args, _core, model
 
 MOD = 1 << 32
 
@@ -360,7 +360,7 @@ def _lanes(trace, ports, height):
     def title(addr, port):
         if addr is None:
             return ""
-        return addr if ports else (f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}")
+        return addr if ports else _args.endpoint(addr, port)
 
     bottom = height - FOOT + 4
     return [
