@@ -61,3 +61,21 @@ def test_cli_rejects_a_malformed_target():
     proc = run_cli("no-port-here")
     assert proc.returncode == 2
     assert "HOST:PORT" in proc.stderr
+
+
+def test_cli_refuses_a_pcap_path_that_cannot_be_a_directory_before_probing(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for bad in (afile, afile / "sub"):
+        proc = run_cli("--pcap", str(bad), "--check", "rst_exact")
+        assert proc.returncode == 2, proc.stdout
+        assert "--pcap" in proc.stderr and str(bad) in proc.stderr
+        assert "rst_exact" not in proc.stdout and "probing" not in proc.stdout  # nothing ran
+
+
+def test_cli_writes_each_checks_segments_into_the_pcap_dir_made_for_it(tmp_path):
+    directory = tmp_path / "made" / "here"
+    proc = run_cli("--pcap", str(directory), "--check", "rst_exact")
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(directory) == ["rst_exact.pcap"]
+    assert [s.flags for s in fp.read_pcap(directory / "rst_exact.pcap")] == ["S", "SA", "A", "R"]

@@ -31,7 +31,6 @@ def _indent(text, prefix):
 
 
 def write_pcaps(report, directory):
-    os.makedirs(directory, exist_ok=True)
     for check in report.checks:
         if check.trace is not None and len(check.trace) and hasattr(check.trace, "to_pcap"):
             check.trace.to_pcap(os.path.join(directory, f"{check.name}.pcap"))
@@ -48,6 +47,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         host, port = _args.host_port("target", args.target) if args.target else (None, None)
+        if args.pcap:  # now, not after the whole run
+            args.pcap = _args.writable_directory("--pcap", args.pcap)
     except ValueError as e:
         parser.error(str(e))
     live = None if args.json else (lambda check: print_check(check, sys.stdout))
