@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -359,6 +360,60 @@ def test_source_port_is_reserved_while_the_connection_is_open(client):
         conn.close()
         with socket.socket() as s:
             s.bind((src, sport))  # released
+
+
+@contextlib.contextmanager
+def ephemeral_range(net, first, last):
+    """The client namespace's net.ipv4.ip_local_port_range, for a while."""
+    key = "net.ipv4.ip_local_port_range"
+    before = run("ip", "netns", "exec", net.cli, "sysctl", "-n", key).split()
+    run("ip", "netns", "exec", net.cli, "sysctl", "-qw", f"{key}={first} {last}")
+    try:
+        yield
+    finally:
+        run("ip", "netns", "exec", net.cli, "sysctl", "-qw", f"{key}={before[0]} {before[1]}")
+
+
+def test_source_ports_are_taken_in_turn_wrapping_in_the_range_and_skipping_ports_in_use(client, net):
+    first, last = 41000, 41003
+    after = lambda port: first if port == last else port + 1
+    with ephemeral_range(net, first, last), client(SERVER4, PORTS["nginx"]) as t:
+        conns = [t.connect()]
+        p = conns[0].local[1]
+        assert first <= p <= last
+        with socket.socket() as busy:
+            busy.bind((CLIENT4, after(p)))          # a kernel socket holds the next port
+            conns.append(t.connect())
+        assert conns[1].local[1] == after(after(p))  # skipped
+        conns[0].rst()
+        conns[0].close()                            # p is free again, but not next in turn
+        conns.append(t.connect())
+        assert conns[2].local[1] == after(after(after(p)))
+        conns.append(t.connect())                   # wraps round to p, free since its close
+        conns.append(t.connect())                   # the port the kernel socket held, free now
+        assert [c.local[1] for c in conns[3:]] == [p, after(p)]
+        with pytest.raises(fp.Error, match=f"no free source port.*{first}-{last}"):
+            t.connect()                             # all four held by live connections
+        for conn in conns[1:]:
+            conn.rst()                              # nginx keeps none of these 4-tuples
+
+
+def test_threads_opening_at_once_get_every_port_of_the_range_once(client, net):
+    first, last = 41010, 41017
+    with ephemeral_range(net, first, last), client(SERVER4, PORTS["nginx"]) as t:
+        start = threading.Barrier(last - first + 1)
+        conns = []
+
+        def open_one():
+            start.wait()
+            conns.append(t.open())              # reserves its port; sends nothing
+
+        threads = [threading.Thread(target=open_one) for _ in range(last - first + 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(c.local[1] for c in conns) == list(range(first, last + 1))
 
 
 def test_given_sport_src_and_iface_are_used(client):
