@@ -473,9 +473,39 @@ def test_probe_reports_how_a_remote_server_closes(client, net):
     for name in ("active_close", "passive_close", "last_ack_retransmits_fin", "rst_exact",
                  "rst_in_window", "rst_out_of_window"):
         assert verdicts[name] == "pass", (name, report.checks)
-    # What needs finprobe to steer the server's socket is reported, not judged.
-    for name in ("simultaneous_close", "time_wait_reacks_fin", "close_with_unread_data"):
-        assert verdicts[name] == "info"
     assert report.target == f"{SERVER4}:{PORTS['nginx']}"
     passive = next(c for c in report.checks if c.name == "passive_close")
     assert passive.trace[-2].direction == "out" and "F" in passive.trace[-2].flags
+
+
+def test_probe_of_a_remote_server_skips_what_needs_its_socket_and_says_why(client, net):
+    report = fp.probe(SERVER4, PORTS["nginx"])
+    by_name = {c.name: c for c in report.checks}
+    needing = ("fin_ack_skips_fin_wait_2", "time_wait_reacks_fin", "simultaneous_close",
+               "close_with_unread_data", "syn_into_time_wait", "fin_wait_2_timeout")
+    for name in needing:
+        check = by_name[name]
+        assert check.verdict == "skipped", check
+        assert "needs the peer's own socket" in check.reason and not check.observations
+        assert check.trace is None
+    assert report.counts() == {"pass": len(report.checks) - len(needing), "fail": 0, "info": 0,
+                               "skipped": len(needing)}
+
+
+def test_probe_of_a_remote_server_claims_nothing_of_its_socket(client, net):
+    report = fp.probe(SERVER4, PORTS["nginx"])
+    states = ("CLOSE_WAIT", "TIME_WAIT", "LAST_ACK", "FIN_WAIT", "CLOSING", "ESTABLISHED")
+    for check in report.checks:
+        assert not check.peer_states, check
+        for seen in check.observations:
+            assert seen.source in ("wire", "model"), (check.name, seen)
+            if any(state in seen.text for state in states):  # a state only the model can give here
+                assert seen.source == "model" and "inference" in seen.text, (check.name, seen)
+    by_name = {c.name: c for c in report.checks}
+    passive = by_name["passive_close"]
+    assert "not checked: that the peer's socket is in TIME_WAIT" in passive.expected
+    assert [o.source for o in passive.observations] == ["wire", "model"]
+    assert "TIME_WAIT" in passive.observations[1].text
+    # where the socket cannot say the connection is gone or alive, a follow-up segment does
+    assert "got [R" in by_name["rst_exact"].observations[-1].text
+    assert "the connection is alive" in by_name["rst_out_of_window"].observations[-1].text
