@@ -80,11 +80,12 @@ def test_half_close_kernel_keeps_sending_in_close_wait(lab):
     assert lab.peer_state(conn) == "CLOSE_WAIT"
     peer.sendall(b"still talking")
     data = conn.expect("PA", payload=b"still talking")
+    assert lab.peer_state(conn) == "CLOSE_WAIT"
     assert conn.state == "FIN_WAIT_2"
     assert conn.rcv_nxt == (data.seq + len(data.payload)) % 2**32
     conn.ack()
     peer.close()
-    conn.expect("FA", seq=data.seq + len(data.payload))
+    conn.expect("FA", seq=(data.seq + len(data.payload)) % 2**32)
     conn.ack()
     lab.wait_peer_state(conn, "CLOSED")
 

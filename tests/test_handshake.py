@@ -60,7 +60,8 @@ def test_a_sequence_of_connects_takes_source_ports_in_turn(lab):
     srv.close()
 
 
-def test_kernel_socket_in_the_lab_sees_our_address(lab):
+def test_lab_socket_lives_in_the_lab_and_binds_the_kernels_address(lab):
     sock = lab.socket(type=socket.SOCK_DGRAM)
-    sock.bind((lab.peer_addr, 0))
+    sock.bind((lab.peer_addr, 0))              # only the lab's namespace holds peer_addr
     assert sock.getsockname()[0] == lab.peer_addr
+    sock.close()

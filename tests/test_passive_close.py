@@ -27,14 +27,40 @@ def test_kernel_closes_first_through_fin_wait_2_and_time_wait(lab):
     assert 55 < info["expires"] <= 60
 
 
+def states_read_until(lab, conn, final, timeout=1.0):
+    """Every state of the kernel's socket read, in turn, until ``final``."""
+    seen, deadline = [], time.monotonic() + timeout
+    while not seen or seen[-1] != final:
+        assert time.monotonic() < deadline, f"the kernel's socket did not reach {final}: read {seen}"
+        state = lab.peer_state(conn)
+        if not seen or seen[-1] != state:
+            seen.append(state)
+    return seen
+
+
 def test_fin_with_the_ack_of_the_kernels_fin_skips_fin_wait_2(lab):
     conn, peer = established(lab)
     peer.shutdown(socket.SHUT_WR)
-    conn.expect("FA")
-    conn.fin()                                 # acks the kernel's FIN and carries ours
-    conn.expect("A")
+    theirs = conn.expect("FA")
+    assert lab.peer_state(conn) == "FIN_WAIT_1"
+    ours = conn.fin()                          # one segment: acks the kernel's FIN and carries ours
+    assert ours.flags == "FA" and ours.ack == (theirs.seq + 1) % 2**32
+    conn.expect("A", ack=conn.snd_nxt)
     assert conn.state == "CLOSED"
-    lab.wait_peer_state(conn, "TIME_WAIT")     # FIN_WAIT_1 -> TIME_WAIT directly
+    # FIN_WAIT_1 before that one segment, TIME_WAIT from the first read after it
+    assert states_read_until(lab, conn, "TIME_WAIT") == ["TIME_WAIT"]
+
+
+def test_an_ack_then_a_fin_take_the_kernel_through_fin_wait_2(lab):
+    """The same reads see FIN_WAIT_2 where there is one to see."""
+    conn, peer = established(lab)
+    peer.shutdown(socket.SHUT_WR)
+    conn.expect("FA")
+    conn.ack()
+    assert states_read_until(lab, conn, "FIN_WAIT_2")[-1] == "FIN_WAIT_2"
+    conn.fin()
+    conn.expect("A", ack=conn.snd_nxt)
+    assert states_read_until(lab, conn, "TIME_WAIT") == ["TIME_WAIT"]
 
 
 def test_withheld_ack_kernel_retransmits_fin_with_exponential_backoff(lab):

@@ -52,16 +52,22 @@ def test_target(finprobe_target):
 
 
 @pytest.fixture
-def inner(pytester, monkeypatch):
-    """Run the inner tests in a subprocess with finprobe from this tree."""
+def runner(pytester, monkeypatch):
+    """Runs pytest in a subprocess with finprobe from this tree."""
     monkeypatch.setenv("PYTHONPATH", PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    pytester.makepyfile(test_inner=INNER)
     installed = any(ep.value.split(":")[0] == "finprobe.pytest_plugin" for ep in entry_points(group="pytest11"))
     plugin = [] if installed else ["-p", "finprobe.pytest_plugin"]
 
     def run(*args):
         return pytester.runpytest_subprocess(*plugin, "-p", "no:cacheprovider", *args, timeout=120)
     return run
+
+
+@pytest.fixture
+def inner(pytester, runner):
+    """Run the inner tests (INNER) in a subprocess with finprobe from this tree."""
+    pytester.makepyfile(test_inner=INNER)
+    return runner
 
 
 def test_failed_tests_leave_their_traffic_and_others_nothing(inner, pytester):
@@ -124,3 +130,81 @@ def test_parse_target():
 
 def test_safe_name_keeps_letters_digits_dot_dash_underscore():
     assert safe_name("tests/test_x.py::test_y[a-b_c.d/é 1]") == "tests_test_x.py__test_y_a-b_c.d___1_"
+
+
+# Two failing tests whose ids are longer than a file name may be (255 bytes)
+# and differ only at their ends, then a test that must still run.
+LONG_IDS = '''
+import pytest
+
+@pytest.mark.parametrize("name", ["n" * 300 + "1", "n" * 300 + "2"])
+def test_long(lab, name):
+    lab.listen(8080)
+    lab.connect(8080)
+    pytest.fail("long id")
+
+def test_after_the_long_ones(lab):
+    lab.listen(8080)
+    assert lab.connect(8080).state == "ESTABLISHED"
+'''
+
+
+def test_failed_tests_with_overlong_ids_get_short_unique_pcaps_and_the_session_goes_on(runner, pytester):
+    pytester.makepyfile(test_long=LONG_IDS)
+    result = runner("--finprobe-pcap", "pcaps")
+    result.assert_outcomes(passed=1, failed=2)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    files = sorted(os.listdir(pytester.path / "pcaps"))
+    assert len(files) == 2 and files[0] != files[1]
+    for name in files:
+        assert len(name.encode()) <= 255 and name.endswith(".pcap")
+        assert name.startswith("test_long.py__test_long_nnnn")
+        trace = fp.read_pcap(pytester.path / "pcaps" / name)
+        assert [s.flags for s in trace][:3] == ["S", "SA", "A"]
+    result.stdout.fnmatch_lines(["*segments of this test's traffic in *pcaps/test_long.py__test_long_nnn*.pcap"])
+
+
+@pytest.mark.parametrize("make, spec", [
+    (lambda root: (root / "afile").write_text(""), "afile"),
+    (lambda root: (root / "afile").write_text(""), "afile/sub"),
+], ids=["a file", "under a file"])
+def test_a_pcap_dir_that_cannot_be_a_directory_is_a_usage_error_at_the_start(inner, pytester, make, spec):
+    make(pytester.path)
+    result = inner("--finprobe-pcap", spec)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--finprobe-pcap*{spec}*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert "test_inner.py" not in result.stdout.str()  # no test ran
+
+
+def test_safe_pcap_names_of_long_ids_are_short_and_unique():
+    from finprobe.pytest_plugin import pcap_name
+    a, b = "t.py::test[" + "x" * 400 + "1]", "t.py::test[" + "x" * 400 + "2]"
+    assert len(pcap_name(a).encode()) <= 255 and len(pcap_name(b).encode()) <= 255
+    assert pcap_name(a) != pcap_name(b)
+    assert pcap_name(a).startswith(safe_name(a)[:100]) and pcap_name(a).endswith(".pcap")
+    assert pcap_name("t.py::test_y") == "t.py__test_y.pcap"  # short ones as API.md says
+
+
+SPOILS_THE_DIR = '''
+import os, shutil
+
+def test_spoils_the_pcap_dir_then_fails(lab):
+    lab.listen(8080)
+    lab.connect(8080)
+    shutil.rmtree("pcaps", ignore_errors=True)  # made at the start, or not
+    open("pcaps", "w").close()          # a file where the directory was
+    assert False, "failed after spoiling the directory"
+
+def test_after_the_spoiled_dir(lab):
+    lab.listen(8080)
+    assert lab.connect(8080).state == "ESTABLISHED"
+'''
+
+
+def test_a_pcap_that_cannot_be_written_is_said_in_the_report_and_the_session_goes_on(runner, pytester):
+    pytester.makepyfile(test_spoil=SPOILS_THE_DIR)
+    result = runner("--finprobe-pcap", "pcaps")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "INTERNALERROR" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*--finprobe-pcap: could not write * segments of this test's traffic to *pcaps*"])

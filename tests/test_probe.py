@@ -2,29 +2,75 @@
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
 
 import finprobe as fp
+from finprobe.probe import FIN_TIMEOUT
 
 PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
 
 
-def test_probe_of_the_local_kernel_passes_every_rfc_check():
-    report = fp.probe()
-    names = [c.name for c in report.checks]
+SOURCES = {"wire", "socket", "config", "model"}
+MEASUREMENTS = {"syn_into_time_wait", "fin_wait_2_timeout"}  # no right answer: "info"
+
+
+@pytest.fixture(scope="module")
+def lab_report():
+    """One probe of the local kernel, shared by the tests that read it."""
+    return fp.probe()
+
+
+def test_probe_of_the_local_kernel_passes_every_rfc_check(lab_report):
+    names = [c.name for c in lab_report.checks]
     assert names[:3] == ["active_close", "passive_close", "fin_ack_skips_fin_wait_2"]
-    assert len(names) == len(set(names)) >= 10
-    for check in report.checks:
+    assert len(names) == len(set(names)) >= 10 and MEASUREMENTS <= set(names)
+    for check in lab_report.checks:
         assert check.reference.startswith("RFC"), check
-        assert check.verdict in ("pass", "info"), (check.name, check.observed)
-        assert check.observed
+        # every check with a right answer passes; all of them run in a Lab
+        assert check.verdict == ("info" if check.name in MEASUREMENTS else "pass"), (check.name, check.observed)
+        assert check.observations and not check.reason
         assert check.trace is not None and len(check.trace) >= 3
         assert check.trace[0].flags == "S"
-    by_name = {c.name: c for c in report.checks}
-    assert "CLOSING" in by_name["simultaneous_close"].observed
-    assert by_name["syn_into_time_wait"].observed.startswith("[SA]")
+    assert lab_report.counts() == {"pass": len(names) - len(MEASUREMENTS), "fail": 0,
+                                   "info": len(MEASUREMENTS), "skipped": 0}
+    by_name = {c.name: c for c in lab_report.checks}
+    assert "CLOSING" in by_name["simultaneous_close"].peer_states
+    assert any(o.source == "wire" and o.text.endswith("got [SA]") for o in by_name["syn_into_time_wait"].observations)
+
+
+def test_every_observation_of_a_lab_probe_is_labelled_and_none_is_the_models(lab_report):
+    for check in lab_report.checks:
+        sources = [o.source for o in check.observations]
+        assert set(sources) <= SOURCES - {"model"}, check  # the socket is read: nothing inferred
+        assert "wire" in sources or check.name == "fin_wait_2_timeout", check
+        assert "socket" in sources, check                 # a Lab's checks all read the kernel's socket
+        assert check.peer_states, check                    # ... and keep what they read
+        assert all(str(o) == f"{o.source}: {o.text}" for o in check.observations)
+
+
+def test_fin_ack_skips_fin_wait_2_is_judged_on_the_states_read_from_the_socket(lab_report):
+    check = next(c for c in lab_report.checks if c.name == "fin_ack_skips_fin_wait_2")
+    assert check.peer_states == ["FIN_WAIT_1", "TIME_WAIT"]
+    first, wire, after = check.observations
+    assert first.source == "socket" and "FIN_WAIT_1" in first.text and "before our segment" in first.text
+    assert wire.source == "wire" and "[FA]" in wire.text and "acks its FIN" in wire.text
+    assert after.source == "socket" and after.text.endswith(": TIME_WAIT")
+
+
+def test_fin_wait_2_timeout_measures_how_long_the_socket_was_kept(lab_report):
+    check = next(c for c in lab_report.checks if c.name == "fin_wait_2_timeout")
+    config, timer, kept = check.observations
+    assert config.source == "config"
+    set_to = int(re.search(r"set to (\d+)", config.text).group(1))
+    assert "net.ipv4.tcp_fin_timeout = 60" in config.text and set_to == FIN_TIMEOUT
+    assert timer.source == "socket" and "when first read" in timer.text
+    assert kept.source == "socket"
+    seconds = float(re.search(r"kept (\d+\.\d+) s", kept.text).group(1))
+    assert set_to - 0.1 <= seconds < set_to + 5           # measured: not the timer's one reading
+    assert check.peer_states == ["FIN_WAIT_2", "CLOSED"]
 
 
 def test_probe_runs_only_the_checks_asked_for():
@@ -46,18 +92,54 @@ def test_cli_prints_segments_states_and_verdicts():
     assert proc.returncode == 0, proc.stderr
     assert "PASS  active_close" in proc.stdout and "PASS  passive_close" in proc.stdout
     assert "us ---[FA]" in proc.stdout and "FIN_WAIT_2" in proc.stdout
-    assert "peer states seen: CLOSE_WAIT" in proc.stdout
+    assert "2 passed, 0 failed, 0 info, 0 skipped" in proc.stdout
+
+
+def test_cli_prints_the_source_beside_each_observation():
+    proc = run_cli("--check", "active_close", "--check", "fin_wait_2_timeout")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "      wire:     our FIN at seq 1 answered by [A] ack=2" in lines
+    assert "      socket:   the peer's socket in CLOSE_WAIT after it" in lines
+    assert any(line.startswith("      config:   net.ipv4.tcp_fin_timeout = ") for line in lines)
+    assert any(line.startswith("      socket:   the orphaned FIN_WAIT_2 kept ") for line in lines)
+    for source in ("wire", "socket", "config", "model"):  # the legend
+        assert any(line.startswith(f"  {source}:") for line in lines), source
 
 
 def test_cli_json_report():
     proc = run_cli("--json", "--check", "rst_in_window")
     report = json.loads(proc.stdout)
+    assert set(report["sources"]) == SOURCES
+    assert report["counts"] == {"pass": 1, "fail": 0, "info": 0, "skipped": 0}
     (check,) = report["checks"]
-    assert check["name"] == "rst_in_window" and check["verdict"] == "pass"
+    assert check["name"] == "rst_in_window" and check["verdict"] == "pass" and check["reason"] == ""
     assert [s["flags"] for s in check["segments"]] == ["S", "SA", "A", "R", "A"]
+    assert check["observations"] == [
+        {"source": "wire", "text": "our RST 10 past RCV.NXT got [A] ack=1"},
+        {"source": "socket", "text": "the peer's socket in ESTABLISHED after it"}]
+    assert check["peer_states"] == ["ESTABLISHED"]
 
 
 def test_cli_rejects_a_malformed_target():
     proc = run_cli("no-port-here")
     assert proc.returncode == 2
     assert "HOST:PORT" in proc.stderr
+
+
+def test_cli_refuses_a_pcap_path_that_cannot_be_a_directory_before_probing(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for bad in (afile, afile / "sub"):
+        proc = run_cli("--pcap", str(bad), "--check", "rst_exact")
+        assert proc.returncode == 2, proc.stdout
+        assert "--pcap" in proc.stderr and str(bad) in proc.stderr
+        assert "rst_exact" not in proc.stdout and "probing" not in proc.stdout  # nothing ran
+
+
+def test_cli_writes_each_checks_segments_into_the_pcap_dir_made_for_it(tmp_path):
+    directory = tmp_path / "made" / "here"
+    proc = run_cli("--pcap", str(directory), "--check", "rst_exact")
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(directory) == ["rst_exact.pcap"]
+    assert [s.flags for s in fp.read_pcap(directory / "rst_exact.pcap")] == ["S", "SA", "A", "R"]

@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -361,6 +362,60 @@ def test_source_port_is_reserved_while_the_connection_is_open(client):
             s.bind((src, sport))  # released
 
 
+@contextlib.contextmanager
+def ephemeral_range(net, first, last):
+    """The client namespace's net.ipv4.ip_local_port_range, for a while."""
+    key = "net.ipv4.ip_local_port_range"
+    before = run("ip", "netns", "exec", net.cli, "sysctl", "-n", key).split()
+    run("ip", "netns", "exec", net.cli, "sysctl", "-qw", f"{key}={first} {last}")
+    try:
+        yield
+    finally:
+        run("ip", "netns", "exec", net.cli, "sysctl", "-qw", f"{key}={before[0]} {before[1]}")
+
+
+def test_source_ports_are_taken_in_turn_wrapping_in_the_range_and_skipping_ports_in_use(client, net):
+    first, last = 41000, 41003
+    after = lambda port: first if port == last else port + 1
+    with ephemeral_range(net, first, last), client(SERVER4, PORTS["nginx"]) as t:
+        conns = [t.connect()]
+        p = conns[0].local[1]
+        assert first <= p <= last
+        with socket.socket() as busy:
+            busy.bind((CLIENT4, after(p)))          # a kernel socket holds the next port
+            conns.append(t.connect())
+        assert conns[1].local[1] == after(after(p))  # skipped
+        conns[0].rst()
+        conns[0].close()                            # p is free again, but not next in turn
+        conns.append(t.connect())
+        assert conns[2].local[1] == after(after(after(p)))
+        conns.append(t.connect())                   # wraps round to p, free since its close
+        conns.append(t.connect())                   # the port the kernel socket held, free now
+        assert [c.local[1] for c in conns[3:]] == [p, after(p)]
+        with pytest.raises(fp.Error, match=f"no free source port.*{first}-{last}"):
+            t.connect()                             # all four held by live connections
+        for conn in conns[1:]:
+            conn.rst()                              # nginx keeps none of these 4-tuples
+
+
+def test_threads_opening_at_once_get_every_port_of_the_range_once(client, net):
+    first, last = 41010, 41017
+    with ephemeral_range(net, first, last), client(SERVER4, PORTS["nginx"]) as t:
+        start = threading.Barrier(last - first + 1)
+        conns = []
+
+        def open_one():
+            start.wait()
+            conns.append(t.open())              # reserves its port; sends nothing
+
+        threads = [threading.Thread(target=open_one) for _ in range(last - first + 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(c.local[1] for c in conns) == list(range(first, last + 1))
+
+
 def test_given_sport_src_and_iface_are_used(client):
     with client(SERVER6, PORTS["nginx"], src=CLIENT6, iface="fpt-c") as t:
         assert (t.src, t.iface) == (CLIENT6, "fpt-c")
@@ -418,9 +473,39 @@ def test_probe_reports_how_a_remote_server_closes(client, net):
     for name in ("active_close", "passive_close", "last_ack_retransmits_fin", "rst_exact",
                  "rst_in_window", "rst_out_of_window"):
         assert verdicts[name] == "pass", (name, report.checks)
-    # What needs finprobe to steer the server's socket is reported, not judged.
-    for name in ("simultaneous_close", "time_wait_reacks_fin", "close_with_unread_data"):
-        assert verdicts[name] == "info"
     assert report.target == f"{SERVER4}:{PORTS['nginx']}"
     passive = next(c for c in report.checks if c.name == "passive_close")
     assert passive.trace[-2].direction == "out" and "F" in passive.trace[-2].flags
+
+
+def test_probe_of_a_remote_server_skips_what_needs_its_socket_and_says_why(client, net):
+    report = fp.probe(SERVER4, PORTS["nginx"])
+    by_name = {c.name: c for c in report.checks}
+    needing = ("fin_ack_skips_fin_wait_2", "time_wait_reacks_fin", "simultaneous_close",
+               "close_with_unread_data", "syn_into_time_wait", "fin_wait_2_timeout")
+    for name in needing:
+        check = by_name[name]
+        assert check.verdict == "skipped", check
+        assert "needs the peer's own socket" in check.reason and not check.observations
+        assert check.trace is None
+    assert report.counts() == {"pass": len(report.checks) - len(needing), "fail": 0, "info": 0,
+                               "skipped": len(needing)}
+
+
+def test_probe_of_a_remote_server_claims_nothing_of_its_socket(client, net):
+    report = fp.probe(SERVER4, PORTS["nginx"])
+    states = ("CLOSE_WAIT", "TIME_WAIT", "LAST_ACK", "FIN_WAIT", "CLOSING", "ESTABLISHED")
+    for check in report.checks:
+        assert not check.peer_states, check
+        for seen in check.observations:
+            assert seen.source in ("wire", "model"), (check.name, seen)
+            if any(state in seen.text for state in states):  # a state only the model can give here
+                assert seen.source == "model" and "inference" in seen.text, (check.name, seen)
+    by_name = {c.name: c for c in report.checks}
+    passive = by_name["passive_close"]
+    assert "not checked: that the peer's socket is in TIME_WAIT" in passive.expected
+    assert [o.source for o in passive.observations] == ["wire", "model"]
+    assert "TIME_WAIT" in passive.observations[1].text
+    # where the socket cannot say the connection is gone or alive, a follow-up segment does
+    assert "got [R" in by_name["rst_exact"].observations[-1].text
+    assert "the connection is alive" in by_name["rst_out_of_window"].observations[-1].text

@@ -9,21 +9,30 @@ import os
 import sys
 
 from . import _args, _core
-from .probe import probe
+from .probe import SOURCES, probe
 
-VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "info": "INFO"}
+VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "info": "INFO", "skipped": "SKIP"}
+
+
+def print_sources(out):
+    """The legend of the labels each observation carries."""
+    out.write("each fact is labelled by its source:\n")
+    for source, meaning in SOURCES.items():
+        out.write(f"  {source + ':':8s}{meaning}\n")
 
 
 def print_check(check, out):
     out.write(f"\n{VERDICT_MARK[check.verdict]}  {check.name}  ({check.reference})\n")
-    out.write(f"      expected: {check.expected}\n      observed: {check.observed}\n")
+    out.write(f"      expected: {check.expected}\n")
+    if check.verdict == "skipped":
+        out.write(f"      skipped:  {check.reason}\n")
+    for seen in check.observations:
+        out.write(f"      {seen.source + ':':10s}{seen.text}\n")
     if check.trace is not None and len(check.trace):
         out.write(_indent(check.trace.ladder_text(), "    ") + "\n")
         changes = [f"{a}->{b}" for _, a, b, _ in getattr(check.trace, "transitions", [])]
         if changes:
             out.write(f"      our states: {' '.join(changes)}\n")
-    if check.peer_states:
-        out.write(f"      peer states seen: {' '.join(check.peer_states)}\n")
 
 
 def _indent(text, prefix):
@@ -31,7 +40,6 @@ def _indent(text, prefix):
 
 
 def write_pcaps(report, directory):
-    os.makedirs(directory, exist_ok=True)
     for check in report.checks:
         if check.trace is not None and len(check.trace) and hasattr(check.trace, "to_pcap"):
             check.trace.to_pcap(os.path.join(directory, f"{check.name}.pcap"))
@@ -48,11 +56,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         host, port = _args.host_port("target", args.target) if args.target else (None, None)
+        if args.pcap:  # now, not after the whole run
+            args.pcap = _args.writable_directory("--pcap", args.pcap)
     except ValueError as e:
         parser.error(str(e))
     live = None if args.json else (lambda check: print_check(check, sys.stdout))
     if not args.json:
         print(f"finprobe: probing {'the local Linux kernel in a Lab' if host is None else args.target}")
+        print_sources(sys.stdout)
     try:
         report = probe(host, port, checks=args.check, on_check=live)
     except _core.Error as e:
@@ -64,7 +75,8 @@ def main(argv=None):
         print(report.to_json())
     else:
         counts = report.counts()
-        print(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['info']} info")
+        print(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['info']} info, "
+              f"{counts['skipped']} skipped")
     return 1 if report.counts()["fail"] else 0
 
 

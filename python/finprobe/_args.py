@@ -2,8 +2,10 @@
 raises TypeError or ValueError naming the argument, the value and what was
 expected, and returns the value in the form the C side takes."""
 
+import os
 import random
 import re
+import tempfile
 
 
 def port(name, value):
@@ -46,3 +48,19 @@ def host_port(what, text):
     if not 1 <= port_number <= 65535:
         raise ValueError(f"{what}: port {port_number} is not in 1..65535")
     return match.group(1) or match.group(3), port_number
+
+
+def writable_directory(what, path):
+    """``path`` as an absolute directory that files can be written into,
+    made if missing: so that an option naming one fails before any work
+    rather than after. ValueError naming ``what`` and the path otherwise."""
+    full = os.path.abspath(os.fspath(path))
+    if os.path.exists(full) and not os.path.isdir(full):
+        raise ValueError(f"{what}: {path} exists and is not a directory")
+    try:
+        os.makedirs(full, exist_ok=True)
+        with tempfile.TemporaryFile(dir=full):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what}: cannot write files into {path}: {e.strerror or e}") from None
+    return full

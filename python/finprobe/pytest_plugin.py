@@ -12,12 +12,18 @@ Fixtures:
 of the Labs and Targets it used (setup and teardown included), to
 ``DIR/<node id>.pcap``, each character of the node id but letters, digits,
 ``.``, ``-`` and ``_`` turned into ``_``; a test without traffic leaves no file.
+A name too long for a file (over 255 bytes with ".pcap") is cut and ends in a
+hash of the whole node id, so it stays unique. DIR is made, and checked to be
+writable, when the session starts: a usage error then, not an INTERNALERROR
+after the first failure; a pcap that cannot be written all the same is said in
+the test's report and the session goes on.
 
 A failed ``expect`` raises ``fp.ExpectError``, an AssertionError whose message
 holds the connection's recent segments as a text ladder: pytest shows it in
 the failure report as it is.
 """
 
+import hashlib
 import os
 import re
 import time
@@ -29,6 +35,8 @@ from . import _args
 from . import trace as _trace
 
 _RECORDER = "finprobe-pcap-recorder"
+NAME_MAX = 255       # bytes in a file name (Linux, most file systems)
+PCAP_SUFFIX = ".pcap"
 
 
 def pytest_addoption(parser):
@@ -45,6 +53,10 @@ def pytest_configure(config):
         parse_target(spec)  # a usage error now rather than in every test
     directory = config.getoption("finprobe_pcap")
     if directory:
+        try:
+            directory = _args.writable_directory("--finprobe-pcap", directory)
+        except ValueError as e:
+            raise pytest.UsageError(str(e)) from None
         recorder = PcapRecorder(directory)
         config.pluginmanager.register(recorder, _RECORDER)
         _trace._recorders.append(recorder)
@@ -100,6 +112,17 @@ def finprobe_target(request):
 def safe_name(nodeid):
     """The node id with every character but letters, digits, '.', '-', '_' as '_'."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", nodeid)
+
+
+def pcap_name(nodeid):
+    """The pcap file name of a test: ``safe_name(nodeid) + ".pcap"``, or, where
+    that is longer than a file name may be, its start, "-" and a hash of the
+    whole node id (two long ids alike up to the cut still get two files)."""
+    name = safe_name(nodeid)
+    if len(name) + len(PCAP_SUFFIX) <= NAME_MAX:
+        return name + PCAP_SUFFIX
+    digest = hashlib.sha256(nodeid.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{name[:NAME_MAX - len(PCAP_SUFFIX) - len(digest) - 1]}-{digest}{PCAP_SUFFIX}"
 
 
 def _capture(source):
@@ -191,8 +214,12 @@ class PcapRecorder:
         trace = traffic.merged()
         if not len(trace):
             return
-        os.makedirs(self.directory, exist_ok=True)
-        path = os.path.join(self.directory, safe_name(item.nodeid) + ".pcap")
-        trace.to_pcap(path)
+        path = os.path.join(self.directory, pcap_name(item.nodeid))
+        try:
+            os.makedirs(self.directory, exist_ok=True)  # removed since the start?
+            trace.to_pcap(path)
+            said = f"{len(trace)} segments of this test's traffic in {path}"
+        except (OSError, ValueError) as e:  # the session goes on; the report says why
+            said = f"--finprobe-pcap: could not write {len(trace)} segments of this test's traffic to {path}: {e}"
         for report in traffic.failed:
-            report.sections.append(("finprobe", f"{len(trace)} segments of this test's traffic in {path}"))
+            report.sections.append(("finprobe", said))

@@ -8,6 +8,9 @@ the way, each for exactly one connection and only while it is open:
 
 - its source port is reserved by a kernel TCP socket bound to it (not
   listening), so the kernel's own connections cannot take that port;
+  unless the caller names one, ports are taken in turn from the kernel's
+  ephemeral range, as the kernel's own connect() does, skipping any that
+  this binding shows in use (a socket of the kernel's, a connection of ours);
 - an nftables rule (``_core.Guard``) drops the RSTs the kernel would send in
   answer to the target's segments, in a table of finprobe's own that goes
   with the last rule, and with the process (owner flag), SIGKILL included.
@@ -15,8 +18,10 @@ the way, each for exactly one connection and only while it is open:
 
 import errno
 import os
+import random
 import socket
 import sys
+import threading
 import weakref
 
 from . import _args, _core
@@ -24,6 +29,8 @@ from . import trace as _trace
 from .connection import Connection
 
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+RESERVED_PORTS = "/proc/sys/net/ipv4/ip_local_reserved_ports"
 
 
 class Target:
@@ -127,21 +134,107 @@ class Target:
         return conn
 
     def _reserve(self, sport):
-        """A kernel TCP socket bound to (src, sport), or to a port the kernel
-        picks: while it is open no connection of the kernel's takes the port."""
-        sock = socket.socket(self.family, socket.SOCK_STREAM)
-        try:
-            sock.bind((self.src, 0 if sport is None else sport))
-            return sock
-        except OSError as e:
-            sock.close()
-            if e.errno == errno.EADDRINUSE:
+        """A kernel TCP socket bound to (src, sport), or to the next free port
+        in turn: while it is open no connection of the kernel's takes the port."""
+        if sport is None:
+            return self._reserve_next()
+        sock = _bound(self.family, self.src, sport)
+        if isinstance(sock, OSError):
+            if sock.errno == errno.EADDRINUSE:
                 raise _core.Error(f"sport {sport} is in use on {self.src}, by a socket of the "
-                                  "kernel's or a connection of ours") from None
-            if e.errno == errno.EACCES:
+                                  "kernel's or a connection of ours")
+            if sock.errno == errno.EACCES:
                 raise _core.PermissionError(f"sport {sport} is a privileged port: binding it needs "
-                                            "CAP_NET_BIND_SERVICE") from None
-            raise
+                                            "CAP_NET_BIND_SERVICE")
+            raise sock
+        return sock
+
+    def _reserve_next(self):
+        """The next port in turn towards this target that binds: one a port,
+        round the ephemeral range once at most."""
+        first, last = _ephemeral_range()
+        reserved = _reserved_ports()
+        for port in _TURNS.ports((self.src, self.addr, self.port), first, last):
+            if port in reserved:
+                continue
+            sock = _bound(self.family, self.src, port)
+            if not isinstance(sock, OSError):
+                return sock
+            if sock.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise sock
+        raise _core.Error(f"no free source port on {self.src} towards {_args.endpoint(self.addr, self.port)} "
+                          f"in the ephemeral range {first}-{last} (net.ipv4.ip_local_port_range): "
+                          "all are held by connections of ours, sockets of the kernel's or reserved")
+
+
+class _Turns:
+    """Source ports taken in turn, as the kernel's connect() takes them: for
+    each (src, dst, dport) the port after the last one handed out, wrapping
+    in the range; the first from a random place, so that two processes (or
+    two runs against a server still holding TIME_WAITs) do not start alike.
+    Shared by the process's Targets and safe for threads: each port is handed
+    out once a turn; whether it is free, binding it says."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._last = {}
+
+    def ports(self, key, first, last):
+        size = last - first + 1
+        for _ in range(size):
+            with self._lock:
+                prev = self._last.get(key)
+                if prev is None or not first <= prev <= last:
+                    port = random.randint(first, last)
+                else:
+                    port = first + (prev + 1 - first) % size
+                self._last[key] = port
+            yield port
+
+
+_TURNS = _Turns()
+
+
+def _bound(family, addr, port):
+    """A TCP socket bound to (addr, port), or the OSError binding it gave."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((addr, port))
+        return sock
+    except OSError as e:
+        sock.close()
+        return e
+
+
+def _ephemeral_range():
+    """(first, last) of this network namespace's net.ipv4.ip_local_port_range
+    (for IPv6 too); Linux's default where it cannot be read."""
+    try:
+        with open(PORT_RANGE) as f:
+            first, last = (int(n) for n in f.read().split())
+        if 1 <= first <= last <= 65535:
+            return first, last
+    except (OSError, ValueError):
+        pass
+    return 32768, 60999
+
+
+def _reserved_ports():
+    """The ports net.ipv4.ip_local_reserved_ports keeps out of the kernel's
+    own picks ("8080,9000-9010"): ours skip them too."""
+    try:
+        with open(RESERVED_PORTS) as f:
+            text = f.read().strip()
+    except OSError:
+        return frozenset()
+    ports = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        try:
+            ports.update(range(int(low), int(high or low) + 1))
+        except ValueError:
+            continue
+    return ports
 
 
 class _Hold:
