@@ -6,8 +6,10 @@ import socket
 import pytest
 
 import finprobe as fp
-from finprobe import _core
+from finprobe import _core, model
 from labtools import established
+
+OURS, PEERS = ("192.0.2.2", "192.0.2.1", 40000, 8080), ("192.0.2.1", "192.0.2.2", 8080, 40000)
 
 
 def agree(lab, conn):
@@ -51,6 +53,35 @@ def test_model_follows_the_kernel_through_closing(lab):
     conn.expect("A")
     conn.ack()
     assert agree(lab, conn) == "TIME_WAIT"
+
+
+def test_model_follows_the_kernel_when_our_fin_comes_again_with_the_ack(lab):
+    # Crossing FINs; then our FIN once more, now with the ACK of the
+    # kernel's: wholly old, yet Linux takes its ACK and leaves CLOSING.
+    conn, peer = established(lab)
+    peer.shutdown(socket.SHUT_WR)
+    lab.wait_peer_state(conn, "FIN_WAIT_1")
+    our_fin = conn.fin()
+    conn.expect("FA")
+    assert agree(lab, conn) == "CLOSING"
+    conn.expect("A")
+    conn.send(flags="FA", seq=our_fin.seq)
+    assert agree(lab, conn) == "TIME_WAIT"
+
+
+def test_model_takes_the_ack_on_a_fin_sent_again_out_of_closing():
+    # The peer (the model) and we close at once; we send our FIN again with
+    # the ACK of the peer's, as libslirp does: old, but its ACK counts.
+    segs = [fp.Segment(*OURS, seq=100, flags="S"),
+            fp.Segment(*PEERS, seq=500, ack=101, flags="SA"),
+            fp.Segment(*OURS, seq=101, ack=501, flags="A"),
+            fp.Segment(*PEERS, seq=501, ack=101, flags="FA"),
+            fp.Segment(*OURS, seq=101, ack=501, flags="FA"),
+            fp.Segment(*PEERS, seq=502, ack=102, flags="A"),
+            fp.Segment(*OURS, seq=101, ack=502, flags="FA")]
+    sides = ["out", "in", "out", "in", "out", "in", "out"]
+    states = model.peer_states(segs, sides)
+    assert states[3:] == ["FIN_WAIT_1", "CLOSING", "CLOSING", "TIME_WAIT"]
 
 
 @pytest.mark.parametrize("offset, after", [(0, "CLOSED"), (10, "ESTABLISHED"), (10**8, "ESTABLISHED")])

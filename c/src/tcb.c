@@ -15,6 +15,14 @@
  * expressed by sent segments, then SEGMENT ARRIVES state by state (CLOSED,
  * LISTEN, SYN-SENT, TIME-WAIT, then the numbered checks of "Otherwise").
  * Every state change goes through tcb_set_state().
+ *
+ * Where it departs from the RFC's letter it says so, there and here:
+ *  - RFC 5961 narrows the RST and SYN checks (challenge ACKs).
+ *  - The ACK of a wholly old segment is processed when it acknowledges
+ *    new data (old_segment_acks_new_data()), as BSD and Linux do; by the
+ *    letter of §3.10.7.4's first check it is dropped unread, and a peer
+ *    that answers crossing FINs with its FIN again plus the ACK of ours
+ *    (libslirp) would leave us in CLOSING for good.
  */
 #include <errno.h>
 #include <string.h>
@@ -519,6 +527,62 @@ static enum step established_ack(struct fp_tcb *tcb,
 	return STEP_NEXT;
 }
 
+/* The why of a state change that an old segment's ACK made: see
+ * old_segment_acks_new_data(). */
+static const char old_ack_why[] =
+	"ACK of our FIN on an old segment (as BSD and Linux do; "
+	"RFC 9293 §3.10.7.4's first check would drop it)";
+
+/* The fifth check's state changes on the ACK of our FIN; old says the ACK
+ * came on an old segment (old_segment_acks_new_data()), which the record
+ * says instead of the RFC's rule. */
+static enum step ack_of_our_fin(struct fp_tcb *tcb, const struct fp_segment *seg,
+				uint64_t now_ns, int old)
+{
+	switch (tcb->state) {
+	case FP_STATE_FIN_WAIT_1:
+		/* "if the FIN segment is now acknowledged, then enter
+		 * FIN-WAIT-2". When this segment also brings the peer's FIN,
+		 * the eighth check goes straight to TIME-WAIT ("if our FIN
+		 * has been ACKed (perhaps in this segment)"): no FIN-WAIT-2. */
+		if (our_fin_acked(tcb) && !fin_in_sequence(tcb, seg))
+			tcb_set_state(
+				tcb, FP_STATE_FIN_WAIT_2,
+				old ? old_ack_why
+				    : "our FIN acknowledged (RFC 9293 §3.10.7.4)",
+				now_ns);
+		break;
+	case FP_STATE_CLOSING:
+		/* "if the ACK acknowledges our FIN, then enter the TIME-WAIT
+		 * state; otherwise, ignore the segment" */
+		if (!our_fin_acked(tcb))
+			return STEP_STOP;
+		tcb_set_state(tcb, FP_STATE_TIME_WAIT,
+			      old ? old_ack_why
+				  : "our FIN acknowledged in CLOSING "
+				    "(RFC 9293 §3.10.7.4)",
+			      now_ns);
+		break;
+	case FP_STATE_LAST_ACK:
+		/* "If our FIN is now acknowledged, delete the TCB, enter the
+		 * CLOSED state, and return." */
+		if (!our_fin_acked(tcb))
+			break;
+		tcb_set_state(tcb, FP_STATE_CLOSED,
+			      old ? old_ack_why
+				  : "our FIN acknowledged in LAST-ACK "
+				    "(RFC 9293 §3.10.7.4)",
+			      now_ns);
+		return STEP_STOP;
+	default:
+		/* ESTABLISHED, FIN-WAIT-2, CLOSE-WAIT: nothing more;
+		 * TIME-WAIT: a retransmitted FIN is handled in
+		 * time_wait_input(). */
+		break;
+	}
+	return STEP_NEXT;
+}
+
 /* RFC 9293 §3.10.7.4, fifth: check the ACK field */
 static enum step check_ack(struct fp_tcb *tcb, const struct fp_segment *seg,
 			   uint64_t now_ns, enum fp_reply *reply)
@@ -530,46 +594,41 @@ static enum step check_ack(struct fp_tcb *tcb, const struct fp_segment *seg,
 		return STEP_STOP;
 	if (established_ack(tcb, seg, reply) == STEP_STOP)
 		return STEP_STOP;
+	return ack_of_our_fin(tcb, seg, now_ns, 0);
+}
 
-	switch (tcb->state) {
-	case FP_STATE_FIN_WAIT_1:
-		/* "if the FIN segment is now acknowledged, then enter
-		 * FIN-WAIT-2". When this segment also brings the peer's FIN,
-		 * the eighth check goes straight to TIME-WAIT ("if our FIN
-		 * has been ACKed (perhaps in this segment)"): no FIN-WAIT-2. */
-		if (our_fin_acked(tcb) && !fin_in_sequence(tcb, seg))
-			tcb_set_state(
-				tcb, FP_STATE_FIN_WAIT_2,
-				"our FIN acknowledged (RFC 9293 §3.10.7.4)",
-				now_ns);
-		break;
-	case FP_STATE_CLOSING:
-		/* "if the ACK acknowledges our FIN, then enter the TIME-WAIT
-		 * state; otherwise, ignore the segment" */
-		if (!our_fin_acked(tcb))
-			return STEP_STOP;
-		tcb_set_state(tcb, FP_STATE_TIME_WAIT,
-			      "our FIN acknowledged in CLOSING "
-			      "(RFC 9293 §3.10.7.4)",
-			      now_ns);
-		break;
-	case FP_STATE_LAST_ACK:
-		/* "If our FIN is now acknowledged, delete the TCB, enter the
-		 * CLOSED state, and return." */
-		if (!our_fin_acked(tcb))
-			break;
-		tcb_set_state(tcb, FP_STATE_CLOSED,
-			      "our FIN acknowledged in LAST-ACK "
-			      "(RFC 9293 §3.10.7.4)",
-			      now_ns);
-		return STEP_STOP;
-	default:
-		/* ESTABLISHED, FIN-WAIT-2, CLOSE-WAIT: the processing above;
-		 * TIME-WAIT: a retransmitted FIN is handled in
-		 * time_wait_input(). */
-		break;
-	}
-	return STEP_NEXT;
+/*
+ * A departure from the letter of RFC 9293 §3.10.7.4, first check: there an
+ * unacceptable segment is answered with an ACK and dropped, its ACK field
+ * never read. BSD (tcp_input() trims the duplicate text and goes on to the
+ * ACK) and Linux (tcp_sequence() refuses only a segment ending before
+ * RCV.NXT as last advertised, then tcp_ack() runs) both honour the ACK of
+ * a wholly old segment. It matters when the peer answers crossing FINs by
+ * sending its FIN again with the ACK of ours (libslirp does): by the letter
+ * that ACK is lost and CLOSING never ends. So an old segment (it ends at or
+ * before RCV.NXT), neither RST nor SYN, whose ACK acknowledges something
+ * new (SND.UNA < SEG.ACK =< SND.NXT) in a synchronized state has its ACK
+ * processed as the fifth check would; the reply stays the first check's
+ * ACK, and its text and FIN stay ignored.
+ */
+static int old_segment_acks_new_data(const struct fp_tcb *tcb,
+				     const struct fp_segment *seg)
+{
+	uint32_t end = seg->seq + fp_segment_seg_len(seg);
+
+	return (seg->flags & (FP_ACK | FP_RST | FP_SYN)) == FP_ACK &&
+	       fp_state_synchronized(tcb->state) &&
+	       seq_leq(end, tcb->rcv_nxt) && seq_lt(tcb->snd_una, seg->ack) &&
+	       seq_leq(seg->ack, tcb->snd_nxt);
+}
+
+static void process_old_ack(struct fp_tcb *tcb, const struct fp_segment *seg,
+			    uint64_t now_ns)
+{
+	enum fp_reply ignored = FP_REPLY_NONE;
+
+	if (established_ack(tcb, seg, &ignored) == STEP_NEXT)
+		ack_of_our_fin(tcb, seg, now_ns, 1);
 }
 
 /* RFC 9293 §3.10.7.4, seventh: process the segment text. finprobe keeps
@@ -663,8 +722,11 @@ static enum fp_reply otherwise_input(struct fp_tcb *tcb,
 {
 	enum fp_reply reply = FP_REPLY_NONE;
 
-	if (check_sequence(tcb, seg, &reply) == STEP_STOP)
+	if (check_sequence(tcb, seg, &reply) == STEP_STOP) {
+		if (old_segment_acks_new_data(tcb, seg))
+			process_old_ack(tcb, seg, now_ns);
 		return reply;
+	}
 	if (check_rst(tcb, seg, now_ns, &reply) == STEP_STOP)
 		return reply;
 	/* third: check security; finprobe does not model compartments */

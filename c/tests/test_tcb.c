@@ -632,6 +632,55 @@ static void test_closing_ack_short_of_our_fin_is_ignored(void)
 	CHECK_EQ(tcb.state, FP_STATE_CLOSING);
 }
 
+/* Crossing FINs answered by the peer's FIN again with the ACK of ours (as
+ * libslirp does): the segment is wholly old, yet its ACK counts. */
+static void test_closing_old_fin_with_ack_of_our_fin_enters_time_wait(void)
+{
+	struct fp_tcb tcb = tcb_in_closing();
+
+	CHECK_EQ(peer_sends(&tcb, FP_FIN | FP_ACK, IRS + 1, ISS + 2, 0, 5),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
+	CHECK_EQ(tcb.snd_una, ISS + 2);
+	CHECK_EQ(tcb.rcv_nxt, IRS + 2);
+	CHECK_EQ(tcb.time_wait_until, 5 + MSL2);
+	CHECK_EQ(n_seen, 1);
+	CHECK(strstr(seen[0].why, "old segment") != NULL);
+}
+
+static void test_fin_wait_1_old_data_with_ack_of_our_fin_goes_to_fin_wait_2(void)
+{
+	struct fp_tcb tcb = tcb_in_fin_wait_1();
+
+	CHECK_EQ(peer_sends(&tcb, FP_ACK, IRS - 99, ISS + 2, 100, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_FIN_WAIT_2);
+	CHECK_EQ(tcb.snd_una, ISS + 2);
+	CHECK_EQ(tcb.rcv_nxt, IRS + 1); /* the old text is not taken again */
+}
+
+/* Only the ACK of an old segment counts, and only when it acknowledges
+ * something new: an old RST or SYN, an old ACK of nothing new or of
+ * what was never sent, and a segment beyond the window change nothing. */
+static void test_fin_wait_1_old_segment_ack_counts_only_when_new(void)
+{
+	struct fp_tcb tcb = tcb_in_fin_wait_1();
+
+	CHECK_EQ(peer_sends(&tcb, FP_RST | FP_ACK, IRS - 1, ISS + 2, 0, 0),
+		 FP_REPLY_NONE);
+	CHECK_EQ(peer_sends(&tcb, FP_SYN | FP_ACK, IRS - 1, ISS + 2, 0, 0),
+		 FP_REPLY_CHALLENGE_ACK);
+	CHECK_EQ(peer_sends(&tcb, FP_ACK, IRS - 1, ISS + 1, 0, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(peer_sends(&tcb, FP_ACK, IRS - 1, ISS + 3, 0, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(peer_sends(&tcb, FP_ACK, IRS + 1 + 65535, ISS + 2, 0, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_FIN_WAIT_1);
+	CHECK_EQ(tcb.snd_una, ISS + 1);
+	CHECK_EQ(n_seen, 0);
+}
+
 /* ---- passive close ------------------------------------------------------ */
 
 static void test_close_wait_close_then_last_ack_ack_closes(void)
@@ -669,6 +718,16 @@ static void test_last_ack_rst_at_rcv_nxt_closes(void)
 
 	CHECK_EQ(peer_sends(&tcb, FP_RST, IRS + 2, 0, 0, 0), FP_REPLY_NONE);
 	CHECK_EQ(tcb.state, FP_STATE_CLOSED);
+}
+
+static void test_last_ack_old_fin_with_ack_of_our_fin_closes(void)
+{
+	struct fp_tcb tcb = tcb_in_last_ack();
+
+	CHECK_EQ(peer_sends(&tcb, FP_FIN | FP_ACK, IRS + 1, ISS + 2, 0, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_CLOSED);
+	CHECK_EQ(n_seen, 1);
 }
 
 /* ---- TIME-WAIT ---------------------------------------------------------- */
@@ -803,9 +862,13 @@ int main(void)
 	RUN(test_fin_wait_2_data_advances_rcv_nxt);
 	RUN(test_fin_wait_1_fin_goes_to_closing_then_time_wait);
 	RUN(test_closing_ack_short_of_our_fin_is_ignored);
+	RUN(test_closing_old_fin_with_ack_of_our_fin_enters_time_wait);
+	RUN(test_fin_wait_1_old_data_with_ack_of_our_fin_goes_to_fin_wait_2);
+	RUN(test_fin_wait_1_old_segment_ack_counts_only_when_new);
 	RUN(test_close_wait_close_then_last_ack_ack_closes);
 	RUN(test_close_wait_fin_retransmission_gets_ack);
 	RUN(test_last_ack_rst_at_rcv_nxt_closes);
+	RUN(test_last_ack_old_fin_with_ack_of_our_fin_closes);
 	RUN(test_time_wait_fin_retransmission_restarts_timer);
 	RUN(test_time_wait_syn_gets_challenge_ack_and_bare_ack_nothing);
 	RUN(test_fin_wait_1_close_across_wrap);
