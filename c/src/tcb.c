@@ -192,22 +192,39 @@ void fp_tcb_fill(const struct fp_tcb *tcb, struct fp_segment *seg,
 			tcb->rcv_wnd > 0xffff ? 0xffff : (uint16_t)tcb->rcv_wnd;
 }
 
-/* RFC 9293 §3.10.1, OPEN call: our SYN opens actively from CLOSED; our
- * SYN-ACK answers the SYN a LISTEN has seen (§3.10.7.2, third: "ISS should
- * be selected and a SYN segment sent ... SND.NXT is set to ISS+1 and
- * SND.UNA to ISS. The connection state should be changed to SYN-RECEIVED").
- * Other SYNs only advance SND.NXT, in fp_tcb_on_send(). */
+/* Our SYN from CLOSED (RFC 9293 §3.10.1, active OPEN) or from LISTEN
+ * (§3.10.2, SEND in LISTEN: "change the connection from passive to active,
+ * select an ISS. Send a SYN segment, set SND.UNA to ISS, SND.NXT to ISS+1.
+ * Enter SYN-SENT state."): a new active connection whose ISS is the SYN's
+ * sequence number. A SYN the LISTEN had recorded is forgotten with the
+ * passive OPEN; sent again, it meets our SYN as a simultaneous open. */
+static void send_active_syn(struct fp_tcb *tcb, const struct fp_segment *seg,
+			    uint64_t now_ns)
+{
+	enum fp_state from = tcb->state;
+
+	tcb_new_connection(tcb, seg->seq);
+	tcb->snd_nxt = seg->seq + 1;
+	tcb_set_state(tcb, FP_STATE_SYN_SENT,
+		      from == FP_STATE_LISTEN
+			      ? "SEND in LISTEN: we sent SYN, passive to "
+				"active (RFC 9293 §3.10.2)"
+			      : "active OPEN: we sent SYN (RFC 9293 §3.10.1)",
+		      now_ns);
+}
+
+/* Our SYN-ACK answers the SYN a LISTEN has seen (§3.10.7.2, third: "ISS
+ * should be selected and a SYN segment sent ... SND.NXT is set to ISS+1
+ * and SND.UNA to ISS. The connection state should be changed to
+ * SYN-RECEIVED"). Other SYNs only advance SND.NXT, in fp_tcb_on_send(). */
 static void send_syn(struct fp_tcb *tcb, const struct fp_segment *seg,
 		     uint64_t now_ns)
 {
 	int ack = seg->flags & FP_ACK;
 
-	if (!ack && tcb->state == FP_STATE_CLOSED) {
-		tcb_new_connection(tcb, seg->seq);
-		tcb->snd_nxt = seg->seq + 1;
-		tcb_set_state(tcb, FP_STATE_SYN_SENT,
-			      "active OPEN: we sent SYN (RFC 9293 §3.10.1)",
-			      now_ns);
+	if (!ack && (tcb->state == FP_STATE_CLOSED ||
+		     tcb->state == FP_STATE_LISTEN)) {
+		send_active_syn(tcb, seg, now_ns);
 	} else if (ack && tcb->state == FP_STATE_LISTEN && tcb->irs_known) {
 		tcb->iss = seg->seq;
 		tcb->snd_una = seg->seq;
@@ -738,13 +755,15 @@ static enum fp_reply otherwise_input(struct fp_tcb *tcb,
 }
 
 /* The peer's FIN again: it ends just before RCV.NXT, at the FIN we
- * accepted, and carries no SYN or RST. */
+ * accepted, carries no SYN or RST, and has the ACK bit on, without which
+ * the fifth check would drop it before the FIN is looked at. */
 static int is_fin_retransmission(const struct fp_tcb *tcb,
 				 const struct fp_segment *seg)
 {
 	uint32_t fin = seg->seq + (uint32_t)seg->payload_len;
 
-	return (seg->flags & (FP_FIN | FP_SYN | FP_RST)) == FP_FIN &&
+	return (seg->flags & (FP_FIN | FP_SYN | FP_RST | FP_ACK)) ==
+		       (FP_FIN | FP_ACK) &&
 	       fin + 1 == tcb->rcv_nxt;
 }
 
@@ -752,9 +771,11 @@ static int is_fin_retransmission(const struct fp_tcb *tcb,
  * state is a retransmission of the remote FIN. Acknowledge it, and restart
  * the 2 MSL timeout." That FIN lies before RCV.NXT, so the first check
  * alone would ACK it as old and never reach the timer; it is recognized
- * first (Linux restarts the timer too). Anything else takes the checks of
+ * first (Linux restarts the timer too, and as here only when the ACK bit
+ * is on: tcp_timewait_state_process()). Anything else takes the checks of
  * the synchronized states: a RST at RCV.NXT closes, a SYN draws a
- * challenge ACK. */
+ * challenge ACK, an old FIN without ACK draws the first check's ACK and
+ * leaves the timer alone. */
 static enum fp_reply time_wait_input(struct fp_tcb *tcb,
 				     const struct fp_segment *seg,
 				     uint64_t now_ns)

@@ -325,6 +325,25 @@ static void test_listen_ack_gets_rst_and_rst_is_ignored(void)
 	CHECK_EQ(n_seen, 0);
 }
 
+/* RFC 9293 §3.10.2, SEND in LISTEN: "change the connection from passive
+ * to active, select an ISS. Send a SYN segment ... Enter SYN-SENT". */
+static void test_listen_our_syn_goes_to_syn_sent(void)
+{
+	struct fp_tcb tcb = tcb_in_listen();
+	struct fp_segment syn = we_send(&tcb, FP_SYN, 0);
+
+	CHECK_EQ(syn.seq, ISS);
+	CHECK_EQ(tcb.state, FP_STATE_SYN_SENT);
+	CHECK(!tcb.passive);
+	CHECK_EQ(tcb.snd_una, ISS);
+	CHECK_EQ(tcb.snd_nxt, ISS + 1);
+	CHECK_EQ(n_seen, 1);
+	CHECK(n_seen == 1 && strstr(seen[0].why, "§3.10.2") != NULL);
+	CHECK_EQ(peer_sends(&tcb, FP_SYN | FP_ACK, IRS, ISS + 1, 0, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_ESTABLISHED);
+}
+
 static void test_syn_received_rst_returns_to_listen(void)
 {
 	struct fp_tcb tcb = tcb_in_syn_received();
@@ -747,6 +766,22 @@ static void test_time_wait_fin_retransmission_restarts_timer(void)
 	CHECK_EQ(n_seen, 1);
 }
 
+/* A FIN without ACK is no retransmission of the peer's FIN to restart
+ * 2MSL for: the fifth check drops a segment with the ACK bit off before
+ * the FIN is looked at (Linux restarts only on an ACK too). Being old, it
+ * draws the first check's ACK, as Linux sends. */
+static void test_time_wait_fin_without_ack_keeps_the_timer(void)
+{
+	struct fp_tcb tcb = tcb_in_time_wait();
+
+	CHECK_EQ(peer_sends(&tcb, FP_FIN, IRS + 1, 0, 0, 1000), FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
+	CHECK_EQ(tcb.time_wait_until, MSL2);
+	CHECK_EQ(tcb.rcv_nxt, IRS + 2);
+	fp_tcb_tick(&tcb, MSL2);
+	CHECK_EQ(tcb.state, FP_STATE_CLOSED);
+}
+
 static void test_time_wait_syn_gets_challenge_ack_and_bare_ack_nothing(void)
 {
 	struct fp_tcb tcb = tcb_in_time_wait();
@@ -839,6 +874,7 @@ int main(void)
 	RUN(test_syn_sent_syn_is_simultaneous_open);
 	RUN(test_listen_syn_waits_for_our_syn_ack);
 	RUN(test_listen_ack_gets_rst_and_rst_is_ignored);
+	RUN(test_listen_our_syn_goes_to_syn_sent);
 	RUN(test_syn_received_rst_returns_to_listen);
 	RUN(test_syn_received_bad_ack_gets_rst);
 	RUN(test_established_data_advances_rcv_nxt);
@@ -870,6 +906,7 @@ int main(void)
 	RUN(test_last_ack_rst_at_rcv_nxt_closes);
 	RUN(test_last_ack_old_fin_with_ack_of_our_fin_closes);
 	RUN(test_time_wait_fin_retransmission_restarts_timer);
+	RUN(test_time_wait_fin_without_ack_keeps_the_timer);
 	RUN(test_time_wait_syn_gets_challenge_ack_and_bare_ack_nothing);
 	RUN(test_fin_wait_1_close_across_wrap);
 	RUN(test_transitions_observed_once_per_change);
