@@ -72,11 +72,18 @@ int fp_state_synchronized(enum fp_state state)
 
 /* ---- helpers ------------------------------------------------------------ */
 
+/* a + b, or UINT64_MAX where the sum would wrap: a deadline too far to
+ * count is "never", not a few seconds after the wrap. */
+static uint64_t sat_add_u64(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
 /* The 2MSL timer runs from now, whether TIME-WAIT was just entered or a
  * retransmitted FIN restarts it (RFC 9293 §3.10.7.4, fifth and eighth). */
 static void restart_time_wait(struct fp_tcb *tcb, uint64_t now_ns)
 {
-	tcb->time_wait_until = now_ns + tcb->time_wait_ns;
+	tcb->time_wait_until = sat_add_u64(now_ns, tcb->time_wait_ns);
 }
 
 /* The one place the state changes, so that the observer sees every change

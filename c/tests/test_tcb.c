@@ -794,6 +794,29 @@ static void test_time_wait_syn_gets_challenge_ack_and_bare_ack_nothing(void)
 	CHECK_EQ(tcb.time_wait_until, MSL2);
 }
 
+/* A 2MSL too long to add to the clock waits "for ever" (the end of the
+ * clock), not a wrapped few seconds. */
+static void test_time_wait_huge_2msl_does_not_wrap(void)
+{
+	struct fp_tcb tcb = tcb_in_fin_wait_2();
+	uint64_t now = 1000000000000000000ull; /* about 31 years of uptime */
+
+	tcb.time_wait_ns = UINT64_MAX - 5;
+	CHECK_EQ(peer_sends(&tcb, FP_FIN | FP_ACK, IRS + 1, ISS + 2, 0, now),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
+	CHECK(tcb.time_wait_until == UINT64_MAX);
+	fp_tcb_tick(&tcb, now + 10 * 1000000000ull);
+	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
+	/* the retransmitted FIN restarts the timer the same way */
+	CHECK_EQ(peer_sends(&tcb, FP_FIN | FP_ACK, IRS + 1, ISS + 2, 0,
+			    now + 20 * 1000000000ull),
+		 FP_REPLY_ACK);
+	CHECK(tcb.time_wait_until == UINT64_MAX);
+	fp_tcb_tick(&tcb, UINT64_MAX - 1);
+	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
+}
+
 /* ---- the wrap at 2^32 --------------------------------------------------- */
 
 static void test_fin_wait_1_close_across_wrap(void)
@@ -908,6 +931,7 @@ int main(void)
 	RUN(test_time_wait_fin_retransmission_restarts_timer);
 	RUN(test_time_wait_fin_without_ack_keeps_the_timer);
 	RUN(test_time_wait_syn_gets_challenge_ack_and_bare_ack_nothing);
+	RUN(test_time_wait_huge_2msl_does_not_wrap);
 	RUN(test_fin_wait_1_close_across_wrap);
 	RUN(test_transitions_observed_once_per_change);
 	RUN(test_fill_leaves_forced_fields);
