@@ -71,6 +71,8 @@ static void test_build_parse_round_trip_v6_with_options(void)
 	CHECK_EQ(p.options[0].v.mss, 1460);
 	CHECK_EQ(p.options[2].v.ts.ecr, 0xdeadbeef);
 	CHECK_EQ(p.options[3].v.wscale, 7);
+	CHECK(memcmp(p.options, s.options, 4 * sizeof(s.options[0])) == 0);
+	CHECK(memcmp(p.src, s.src, 16) == 0 && memcmp(p.dst, s.dst, 16) == 0);
 	CHECK(p.tcp_checksum_ok);
 }
 
