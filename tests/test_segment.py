@@ -402,18 +402,77 @@ def test_zero_padding_is_not_reported_as_eol():
         assert fp.Segment.parse(wire).options == tuple(options)
 
 
-def test_an_eol_inside_the_last_word_is_indistinguishable_from_padding():
-    # The bytes are the same, so parse takes the zero as padding.
-    explicit = fp.Segment(*V4, options=[("nop",), ("eol",)])
-    assert bytes(explicit) == bytes(fp.Segment(*V4, options=[("nop",)]))
-    assert fp.Segment.parse(bytes(explicit)).options == (("nop",),)
+def test_an_eol_in_the_final_padding_round_trips():
+    # An EOL where the padding would be gets a word of zeros of its own, so
+    # that it is told from the padding: both lists come back as given.
+    for options in ([("wscale", 7), ("eol",)], [("nop",), ("eol",)],
+                    [("nop",), ("eol",), ("eol",)], [("mss", 1460), ("wscale", 7), ("eol",)]):
+        s = fp.Segment(*V4, options=options)
+        wire = bytes(s)
+        p = fp.Segment.parse(wire)
+        assert p.options == tuple(options) and p == s and bytes(p) == wire
+        without = fp.Segment(*V4, options=options[:-1])
+        assert fp.Segment.parse(bytes(without)).options == tuple(options[:-1])
+        assert bytes(without) != wire
+    assert bytes(fp.Segment(*V4, options=[("wscale", 7), ("eol",)]))[40:] == bytes.fromhex("0303070000000000")
+    with pytest.raises(ValueError, match=r"options: 44 bytes .*\(an EOL ending the list takes a word"):
+        fp.Segment(options=[("nop",)] * 37 + [("eol",)])
 
 
-def test_eol_followed_by_non_zero_bytes_is_reported():
+def test_options_after_an_eol_round_trip():
+    for options in ([("eol",), ("mss", 1460)], [("nop",), ("eol",), ("nop",), ("wscale", 7)],
+                    [("eol",), ("eol",), ("sackok",)], [("eol",), (30, b"ab"), ("eol",)]):
+        s = fp.Segment(*V4, options=options)
+        p = fp.Segment.parse(bytes(s))
+        assert p.options == tuple(options) and bytes(p) == bytes(s)
+
+
+def test_bytes_after_an_eol_that_are_no_options_are_kept_raw():
     wire = bytearray(bytes(fp.Segment(*V4, options=[(30, b"xx")])))
     wire[40:44] = b"\x01\x00\xff\xff"  # NOP, EOL, then junk the sender left
-    wire[36:38] = b"\0\0"
-    assert fp.Segment.parse(bytes(wire)).options == (("nop",), ("eol",))
+    p = fp.Segment.parse(bytes(wire))
+    assert p.options == (("nop",), (0, b"\xff\xff"))
+    assert bytes(p)[:36] == wire[:36] and bytes(p)[38:] == wire[38:]  # checksum aside
+    again = fp.Segment(*V4, options=p.options)
+    assert again.options == p.options and bytes(again)[40:44] == b"\x01\x00\xff\xff"
+
+
+def test_a_raw_eol_is_kept_as_parse_would_read_it():
+    # As (2, b"\x05\xb4") is ("mss", 1460): bytes after an EOL that read as
+    # options are those options, and the padding after junk is part of it.
+    assert fp.Segment(options=[(0, b"\x02\x04\x05\xb4\0\0\0")]).options == (("eol",), ("mss", 1460))
+    assert fp.Segment(options=[(0, b"\xff")]).options == ((0, b"\xff\0\0"),)
+    assert fp.Segment(options=[(0, b"\xff" * 39)]).options == ((0, b"\xff" * 39),)
+    with pytest.raises(ValueError, match="options"):
+        fp.Segment(options=[(1, b"x")])
+
+
+def built_option_len(options):
+    """The option bytes a list takes, from the rule of segment.c written
+    again: what precedes the trailing EOLs, zero-padded to a word, then a
+    word of zeros for each trailing EOL."""
+    eols = 0
+    while eols < len(options) and options[-1 - eols] == ("eol",):
+        eols += 1
+    head = sum(map(option_wire_len, options[:len(options) - eols]))
+    return (head + 3) // 4 * 4 + 4 * eols
+
+
+def test_random_option_lists_with_eols_anywhere_round_trip():
+    rng = random.Random(14)
+    tried = 0
+    for _ in range(3000):
+        options = [("eol",) if rng.random() < 0.3 else random_option(rng)
+                   for _ in range(rng.randrange(1, 10))]
+        if built_option_len(options) > 40:
+            continue
+        tried += 1
+        s = fp.Segment(*rng.choice((V4, V6)), options=options)
+        assert s.options == expected_options(options)
+        wire = bytes(s)
+        p = fp.Segment.parse(wire)
+        assert p == s and bytes(p) == wire, options
+    assert tried > 1000
 
 
 # ---------------------------------------------------------------------------
@@ -663,10 +722,7 @@ def test_random_mutations_parse_or_raise_parse_error():
         outcomes["parsed"] += 1
         repr(s), s.options, s.flags, s.seg_len, s.src, s.payload, hash(s)
         again = fp.Segment.parse(bytes(s))
-        # An EOL off a word boundary followed by junk is reported but cannot
-        # be rebuilt: the builder pads with zeros.
-        assert again == s or (s.options[-1:] == (("eol",),) and
-                              again == s.replace(options=s.options[:-1]))
+        assert again == s and bytes(again) == bytes(s)
     assert min(outcomes.values()) > 2000, outcomes
 
 
@@ -709,7 +765,8 @@ BAD_ARGUMENTS = [
     (dict(options=[(256, b"")]), ValueError, "options"),
     (dict(options=[(30, "text")]), ValueError, "options"),
     (dict(options=[(30, b"x" * 39)]), ValueError, "options"),
-    (dict(options=[(0, b"x")]), ValueError, "options"),
+    (dict(options=[(1, b"x")]), ValueError, "options"),
+    (dict(options=[(0, bytes(40))]), ValueError, "options"),
     (dict(options=[(1, b"")]), ValueError, "options"),
     (dict(options=[("nop",)] * 41), ValueError, "options"),
     (dict(options=[("ts", 1, 2)] * 4 + [("nop",)]), ValueError, "options"),

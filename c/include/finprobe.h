@@ -63,6 +63,8 @@ enum fp_option_kind {
  * One option. A known kind with its standard length is decoded into v;
  * anything else (unknown kind, or a known kind with an odd length) is kept
  * as raw body bytes and has raw set, so parsing and building round-trip.
+ * A raw EOL carries the bytes after it, to the end of the option area,
+ * when they are no options (see segment.c on EOL and padding).
  */
 struct fp_option {
 	uint8_t kind;
@@ -78,7 +80,7 @@ struct fp_option {
 			uint8_t count;
 			uint32_t edge[FP_MAX_SACK_BLOCKS][2]; /* left, right */
 		} sack;
-		uint8_t body[FP_MAX_OPTION_BODY];
+		uint8_t body[FP_MAX_OPTION_BODY + 1]; /* +1: a raw EOL's */
 	} v;
 };
 
@@ -113,8 +115,13 @@ struct fp_segment {
 };
 
 /* Bytes one option takes on the wire, kind and length included (0 for a
- * decoded option of a kind the codec does not know). */
+ * decoded option of a kind the codec does not know); a raw EOL, 1 + len. */
 FP_API size_t fp_option_wire_len(const struct fp_option *option);
+
+/* The option bytes fp_segment_build() writes for seg, padding included;
+ * over 40 (or SIZE_MAX for n_options over FP_MAX_OPTIONS) means it refuses
+ * them. */
+FP_API size_t fp_segment_options_len(const struct fp_segment *seg);
 
 /* Sequence space a segment uses: payload + SYN + FIN (RFC 9293 §3.4). */
 FP_API uint32_t fp_segment_seg_len(const struct fp_segment *seg);

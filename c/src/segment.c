@@ -281,52 +281,100 @@ static void option_decode(struct fp_option *o, const uint8_t *p, size_t len)
 	}
 }
 
-/* An EOL followed only by zeros that end the header before the next 4-byte
- * boundary is the padding fp_segment_build adds, not an option of the
- * sender's: leaving it out is what makes build and parse round-trip. */
-static int is_padding(const uint8_t *p, size_t left)
+/*
+ * Options and their bytes map one to one, both ways: every option area that
+ * parses builds again to the same bytes, and every option list that fits
+ * parses back equal. Three rules make it so:
+ *  - Options are read on past an EOL (RFC 9293 §3.1: EOL ends the list; a
+ *    receiver ignores the rest, but the rest is on the wire all the same):
+ *    [("eol",), ("mss", 1460)] comes back as given.
+ *  - When the bytes after an EOL do not read as options, the first EOL
+ *    keeps all of them raw (kind 0, raw, body = every byte after it): junk
+ *    a sender left after its EOL is reproduced byte for byte.
+ *  - Zeros ending the area are padding up to the last 4-byte boundary, and
+ *    each further word of zeros is one EOL. So a list ending in n EOLs
+ *    gets, after the zero padding of what precedes them, n words of zeros:
+ *    [("wscale", 7), ("eol",)] is 03 03 07 00 00 00 00 00, told apart from
+ *    [("wscale", 7)], 03 03 07 00. At a boundary that is the usual single
+ *    word: [("mss", 1460), ("eol",)] ends in 00 00 00 00.
+ */
+
+/* One option at p[i..len) into o: its length on the wire, or 0 if it does
+ * not decode (why, in ctx). */
+static size_t option_at(struct fp_option *o, const uint8_t *p, size_t i, size_t len,
+			struct parse_ctx *ctx)
 {
-	if (left >= 4)
+	memset(o, 0, sizeof(*o));
+	o->kind = p[i];
+	if (p[i] == FP_OPT_EOL || p[i] == FP_OPT_NOP)
+		return 1;
+	if (i + 1 >= len) {
+		malformed(ctx, "TCP option kind %u at offset %zu has no length byte", p[i], i);
 		return 0;
-	for (size_t i = 0; i < left; i++)
-		if (p[i])
-			return 0;
-	return 1;
+	}
+	size_t olen = p[i + 1];
+	if (olen < 2) { /* would not advance: every option but EOL and NOP has kind and length */
+		malformed(ctx, "TCP option kind %u at offset %zu has a bad length %zu, below 2",
+			  p[i], i, olen);
+		return 0;
+	}
+	if (i + olen > len) {
+		malformed(ctx, "TCP option kind %u with length %zu runs past the %zu option bytes",
+			  p[i], olen, len);
+		return 0;
+	}
+	option_decode(o, p + i, olen);
+	return olen;
+}
+
+/* The EOL at options[k] keeps the bytes after it, which are no options. */
+static void keep_after_eol(struct fp_segment *seg, int k, const uint8_t *after, size_t len)
+{
+	struct fp_option *o = &seg->options[k];
+	memset(o, 0, sizeof(*o));
+	o->kind = FP_OPT_EOL;
+	o->raw = 1;
+	o->len = (uint8_t)len;
+	memcpy(o->v.body, after, len);
+	seg->n_options = (uint8_t)(k + 1);
+}
+
+/* Plain EOLs ending the list: each zero byte read was one. */
+static int trailing_eols(const struct fp_segment *seg)
+{
+	int n = 0;
+	while (n < seg->n_options && seg->options[seg->n_options - 1 - n].kind == FP_OPT_EOL &&
+	       !seg->options[seg->n_options - 1 - n].raw)
+		n++;
+	return n;
 }
 
 static int options_parse(struct fp_segment *seg, const uint8_t *p, size_t len,
 			 struct parse_ctx *ctx)
 {
-	size_t i = 0;
+	struct parse_ctx quiet = {NULL, 0};
+	size_t i = 0, eol_at = len; /* the first EOL's offset */
+	int eol_slot = 0;
 	seg->n_options = 0;
 	while (i < len) {
-		struct fp_option *o = &seg->options[seg->n_options];
-		memset(o, 0, sizeof(*o));
-		o->kind = p[i];
-		if (p[i] == FP_OPT_EOL) {
-			if (!is_padding(p + i, len - i))
-				seg->n_options++;
-			return 0; /* RFC 9293 §3.1: EOL ends the list */
+		/* past an EOL, bytes that are no options are no error */
+		size_t olen = option_at(&seg->options[seg->n_options], p, i, len,
+					eol_at < len ? &quiet : ctx);
+		if (olen == 0 && eol_at == len)
+			return -EBADMSG;
+		if (olen == 0) {
+			keep_after_eol(seg, eol_slot, p + eol_at + 1, len - eol_at - 1);
+			return 0;
 		}
-		if (p[i] == FP_OPT_NOP) {
-			seg->n_options++;
-			i++;
-			continue;
+		if (p[i] == FP_OPT_EOL && eol_at == len) {
+			eol_at = i;
+			eol_slot = seg->n_options;
 		}
-		if (i + 1 >= len)
-			return malformed(ctx, "TCP option kind %u at offset %zu has no length byte",
-					 p[i], i);
-		size_t olen = p[i + 1];
-		if (olen < 2) /* would not advance: every option but EOL and NOP has kind and length */
-			return malformed(ctx, "TCP option kind %u at offset %zu has a bad length %zu, below 2",
-					 p[i], i, olen);
-		if (i + olen > len)
-			return malformed(ctx, "TCP option kind %u with length %zu runs past the %zu option bytes",
-					 p[i], olen, len);
-		option_decode(o, p + i, olen);
 		seg->n_options++;
 		i += olen;
 	}
+	int zeros = trailing_eols(seg); /* padding, then a word an EOL */
+	seg->n_options = (uint8_t)(seg->n_options - zeros + zeros / 4);
 	return 0;
 }
 
@@ -388,6 +436,8 @@ int fp_segment_fill_checksum(uint8_t *pkt, size_t len)
 
 size_t fp_option_wire_len(const struct fp_option *o)
 {
+	if (o->kind == FP_OPT_EOL && o->raw)
+		return 1 + (size_t)o->len; /* the bytes after it have no length byte */
 	if (o->kind == FP_OPT_EOL || o->kind == FP_OPT_NOP)
 		return 1;
 	if (o->raw)
@@ -404,6 +454,10 @@ static ssize_t option_encode(const struct fp_option *o, uint8_t *p, size_t room)
 				       (o->v.sack.count == 0 || o->v.sack.count > FP_MAX_SACK_BLOCKS)))
 		return -EINVAL;
 	p[0] = o->kind;
+	if (o->kind == FP_OPT_EOL && o->raw) {
+		memcpy(p + 1, o->v.body, o->len);
+		return (ssize_t)len;
+	}
 	if (len == 1)
 		return 1;
 	p[1] = (uint8_t)len;
@@ -432,20 +486,33 @@ static ssize_t option_encode(const struct fp_option *o, uint8_t *p, size_t room)
 	return (ssize_t)len;
 }
 
-/* Options into p, zero-padded to a multiple of 4; returns the padded length. */
-static ssize_t options_build(const struct fp_segment *seg, uint8_t *p)
+/* What precedes the trailing EOLs, zero-padded to a boundary, then a word
+ * of zeros for each of them (see options_parse()). */
+size_t fp_segment_options_len(const struct fp_segment *seg)
 {
 	size_t n = 0;
 	if (seg->n_options > FP_MAX_OPTIONS)
+		return SIZE_MAX;
+	int eols = trailing_eols(seg);
+	for (int i = 0; i < seg->n_options - eols; i++)
+		n += fp_option_wire_len(&seg->options[i]);
+	return ((n + 3) & ~(size_t)3) + 4 * (size_t)eols;
+}
+
+/* Options into p, zero-padded; returns fp_segment_options_len(). */
+static ssize_t options_build(const struct fp_segment *seg, uint8_t *p)
+{
+	size_t n = 0, total = fp_segment_options_len(seg);
+	if (total > MAX_OPTION_BYTES)
 		return -EINVAL;
 	memset(p, 0, MAX_OPTION_BYTES);
-	for (int i = 0; i < seg->n_options; i++) {
+	for (int i = 0; i < seg->n_options - trailing_eols(seg); i++) {
 		ssize_t len = option_encode(&seg->options[i], p + n, MAX_OPTION_BYTES - n);
 		if (len < 0)
 			return len;
 		n += (size_t)len;
 	}
-	return (ssize_t)((n + 3) & ~(size_t)3);
+	return (ssize_t)total;
 }
 
 static void ipv4_build(const struct fp_segment *seg, uint8_t *ip, size_t total)

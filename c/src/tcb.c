@@ -15,6 +15,14 @@
  * expressed by sent segments, then SEGMENT ARRIVES state by state (CLOSED,
  * LISTEN, SYN-SENT, TIME-WAIT, then the numbered checks of "Otherwise").
  * Every state change goes through tcb_set_state().
+ *
+ * Where it departs from the RFC's letter it says so, there and here:
+ *  - RFC 5961 narrows the RST and SYN checks (challenge ACKs).
+ *  - The ACK of a wholly old segment is processed when it acknowledges
+ *    new data (old_segment_acks_new_data()), as BSD and Linux do; by the
+ *    letter of §3.10.7.4's first check it is dropped unread, and a peer
+ *    that answers crossing FINs with its FIN again plus the ACK of ours
+ *    (libslirp) would leave us in CLOSING for good.
  */
 #include <errno.h>
 #include <string.h>
@@ -64,11 +72,18 @@ int fp_state_synchronized(enum fp_state state)
 
 /* ---- helpers ------------------------------------------------------------ */
 
+/* a + b, or UINT64_MAX where the sum would wrap: a deadline too far to
+ * count is "never", not a few seconds after the wrap. */
+static uint64_t sat_add_u64(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
 /* The 2MSL timer runs from now, whether TIME-WAIT was just entered or a
  * retransmitted FIN restarts it (RFC 9293 §3.10.7.4, fifth and eighth). */
 static void restart_time_wait(struct fp_tcb *tcb, uint64_t now_ns)
 {
-	tcb->time_wait_until = now_ns + tcb->time_wait_ns;
+	tcb->time_wait_until = sat_add_u64(now_ns, tcb->time_wait_ns);
 }
 
 /* The one place the state changes, so that the observer sees every change
@@ -184,22 +199,39 @@ void fp_tcb_fill(const struct fp_tcb *tcb, struct fp_segment *seg,
 			tcb->rcv_wnd > 0xffff ? 0xffff : (uint16_t)tcb->rcv_wnd;
 }
 
-/* RFC 9293 §3.10.1, OPEN call: our SYN opens actively from CLOSED; our
- * SYN-ACK answers the SYN a LISTEN has seen (§3.10.7.2, third: "ISS should
- * be selected and a SYN segment sent ... SND.NXT is set to ISS+1 and
- * SND.UNA to ISS. The connection state should be changed to SYN-RECEIVED").
- * Other SYNs only advance SND.NXT, in fp_tcb_on_send(). */
+/* Our SYN from CLOSED (RFC 9293 §3.10.1, active OPEN) or from LISTEN
+ * (§3.10.2, SEND in LISTEN: "change the connection from passive to active,
+ * select an ISS. Send a SYN segment, set SND.UNA to ISS, SND.NXT to ISS+1.
+ * Enter SYN-SENT state."): a new active connection whose ISS is the SYN's
+ * sequence number. A SYN the LISTEN had recorded is forgotten with the
+ * passive OPEN; sent again, it meets our SYN as a simultaneous open. */
+static void send_active_syn(struct fp_tcb *tcb, const struct fp_segment *seg,
+			    uint64_t now_ns)
+{
+	enum fp_state from = tcb->state;
+
+	tcb_new_connection(tcb, seg->seq);
+	tcb->snd_nxt = seg->seq + 1;
+	tcb_set_state(tcb, FP_STATE_SYN_SENT,
+		      from == FP_STATE_LISTEN
+			      ? "SEND in LISTEN: we sent SYN, passive to "
+				"active (RFC 9293 §3.10.2)"
+			      : "active OPEN: we sent SYN (RFC 9293 §3.10.1)",
+		      now_ns);
+}
+
+/* Our SYN-ACK answers the SYN a LISTEN has seen (§3.10.7.2, third: "ISS
+ * should be selected and a SYN segment sent ... SND.NXT is set to ISS+1
+ * and SND.UNA to ISS. The connection state should be changed to
+ * SYN-RECEIVED"). Other SYNs only advance SND.NXT, in fp_tcb_on_send(). */
 static void send_syn(struct fp_tcb *tcb, const struct fp_segment *seg,
 		     uint64_t now_ns)
 {
 	int ack = seg->flags & FP_ACK;
 
-	if (!ack && tcb->state == FP_STATE_CLOSED) {
-		tcb_new_connection(tcb, seg->seq);
-		tcb->snd_nxt = seg->seq + 1;
-		tcb_set_state(tcb, FP_STATE_SYN_SENT,
-			      "active OPEN: we sent SYN (RFC 9293 §3.10.1)",
-			      now_ns);
+	if (!ack && (tcb->state == FP_STATE_CLOSED ||
+		     tcb->state == FP_STATE_LISTEN)) {
+		send_active_syn(tcb, seg, now_ns);
 	} else if (ack && tcb->state == FP_STATE_LISTEN && tcb->irs_known) {
 		tcb->iss = seg->seq;
 		tcb->snd_una = seg->seq;
@@ -519,6 +551,62 @@ static enum step established_ack(struct fp_tcb *tcb,
 	return STEP_NEXT;
 }
 
+/* The why of a state change that an old segment's ACK made: see
+ * old_segment_acks_new_data(). */
+static const char old_ack_why[] =
+	"ACK of our FIN on an old segment (as BSD and Linux do; "
+	"RFC 9293 §3.10.7.4's first check would drop it)";
+
+/* The fifth check's state changes on the ACK of our FIN; old says the ACK
+ * came on an old segment (old_segment_acks_new_data()), which the record
+ * says instead of the RFC's rule. */
+static enum step ack_of_our_fin(struct fp_tcb *tcb, const struct fp_segment *seg,
+				uint64_t now_ns, int old)
+{
+	switch (tcb->state) {
+	case FP_STATE_FIN_WAIT_1:
+		/* "if the FIN segment is now acknowledged, then enter
+		 * FIN-WAIT-2". When this segment also brings the peer's FIN,
+		 * the eighth check goes straight to TIME-WAIT ("if our FIN
+		 * has been ACKed (perhaps in this segment)"): no FIN-WAIT-2. */
+		if (our_fin_acked(tcb) && !fin_in_sequence(tcb, seg))
+			tcb_set_state(
+				tcb, FP_STATE_FIN_WAIT_2,
+				old ? old_ack_why
+				    : "our FIN acknowledged (RFC 9293 §3.10.7.4)",
+				now_ns);
+		break;
+	case FP_STATE_CLOSING:
+		/* "if the ACK acknowledges our FIN, then enter the TIME-WAIT
+		 * state; otherwise, ignore the segment" */
+		if (!our_fin_acked(tcb))
+			return STEP_STOP;
+		tcb_set_state(tcb, FP_STATE_TIME_WAIT,
+			      old ? old_ack_why
+				  : "our FIN acknowledged in CLOSING "
+				    "(RFC 9293 §3.10.7.4)",
+			      now_ns);
+		break;
+	case FP_STATE_LAST_ACK:
+		/* "If our FIN is now acknowledged, delete the TCB, enter the
+		 * CLOSED state, and return." */
+		if (!our_fin_acked(tcb))
+			break;
+		tcb_set_state(tcb, FP_STATE_CLOSED,
+			      old ? old_ack_why
+				  : "our FIN acknowledged in LAST-ACK "
+				    "(RFC 9293 §3.10.7.4)",
+			      now_ns);
+		return STEP_STOP;
+	default:
+		/* ESTABLISHED, FIN-WAIT-2, CLOSE-WAIT: nothing more;
+		 * TIME-WAIT: a retransmitted FIN is handled in
+		 * time_wait_input(). */
+		break;
+	}
+	return STEP_NEXT;
+}
+
 /* RFC 9293 §3.10.7.4, fifth: check the ACK field */
 static enum step check_ack(struct fp_tcb *tcb, const struct fp_segment *seg,
 			   uint64_t now_ns, enum fp_reply *reply)
@@ -530,46 +618,41 @@ static enum step check_ack(struct fp_tcb *tcb, const struct fp_segment *seg,
 		return STEP_STOP;
 	if (established_ack(tcb, seg, reply) == STEP_STOP)
 		return STEP_STOP;
+	return ack_of_our_fin(tcb, seg, now_ns, 0);
+}
 
-	switch (tcb->state) {
-	case FP_STATE_FIN_WAIT_1:
-		/* "if the FIN segment is now acknowledged, then enter
-		 * FIN-WAIT-2". When this segment also brings the peer's FIN,
-		 * the eighth check goes straight to TIME-WAIT ("if our FIN
-		 * has been ACKed (perhaps in this segment)"): no FIN-WAIT-2. */
-		if (our_fin_acked(tcb) && !fin_in_sequence(tcb, seg))
-			tcb_set_state(
-				tcb, FP_STATE_FIN_WAIT_2,
-				"our FIN acknowledged (RFC 9293 §3.10.7.4)",
-				now_ns);
-		break;
-	case FP_STATE_CLOSING:
-		/* "if the ACK acknowledges our FIN, then enter the TIME-WAIT
-		 * state; otherwise, ignore the segment" */
-		if (!our_fin_acked(tcb))
-			return STEP_STOP;
-		tcb_set_state(tcb, FP_STATE_TIME_WAIT,
-			      "our FIN acknowledged in CLOSING "
-			      "(RFC 9293 §3.10.7.4)",
-			      now_ns);
-		break;
-	case FP_STATE_LAST_ACK:
-		/* "If our FIN is now acknowledged, delete the TCB, enter the
-		 * CLOSED state, and return." */
-		if (!our_fin_acked(tcb))
-			break;
-		tcb_set_state(tcb, FP_STATE_CLOSED,
-			      "our FIN acknowledged in LAST-ACK "
-			      "(RFC 9293 §3.10.7.4)",
-			      now_ns);
-		return STEP_STOP;
-	default:
-		/* ESTABLISHED, FIN-WAIT-2, CLOSE-WAIT: the processing above;
-		 * TIME-WAIT: a retransmitted FIN is handled in
-		 * time_wait_input(). */
-		break;
-	}
-	return STEP_NEXT;
+/*
+ * A departure from the letter of RFC 9293 §3.10.7.4, first check: there an
+ * unacceptable segment is answered with an ACK and dropped, its ACK field
+ * never read. BSD (tcp_input() trims the duplicate text and goes on to the
+ * ACK) and Linux (tcp_sequence() refuses only a segment ending before
+ * RCV.NXT as last advertised, then tcp_ack() runs) both honour the ACK of
+ * a wholly old segment. It matters when the peer answers crossing FINs by
+ * sending its FIN again with the ACK of ours (libslirp does): by the letter
+ * that ACK is lost and CLOSING never ends. So an old segment (it ends at or
+ * before RCV.NXT), neither RST nor SYN, whose ACK acknowledges something
+ * new (SND.UNA < SEG.ACK =< SND.NXT) in a synchronized state has its ACK
+ * processed as the fifth check would; the reply stays the first check's
+ * ACK, and its text and FIN stay ignored.
+ */
+static int old_segment_acks_new_data(const struct fp_tcb *tcb,
+				     const struct fp_segment *seg)
+{
+	uint32_t end = seg->seq + fp_segment_seg_len(seg);
+
+	return (seg->flags & (FP_ACK | FP_RST | FP_SYN)) == FP_ACK &&
+	       fp_state_synchronized(tcb->state) &&
+	       seq_leq(end, tcb->rcv_nxt) && seq_lt(tcb->snd_una, seg->ack) &&
+	       seq_leq(seg->ack, tcb->snd_nxt);
+}
+
+static void process_old_ack(struct fp_tcb *tcb, const struct fp_segment *seg,
+			    uint64_t now_ns)
+{
+	enum fp_reply ignored = FP_REPLY_NONE;
+
+	if (established_ack(tcb, seg, &ignored) == STEP_NEXT)
+		ack_of_our_fin(tcb, seg, now_ns, 1);
 }
 
 /* RFC 9293 §3.10.7.4, seventh: process the segment text. finprobe keeps
@@ -663,8 +746,11 @@ static enum fp_reply otherwise_input(struct fp_tcb *tcb,
 {
 	enum fp_reply reply = FP_REPLY_NONE;
 
-	if (check_sequence(tcb, seg, &reply) == STEP_STOP)
+	if (check_sequence(tcb, seg, &reply) == STEP_STOP) {
+		if (old_segment_acks_new_data(tcb, seg))
+			process_old_ack(tcb, seg, now_ns);
 		return reply;
+	}
 	if (check_rst(tcb, seg, now_ns, &reply) == STEP_STOP)
 		return reply;
 	/* third: check security; finprobe does not model compartments */
@@ -676,13 +762,15 @@ static enum fp_reply otherwise_input(struct fp_tcb *tcb,
 }
 
 /* The peer's FIN again: it ends just before RCV.NXT, at the FIN we
- * accepted, and carries no SYN or RST. */
+ * accepted, carries no SYN or RST, and has the ACK bit on, without which
+ * the fifth check would drop it before the FIN is looked at. */
 static int is_fin_retransmission(const struct fp_tcb *tcb,
 				 const struct fp_segment *seg)
 {
 	uint32_t fin = seg->seq + (uint32_t)seg->payload_len;
 
-	return (seg->flags & (FP_FIN | FP_SYN | FP_RST)) == FP_FIN &&
+	return (seg->flags & (FP_FIN | FP_SYN | FP_RST | FP_ACK)) ==
+		       (FP_FIN | FP_ACK) &&
 	       fin + 1 == tcb->rcv_nxt;
 }
 
@@ -690,9 +778,11 @@ static int is_fin_retransmission(const struct fp_tcb *tcb,
  * state is a retransmission of the remote FIN. Acknowledge it, and restart
  * the 2 MSL timeout." That FIN lies before RCV.NXT, so the first check
  * alone would ACK it as old and never reach the timer; it is recognized
- * first (Linux restarts the timer too). Anything else takes the checks of
+ * first (Linux restarts the timer too, and as here only when the ACK bit
+ * is on: tcp_timewait_state_process()). Anything else takes the checks of
  * the synchronized states: a RST at RCV.NXT closes, a SYN draws a
- * challenge ACK. */
+ * challenge ACK, an old FIN without ACK draws the first check's ACK and
+ * leaves the timer alone. */
 static enum fp_reply time_wait_input(struct fp_tcb *tcb,
 				     const struct fp_segment *seg,
 				     uint64_t now_ns)

@@ -325,6 +325,25 @@ static void test_listen_ack_gets_rst_and_rst_is_ignored(void)
 	CHECK_EQ(n_seen, 0);
 }
 
+/* RFC 9293 §3.10.2, SEND in LISTEN: "change the connection from passive
+ * to active, select an ISS. Send a SYN segment ... Enter SYN-SENT". */
+static void test_listen_our_syn_goes_to_syn_sent(void)
+{
+	struct fp_tcb tcb = tcb_in_listen();
+	struct fp_segment syn = we_send(&tcb, FP_SYN, 0);
+
+	CHECK_EQ(syn.seq, ISS);
+	CHECK_EQ(tcb.state, FP_STATE_SYN_SENT);
+	CHECK(!tcb.passive);
+	CHECK_EQ(tcb.snd_una, ISS);
+	CHECK_EQ(tcb.snd_nxt, ISS + 1);
+	CHECK_EQ(n_seen, 1);
+	CHECK(n_seen == 1 && strstr(seen[0].why, "§3.10.2") != NULL);
+	CHECK_EQ(peer_sends(&tcb, FP_SYN | FP_ACK, IRS, ISS + 1, 0, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_ESTABLISHED);
+}
+
 static void test_syn_received_rst_returns_to_listen(void)
 {
 	struct fp_tcb tcb = tcb_in_syn_received();
@@ -632,6 +651,55 @@ static void test_closing_ack_short_of_our_fin_is_ignored(void)
 	CHECK_EQ(tcb.state, FP_STATE_CLOSING);
 }
 
+/* Crossing FINs answered by the peer's FIN again with the ACK of ours (as
+ * libslirp does): the segment is wholly old, yet its ACK counts. */
+static void test_closing_old_fin_with_ack_of_our_fin_enters_time_wait(void)
+{
+	struct fp_tcb tcb = tcb_in_closing();
+
+	CHECK_EQ(peer_sends(&tcb, FP_FIN | FP_ACK, IRS + 1, ISS + 2, 0, 5),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
+	CHECK_EQ(tcb.snd_una, ISS + 2);
+	CHECK_EQ(tcb.rcv_nxt, IRS + 2);
+	CHECK_EQ(tcb.time_wait_until, 5 + MSL2);
+	CHECK_EQ(n_seen, 1);
+	CHECK(strstr(seen[0].why, "old segment") != NULL);
+}
+
+static void test_fin_wait_1_old_data_with_ack_of_our_fin_goes_to_fin_wait_2(void)
+{
+	struct fp_tcb tcb = tcb_in_fin_wait_1();
+
+	CHECK_EQ(peer_sends(&tcb, FP_ACK, IRS - 99, ISS + 2, 100, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_FIN_WAIT_2);
+	CHECK_EQ(tcb.snd_una, ISS + 2);
+	CHECK_EQ(tcb.rcv_nxt, IRS + 1); /* the old text is not taken again */
+}
+
+/* Only the ACK of an old segment counts, and only when it acknowledges
+ * something new: an old RST or SYN, an old ACK of nothing new or of
+ * what was never sent, and a segment beyond the window change nothing. */
+static void test_fin_wait_1_old_segment_ack_counts_only_when_new(void)
+{
+	struct fp_tcb tcb = tcb_in_fin_wait_1();
+
+	CHECK_EQ(peer_sends(&tcb, FP_RST | FP_ACK, IRS - 1, ISS + 2, 0, 0),
+		 FP_REPLY_NONE);
+	CHECK_EQ(peer_sends(&tcb, FP_SYN | FP_ACK, IRS - 1, ISS + 2, 0, 0),
+		 FP_REPLY_CHALLENGE_ACK);
+	CHECK_EQ(peer_sends(&tcb, FP_ACK, IRS - 1, ISS + 1, 0, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(peer_sends(&tcb, FP_ACK, IRS - 1, ISS + 3, 0, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(peer_sends(&tcb, FP_ACK, IRS + 1 + 65535, ISS + 2, 0, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_FIN_WAIT_1);
+	CHECK_EQ(tcb.snd_una, ISS + 1);
+	CHECK_EQ(n_seen, 0);
+}
+
 /* ---- passive close ------------------------------------------------------ */
 
 static void test_close_wait_close_then_last_ack_ack_closes(void)
@@ -671,6 +739,16 @@ static void test_last_ack_rst_at_rcv_nxt_closes(void)
 	CHECK_EQ(tcb.state, FP_STATE_CLOSED);
 }
 
+static void test_last_ack_old_fin_with_ack_of_our_fin_closes(void)
+{
+	struct fp_tcb tcb = tcb_in_last_ack();
+
+	CHECK_EQ(peer_sends(&tcb, FP_FIN | FP_ACK, IRS + 1, ISS + 2, 0, 0),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_CLOSED);
+	CHECK_EQ(n_seen, 1);
+}
+
 /* ---- TIME-WAIT ---------------------------------------------------------- */
 
 static void test_time_wait_fin_retransmission_restarts_timer(void)
@@ -688,6 +766,22 @@ static void test_time_wait_fin_retransmission_restarts_timer(void)
 	CHECK_EQ(n_seen, 1);
 }
 
+/* A FIN without ACK is no retransmission of the peer's FIN to restart
+ * 2MSL for: the fifth check drops a segment with the ACK bit off before
+ * the FIN is looked at (Linux restarts only on an ACK too). Being old, it
+ * draws the first check's ACK, as Linux sends. */
+static void test_time_wait_fin_without_ack_keeps_the_timer(void)
+{
+	struct fp_tcb tcb = tcb_in_time_wait();
+
+	CHECK_EQ(peer_sends(&tcb, FP_FIN, IRS + 1, 0, 0, 1000), FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
+	CHECK_EQ(tcb.time_wait_until, MSL2);
+	CHECK_EQ(tcb.rcv_nxt, IRS + 2);
+	fp_tcb_tick(&tcb, MSL2);
+	CHECK_EQ(tcb.state, FP_STATE_CLOSED);
+}
+
 static void test_time_wait_syn_gets_challenge_ack_and_bare_ack_nothing(void)
 {
 	struct fp_tcb tcb = tcb_in_time_wait();
@@ -698,6 +792,29 @@ static void test_time_wait_syn_gets_challenge_ack_and_bare_ack_nothing(void)
 		 FP_REPLY_NONE);
 	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
 	CHECK_EQ(tcb.time_wait_until, MSL2);
+}
+
+/* A 2MSL too long to add to the clock waits "for ever" (the end of the
+ * clock), not a wrapped few seconds. */
+static void test_time_wait_huge_2msl_does_not_wrap(void)
+{
+	struct fp_tcb tcb = tcb_in_fin_wait_2();
+	uint64_t now = 1000000000000000000ull; /* about 31 years of uptime */
+
+	tcb.time_wait_ns = UINT64_MAX - 5;
+	CHECK_EQ(peer_sends(&tcb, FP_FIN | FP_ACK, IRS + 1, ISS + 2, 0, now),
+		 FP_REPLY_ACK);
+	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
+	CHECK(tcb.time_wait_until == UINT64_MAX);
+	fp_tcb_tick(&tcb, now + 10 * 1000000000ull);
+	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
+	/* the retransmitted FIN restarts the timer the same way */
+	CHECK_EQ(peer_sends(&tcb, FP_FIN | FP_ACK, IRS + 1, ISS + 2, 0,
+			    now + 20 * 1000000000ull),
+		 FP_REPLY_ACK);
+	CHECK(tcb.time_wait_until == UINT64_MAX);
+	fp_tcb_tick(&tcb, UINT64_MAX - 1);
+	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
 }
 
 /* ---- the wrap at 2^32 --------------------------------------------------- */
@@ -780,6 +897,7 @@ int main(void)
 	RUN(test_syn_sent_syn_is_simultaneous_open);
 	RUN(test_listen_syn_waits_for_our_syn_ack);
 	RUN(test_listen_ack_gets_rst_and_rst_is_ignored);
+	RUN(test_listen_our_syn_goes_to_syn_sent);
 	RUN(test_syn_received_rst_returns_to_listen);
 	RUN(test_syn_received_bad_ack_gets_rst);
 	RUN(test_established_data_advances_rcv_nxt);
@@ -803,11 +921,17 @@ int main(void)
 	RUN(test_fin_wait_2_data_advances_rcv_nxt);
 	RUN(test_fin_wait_1_fin_goes_to_closing_then_time_wait);
 	RUN(test_closing_ack_short_of_our_fin_is_ignored);
+	RUN(test_closing_old_fin_with_ack_of_our_fin_enters_time_wait);
+	RUN(test_fin_wait_1_old_data_with_ack_of_our_fin_goes_to_fin_wait_2);
+	RUN(test_fin_wait_1_old_segment_ack_counts_only_when_new);
 	RUN(test_close_wait_close_then_last_ack_ack_closes);
 	RUN(test_close_wait_fin_retransmission_gets_ack);
 	RUN(test_last_ack_rst_at_rcv_nxt_closes);
+	RUN(test_last_ack_old_fin_with_ack_of_our_fin_closes);
 	RUN(test_time_wait_fin_retransmission_restarts_timer);
+	RUN(test_time_wait_fin_without_ack_keeps_the_timer);
 	RUN(test_time_wait_syn_gets_challenge_ack_and_bare_ack_nothing);
+	RUN(test_time_wait_huge_2msl_does_not_wrap);
 	RUN(test_fin_wait_1_close_across_wrap);
 	RUN(test_transitions_observed_once_per_change);
 	RUN(test_fill_leaves_forced_fields);

@@ -219,44 +219,29 @@ bad:
 	return -1;
 }
 
-/* A raw option of a known kind with that kind's standard length is what
- * Segment.parse decodes, so it is kept decoded: otherwise (2, b"\x05\xb4")
- * and ("mss", 1460) would be the same bytes but unequal Segments. The codec
- * decides, reading the option back from a packet of its own. */
-static void raw_option_canonical(struct fp_option *o)
-{
-	struct fp_segment alone = {.family = 4, .n_options = 1}, back;
-	uint8_t pkt[FP_MAX_HEADERS];
-	alone.options[0] = *o;
-	ssize_t n = fp_segment_build(&alone, pkt, sizeof(pkt));
-	if (n > 0 && fp_segment_parse(&back, pkt, (size_t)n, NULL, 0) == 0 && back.n_options == 1)
-		*o = back.options[0];
-}
-
 static int raw_option_from_tuple(PyObject *t, struct fp_option *o)
 {
 	uint32_t kind;
 	if (option_arity(t, 2, "(kind, b\"raw bytes\")") < 0 ||
 	    option_u32(t, PyTuple_GET_ITEM(t, 0), 255, &kind) < 0)
 		return -1;
-	/* Kinds 0 and 1 are one byte on the wire: a body would be read back as
-	 * more options. */
-	if (kind == FP_OPT_EOL || kind == FP_OPT_NOP) {
-		PyErr_Format(PyExc_ValueError, "options: %R: kinds 0 and 1 are (\"eol\",) and (\"nop\",), "
-			     "which have no length or body", t);
+	/* Kind 1 is one byte on the wire: a body would be read back as more
+	 * options. Kind 0 with bytes is an EOL and the bytes after it. */
+	if (kind == FP_OPT_NOP) {
+		PyErr_Format(PyExc_ValueError, "options: %R: kind 1 is (\"nop\",), which has no length or body",
+			     t);
 		return -1;
 	}
 	PyObject *body = PyTuple_GET_ITEM(t, 1);
-	if (!PyBytes_Check(body) || PyBytes_GET_SIZE(body) > FP_MAX_OPTION_BODY) {
-		PyErr_Format(PyExc_ValueError, "options: %R: the body must be bytes of at most %d", t,
-			     FP_MAX_OPTION_BODY);
+	int most = FP_MAX_OPTION_BODY + (kind == FP_OPT_EOL); /* an EOL's bytes have no length byte */
+	if (!PyBytes_Check(body) || PyBytes_GET_SIZE(body) > most) {
+		PyErr_Format(PyExc_ValueError, "options: %R: the body must be bytes of at most %d", t, most);
 		return -1;
 	}
 	o->kind = (uint8_t)kind;
 	o->raw = 1;
 	o->len = (uint8_t)PyBytes_GET_SIZE(body);
 	memcpy(o->v.body, PyBytes_AS_STRING(body), o->len);
-	raw_option_canonical(o);
 	return 0;
 }
 
@@ -307,23 +292,36 @@ static int option_from_tuple(PyObject *t, struct fp_option *o)
 	}
 }
 
-static size_t options_wire_len(const struct fp_segment *seg)
-{
-	size_t n = 0;
-	for (int i = 0; i < seg->n_options; i++)
-		n += fp_option_wire_len(&seg->options[i]);
-	return n;
-}
-
 /* Checked here rather than at bytes(seg) so that the error names the
  * argument at the line that made it. */
 static int options_fit(const struct fp_segment *seg)
 {
-	size_t n = options_wire_len(seg);
+	size_t n = fp_segment_options_len(seg);
 	if (n <= TCP_OPTION_SPACE)
 		return 0;
-	PyErr_Format(PyExc_ValueError, "options: %zu bytes do not fit in the 40 a TCP header holds", n);
+	const struct fp_option *last = &seg->options[seg->n_options - 1];
+	PyErr_Format(PyExc_ValueError, "options: %zu bytes do not fit in the 40 a TCP header holds%s", n,
+		     last->kind == FP_OPT_EOL && !last->raw
+			     ? " (an EOL ending the list takes a word of zeros, to be told from padding)"
+			     : "");
 	return -1;
+}
+
+/* The options as Segment.parse would read them back from the wire, so
+ * that a Segment equals its own parse: a raw option of a known kind and
+ * its standard length is decoded ((2, b"\x05\xb4") is ("mss", 1460)), a
+ * raw EOL's bytes that read as options are those options. Lists of other
+ * forms come back unchanged. The codec decides, from a packet of its own. */
+static void options_canonical(struct fp_segment *seg)
+{
+	struct fp_segment alone = {.family = 4, .n_options = seg->n_options}, back;
+	uint8_t pkt[FP_MAX_HEADERS];
+	memcpy(alone.options, seg->options, seg->n_options * sizeof(seg->options[0]));
+	ssize_t n = fp_segment_build(&alone, pkt, sizeof(pkt));
+	if (n > 0 && fp_segment_parse(&back, pkt, (size_t)n, NULL, 0) == 0) {
+		memcpy(seg->options, back.options, back.n_options * sizeof(back.options[0]));
+		seg->n_options = back.n_options;
+	}
 }
 
 static int options_arg(PyObject *value, struct fp_segment *seg)
@@ -345,6 +343,8 @@ static int options_arg(PyObject *value, struct fp_segment *seg)
 		seg->n_options = 0;
 		rc = -1;
 	}
+	if (rc == 0 && n > 0)
+		options_canonical(seg);
 	return rc;
 }
 
@@ -634,8 +634,7 @@ PyObject *segment_to_bytes(SegmentObject *self)
 	}
 	/* The exact length up front: a bytes object shrunk afterwards is a
 	 * realloc and a copy on every build. */
-	size_t cap = (seg->family == 4 ? 20 : 40) + 20 + ((options_wire_len(seg) + 3) & ~(size_t)3) +
-		     seg->payload_len;
+	size_t cap = (seg->family == 4 ? 20 : 40) + 20 + fp_segment_options_len(seg) + seg->payload_len;
 	PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
 	if (!out)
 		return NULL;

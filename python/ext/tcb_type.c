@@ -24,16 +24,42 @@ static void tcb_record(void *ctx, const struct fp_transition *t)
 	Py_XDECREF(item);
 }
 
+/* Seconds to the nanoseconds of tcb.c's clock, refusing what the clock
+ * cannot hold rather than wrapping it: name is the argument, as the
+ * caller wrote it. */
+static int seconds_to_ns(const char *name, double seconds, uint64_t *ns)
+{
+	static const double clock_end = 18446744073709551616.0; /* 2**64 ns */
+	char text[32];
+
+	snprintf(text, sizeof(text), "%g", seconds); /* PyErr_Format has no %g */
+	if (isnan(seconds) || seconds < 0) {
+		PyErr_Format(PyExc_ValueError, "%s must be a number of seconds >= 0, not %s", name,
+			     text);
+		return -1;
+	}
+	if (!(seconds * 1e9 < clock_end)) {
+		PyErr_Format(PyExc_OverflowError,
+			     "%s: %s seconds is past the end of the clock (2**64 ns, about 584 years)",
+			     name, text);
+		return -1;
+	}
+	*ns = (uint64_t)(seconds * 1e9);
+	return 0;
+}
+
 static PyObject *tcb_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
 	static char *kw[] = {"iss", "time_wait", NULL};
 	unsigned long long iss = 0;
 	double time_wait = 60.0;
+	uint64_t time_wait_ns;
 	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|Kd:Tcb", kw, &iss, &time_wait))
 		return NULL;
-	if (iss > 0xffffffffu || !(time_wait >= 0) || isinf(time_wait))
-		return PyErr_Format(PyExc_ValueError,
-				    "Tcb: iss must be in 0..2**32-1 and time_wait a finite number of seconds >= 0");
+	if (iss > 0xffffffffu)
+		return PyErr_Format(PyExc_ValueError, "Tcb: iss must be in 0..2**32-1");
+	if (seconds_to_ns("time_wait", time_wait, &time_wait_ns) < 0)
+		return NULL;
 	TcbObject *self = (TcbObject *)type->tp_alloc(type, 0);
 	if (!self)
 		return NULL;
@@ -42,7 +68,7 @@ static PyObject *tcb_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 		Py_DECREF(self);
 		return NULL;
 	}
-	fp_tcb_init(&self->tcb, (uint32_t)iss, (uint64_t)(time_wait * 1e9));
+	fp_tcb_init(&self->tcb, (uint32_t)iss, time_wait_ns);
 	self->tcb.on_transition = tcb_record;
 	self->tcb.on_transition_ctx = self;
 	return (PyObject *)self;
@@ -71,7 +97,7 @@ static void tcb_dealloc(TcbObject *self)
 }
 
 /* The segment and its time (ns) from (segment, ts=None): ts defaults to the
- * segment's own stamp, else 0. */
+ * segment's own stamp, else (never on the wire) 0. */
 static SegmentObject *segment_and_time(TcbObject *self, PyObject *args, uint64_t *now)
 {
 	PyObject *seg, *ts = Py_None;
@@ -85,7 +111,10 @@ static SegmentObject *segment_and_time(TcbObject *self, PyObject *args, uint64_t
 	double when = ts != Py_None ? PyFloat_AsDouble(ts) : ((SegmentObject *)seg)->ts;
 	if (PyErr_Occurred())
 		return NULL;
-	*now = isnan(when) || when < 0 ? 0 : (uint64_t)(when * 1e9);
+	if (ts == Py_None && isnan(when))
+		when = 0;
+	if (seconds_to_ns("ts", when, now) < 0)
+		return NULL;
 	return (SegmentObject *)seg;
 }
 
@@ -115,18 +144,20 @@ static PyObject *tcb_on_segment(TcbObject *self, PyObject *args)
 static PyObject *tcb_listen(TcbObject *self, PyObject *args)
 {
 	double ts = 0;
-	if (!PyArg_ParseTuple(args, "|d:listen", &ts))
+	uint64_t now;
+	if (!PyArg_ParseTuple(args, "|d:listen", &ts) || seconds_to_ns("ts", ts, &now) < 0)
 		return NULL;
-	fp_tcb_listen(&self->tcb, ts > 0 ? (uint64_t)(ts * 1e9) : 0);
+	fp_tcb_listen(&self->tcb, now);
 	Py_RETURN_NONE;
 }
 
 static PyObject *tcb_tick(TcbObject *self, PyObject *args)
 {
 	double ts;
-	if (!PyArg_ParseTuple(args, "d:tick", &ts))
+	uint64_t now;
+	if (!PyArg_ParseTuple(args, "d:tick", &ts) || seconds_to_ns("ts", ts, &now) < 0)
 		return NULL;
-	fp_tcb_tick(&self->tcb, ts > 0 ? (uint64_t)(ts * 1e9) : 0);
+	fp_tcb_tick(&self->tcb, now);
 	Py_RETURN_NONE;
 }
 
