@@ -416,8 +416,8 @@ FP_API int fp_link_fd(const struct fp_link *link);
  * has one writer (the connection, listener or engine that made it, or the
  * caller of fp_trace_new); while the writer may still append, read it under
  * the writer's serialization (the caller's engine lock). Once the writer is
- * gone (fp_conn_free, fp_engine_free) the trace no longer changes and any
- * thread may read it.
+ * gone (fp_conn_free, fp_engine_free, fp_engine_capture_stop) the trace no
+ * longer changes and any thread may read it.
  */
 struct fp_trace;
 
@@ -614,12 +614,20 @@ FP_API int fp_listener_accept(struct fp_conn **out,
 			      uint64_t time_wait_ns);
 
 /*
- * The engine's capture: every segment it received (parsed, whether or not a
- * connection or listener claimed it) and every one it sent, in order, for
- * the engine's whole life; records' direction is set, state_after and taken
- * are 0. Borrowed (fp_trace_ref to keep it past fp_engine_free); the engine
- * writes it.
+ * The engine's capture, off until started: every segment the engine
+ * receives (parsed, whether or not a connection or listener claims it) and
+ * every one it sends, in order; records' direction is set, state_after and
+ * taken are 0. While off nothing is kept, so an engine holds nothing for a
+ * connection once it is freed.
+ *
+ * _start returns 0 (also when the capture runs already: it goes on) or
+ * -ENOMEM. _stop drops the engine's reference: the capture ends, and lives
+ * on only where a caller took a reference. fp_engine_capture gives the
+ * capture, borrowed (fp_trace_ref to keep it past _stop or fp_engine_free),
+ * or NULL while off; the engine writes it.
  */
+FP_API int fp_engine_capture_start(struct fp_engine *engine);
+FP_API void fp_engine_capture_stop(struct fp_engine *engine);
 FP_API struct fp_trace *fp_engine_capture(struct fp_engine *engine);
 
 /* ------------------------------------------------------------------ */

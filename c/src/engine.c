@@ -12,8 +12,9 @@
  * changes: it is the record and, through its untaken inbound records, the
  * receive queue. The connection holds a reference, so a caller that took
  * one keeps the trace after the connection and the engine are gone. The
- * engine's capture keeps every segment both ways, claimed or not, for
- * whole-lab pcap files.
+ * engine's capture, once started, keeps every segment both ways, claimed
+ * or not, for whole-lab pcap files; while it is off the engine keeps
+ * nothing of a connection it no longer has.
  */
 #include <errno.h>
 #include <poll.h>
@@ -50,7 +51,7 @@ struct fp_engine {
 	struct fp_conn *buckets[BUCKETS];
 	struct fp_listener *listeners;
 	struct fp_engine_stats stats;
-	struct fp_trace *capture; /* every segment both ways */
+	struct fp_trace *capture; /* every segment both ways; NULL: off */
 	uint8_t out[MAX_PACKET];
 };
 
@@ -93,10 +94,6 @@ int fp_engine_new(struct fp_engine **out, struct fp_link *link)
 	if (!e)
 		return -ENOMEM;
 	e->link = link;
-	if (fp_trace_new(&e->capture) < 0) {
-		free(e);
-		return -ENOMEM;
-	}
 	*out = e;
 	return 0;
 }
@@ -135,10 +132,21 @@ void fp_engine_stats(const struct fp_engine *e, struct fp_engine_stats *stats)
 	stats->bytes_held = bytes_held(e);
 }
 
+int fp_engine_capture_start(struct fp_engine *e)
+{
+	return e->capture ? 0 : fp_trace_new(&e->capture);
+}
+
+void fp_engine_capture_stop(struct fp_engine *e)
+{
+	fp_trace_free(e->capture);
+	e->capture = NULL;
+}
+
 struct fp_trace *fp_engine_capture(struct fp_engine *e) { return e->capture; }
 
-/* Into the capture; best effort, as a capture is a convenience and a full
- * one must not fail a send. */
+/* Into the capture if it runs; best effort, as a capture is a convenience
+ * and a full one must not fail a send. */
 static void capture(struct fp_engine *e, const uint8_t *pkt, size_t len, uint64_t ts,
 		    uint8_t direction)
 {

@@ -339,6 +339,107 @@ static void test_trace_outlives_engine_free_whole(void)
 	fp_trace_free(kept);
 }
 
+static void test_capture_keeps_nothing_until_started_and_everything_after(void)
+{
+	struct world w = world_new();
+	struct fp_conn *c, *s;
+	CHECK(fp_engine_capture(w.a) == NULL);
+	handshake(&w, &c, &s);
+	CHECK(fp_engine_capture(w.a) == NULL); /* three segments went by */
+	CHECK(fp_engine_capture(w.b) == NULL);
+	CHECK_EQ(fp_engine_capture_start(w.a), 0);
+	struct fp_trace *cap = fp_engine_capture(w.a);
+	CHECK(cap != NULL);
+	if (!cap) {
+		world_free(&w);
+		return;
+	}
+	CHECK_EQ(fp_trace_len(cap), 0);
+	four_way_close(&w, c, s);
+	/* One that no connection of a claims is captured too. */
+	struct fp_tuple stray = tuple(80, 41000, 1);
+	struct fp_conn *from_b;
+	CHECK_EQ(fp_conn_new(&from_b, w.b, &stray, 1, 1000), 0);
+	send_flags(from_b, FP_SYN);
+	fp_engine_poll(w.a, 0);
+	CHECK_EQ(fp_engine_capture_start(w.a), 0); /* running: goes on */
+	CHECK(fp_engine_capture(w.a) == cap);
+	CHECK_EQ(fp_trace_len(cap), 5);
+	for (size_t i = 0; i < 4; i++) {
+		struct fp_record rc, rt;
+		fp_trace_get(cap, i, &rc);
+		fp_trace_get(fp_conn_trace(c), 3 + i, &rt);
+		CHECK(rc.len == rt.len && memcmp(rc.pkt, rt.pkt, rc.len) == 0);
+		CHECK_EQ(rc.ts_ns, rt.ts_ns);
+		CHECK_EQ(rc.direction, rt.direction);
+		CHECK_EQ(rc.state_after, 0);
+	}
+	struct fp_record last;
+	struct fp_segment seg;
+	fp_trace_get(cap, 4, &last);
+	CHECK_EQ(fp_segment_parse(&seg, last.pkt, last.len, NULL, 0), 0);
+	CHECK_EQ(seg.dport, 41000);
+	struct fp_trace *kept = fp_trace_ref(cap);
+	fp_engine_capture_stop(w.a);
+	CHECK(fp_engine_capture(w.a) == NULL);
+	send_flags(c, FP_ACK);
+	CHECK_EQ(fp_trace_len(kept), 5); /* stopped: nothing more */
+	world_free(&w);
+	CHECK_EQ(fp_trace_len(kept), 5);
+	fp_trace_free(kept);
+}
+
+/* One lifecycle without waits: open, handshake through the listener, a
+ * little data, the four-way close, free both ends. */
+static void lifecycle(struct world *w, struct fp_listener *l, uint16_t port)
+{
+	struct fp_tuple t = tuple(port, 80, 0);
+	struct fp_conn *c, *s;
+	CHECK_EQ(fp_conn_new(&c, w->a, &t, 1000, 1000000), 0);
+	send_flags(c, FP_SYN);
+	fp_engine_poll(w->b, 0);
+	CHECK_EQ(fp_listener_accept(&s, l, 5000, 1000000), 0);
+	CHECK_EQ(take_now(w->b, s), FP_SYN);
+	send_flags(s, FP_SYN | FP_ACK);
+	CHECK_EQ(take_now(w->a, c), FP_SYN | FP_ACK);
+	send_flags(c, FP_ACK);
+	CHECK_EQ(take_now(w->b, s), FP_ACK);
+	four_way_close(w, c, s);
+	CHECK_EQ(fp_conn_tcb(c)->state, FP_STATE_TIME_WAIT);
+	fp_conn_free(c);
+	fp_conn_free(s);
+}
+
+static uint64_t held(const struct world *w)
+{
+	struct fp_engine_stats a, b;
+	fp_engine_stats(w->a, &a);
+	fp_engine_stats(w->b, &b);
+	return a.bytes_held + b.bytes_held;
+}
+
+static void test_engine_holds_nothing_per_lifecycle_without_capture(void)
+{
+	struct world w = world_new();
+	struct fp_listener *l;
+	uint8_t server_addr[4];
+	inet_pton(AF_INET, "192.0.2.1", server_addr);
+	CHECK_EQ(fp_listener_new(&l, w.b, 4, server_addr, 80), 0);
+	for (int i = 0; i < 100; i++) /* the listener's arrays reach their size */
+		lifecycle(&w, l, (uint16_t)(1024 + i));
+	uint64_t before = held(&w);
+	for (int i = 0; i < 10000; i++)
+		lifecycle(&w, l, (uint16_t)(1024 + i));
+	CHECK_EQ(held(&w), before);
+	/* The count sees what a capture keeps. */
+	fp_engine_capture_start(w.a);
+	for (int i = 0; i < 100; i++)
+		lifecycle(&w, l, (uint16_t)(1024 + i));
+	CHECK(held(&w) > before + 100 * 10 * 40);
+	fp_listener_free(l);
+	world_free(&w);
+}
+
 static void test_trace_copy_is_identical_and_detached(void)
 {
 	struct world w = world_new();
@@ -407,6 +508,8 @@ int main(void)
 	RUN(test_many_connections_share_one_engine);
 	RUN(test_trace_outlives_conn_free_whole);
 	RUN(test_trace_outlives_engine_free_whole);
+	RUN(test_capture_keeps_nothing_until_started_and_everything_after);
+	RUN(test_engine_holds_nothing_per_lifecycle_without_capture);
 	RUN(test_trace_copy_is_identical_and_detached);
 	RUN(test_conn_and_listener_errors_are_negative_errno);
 	return check_summary("test_engine");

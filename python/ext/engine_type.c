@@ -356,9 +356,24 @@ static PyObject *engine_listen(EngineObject *self, PyObject *args)
 	return (PyObject *)l;
 }
 
-/* capture() -> [(Segment, IP packet)]: every segment sent or received, in
- * order, claimed by a connection or not (the engine's capture). Copied
- * under the lock, built after. */
+/* capture_start(): the engine's capture keeps every segment from now on. */
+static PyObject *engine_capture_start(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+	pthread_mutex_lock(&self->lock);
+	int rc = self->engine ? fp_engine_capture_start(self->engine) : -EBADF;
+	pthread_mutex_unlock(&self->lock);
+	if (rc == -EBADF) {
+		engine_open_check(self); /* closed: raises */
+		return NULL;
+	}
+	if (rc < 0)
+		return PyErr_NoMemory();
+	Py_RETURN_NONE;
+}
+
+/* capture() -> [(Segment, IP packet)]: every segment sent or received since
+ * capture_start(), in order, claimed by a connection or not (the engine's
+ * capture); [] while it is off. Copied under the lock, built after. */
 static PyObject *engine_capture(EngineObject *self, PyObject *Py_UNUSED(ignored))
 {
 	if (engine_open_check(self) < 0)
@@ -415,8 +430,11 @@ static PyMethodDef engine_methods[] = {
 	 "sockets towards a remote target; src and interface from the routing table unless given"},
 	{"poll", (PyCFunction)engine_poll, METH_VARARGS, "poll(timeout=0): receive what the link has"},
 	{"stats", (PyCFunction)engine_stats, METH_NOARGS, "counters of what no connection took"},
+	{"capture_start", (PyCFunction)engine_capture_start, METH_NOARGS,
+	 "capture_start(): keep every segment sent or received from now on (off by default)"},
 	{"capture", (PyCFunction)engine_capture, METH_NOARGS,
-	 "capture() -> [(Segment, IP packet)]: every segment sent or received, claimed or not"},
+	 "capture() -> [(Segment, IP packet)]: every segment sent or received since capture_start(), "
+	 "claimed or not; [] while off"},
 	{"has_tuple", (PyCFunction)engine_has_tuple, METH_VARARGS,
 	 "has_tuple(local_addr, local_port, remote_addr, remote_port) -> bool"},
 	{"open", (PyCFunction)(void (*)(void))engine_open, METH_VARARGS | METH_KEYWORDS,
