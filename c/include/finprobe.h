@@ -404,6 +404,118 @@ FP_API int fp_link_recv(struct fp_link *link, struct fp_frame *frames, int max);
 FP_API int fp_link_fd(const struct fp_link *link);
 
 /* ------------------------------------------------------------------ */
+/* Traces: the one record log, and pcap files (trace.c)                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A trace: stamped IP packets in order, each with its direction, our state
+ * after it and whether it was taken, plus the state changes of the
+ * connection that wrote it. A connection's trace, a listener's, the
+ * engine's capture and a file read are all one.
+ *
+ * Lifetime: reference counted. fp_trace_new and fp_trace_read_pcap give
+ * the caller one reference; fp_trace_ref takes another; fp_trace_free drops
+ * one, and the last frees. A connection holds one on its own trace, so a
+ * caller that took one reads the trace, whole, after fp_conn_free and
+ * fp_engine_free.
+ *
+ * Threads: references may be taken and dropped from any thread. A trace
+ * has one writer (the connection, listener or engine that made it, or the
+ * caller of fp_trace_new); while the writer may still append, read it under
+ * the writer's serialization (the caller's engine lock). Once the writer is
+ * gone (fp_conn_free, fp_engine_free, fp_engine_capture_stop) the trace no
+ * longer changes and any thread may read it.
+ */
+struct fp_trace;
+
+enum fp_direction { FP_DIR_IN = 1, FP_DIR_OUT = 2 };
+
+/* One segment of a trace. pkt is the IP packet, owned by the trace and
+ * valid until the next append to it (for a connection's: its next
+ * fp_engine_poll() or fp_conn_send()) or its last fp_trace_free(). */
+struct fp_record {
+	uint64_t ts_ns;
+	const uint8_t *pkt;
+	size_t len;
+	uint8_t direction;   /* enum fp_direction; 0 for a file's */
+	uint8_t state_after; /* our state once it was sent or taken */
+	uint8_t taken;       /* in: handed to the caller already */
+};
+
+/* An empty trace. Returns 0 and *out (one reference, the caller's), -EINVAL
+ * for a NULL out, or -ENOMEM. */
+FP_API int fp_trace_new(struct fp_trace **out);
+/* Take a reference: trace stays valid until a matching fp_trace_free().
+ * Returns trace (NULL for NULL). */
+FP_API struct fp_trace *fp_trace_ref(struct fp_trace *trace);
+/* Drop a reference; the last one frees the trace. NULL is a no-op. */
+FP_API void fp_trace_free(struct fp_trace *trace);
+/*
+ * Append a copy of pkt (len bytes) stamped ts_ns, with direction (0 or an
+ * enum fp_direction) and state_after (an enum fp_state), not taken. Returns
+ * 0, -EINVAL for a NULL trace, a NULL pkt with len, or a direction or state
+ * out of range, or -ENOMEM (the trace is then unchanged).
+ */
+FP_API int fp_trace_append(struct fp_trace *trace, const uint8_t *pkt,
+			   size_t len, uint64_t ts_ns, uint8_t direction,
+			   uint8_t state_after);
+/* Records in the trace. */
+FP_API size_t fp_trace_len(const struct fp_trace *trace);
+/* Record i into *rec (pkt points into the trace, see struct fp_record).
+ * Returns 0, or -ERANGE past the end. */
+FP_API int fp_trace_get(const struct fp_trace *trace, size_t i,
+			struct fp_record *rec);
+/* The state changes of the connection that wrote the trace, oldest first,
+ * into *list (owned by the trace, valid until its next change or its last
+ * fp_trace_free(); why is a static string). Returns their count (0 for a
+ * trace that no connection wrote). */
+FP_API size_t fp_trace_transitions(const struct fp_trace *trace,
+				   const struct fp_transition **list);
+/*
+ * A snapshot: a new trace holding copies of records [start, stop) (bytes,
+ * stamps, directions, states, taken) and every transition, which no longer
+ * changes with trace. Take it under the writer's serialization; read it
+ * anywhere. Returns 0 and *out (the caller's reference), -EINVAL for a NULL
+ * argument, -ERANGE unless start <= stop <= fp_trace_len(), or -ENOMEM.
+ */
+FP_API int fp_trace_copy(const struct fp_trace *trace, size_t start,
+			 size_t stop, struct fp_trace **out);
+
+/* CLOCK_REALTIME less CLOCK_MONOTONIC now, in ns: added to a record's
+ * monotonic stamp, it gives wall-clock time. */
+FP_API int64_t fp_trace_wall_offset_ns(void);
+
+/*
+ * Write every record of trace (pkt, len and ts_ns; direction and states
+ * are not in the format) to path as a pcap file, LINKTYPE_RAW, nanosecond
+ * stamps ts_ns + offset_ns (fp_trace_wall_offset_ns() for monotonic
+ * records, 0 for wall-clock ones). Packets go out byte for byte as
+ * recorded. Returns 0, or a negative errno with a message in err (err_len
+ * bytes, may be NULL): the file's errno when it cannot be written, -EINVAL
+ * for a NULL path or trace or a record that cannot be stored (stamp before
+ * 1970, packet over 256 KiB).
+ */
+FP_API int fp_trace_write_pcap(const char *path, const struct fp_trace *trace,
+			       int64_t offset_ns, char *err, size_t err_len);
+
+/*
+ * Read a pcap or pcapng file of Ethernet (VLAN tags skipped), raw IP
+ * (LINKTYPE_RAW, IPV4, IPV6) or Linux cooked capture (SLL, SLL2: tcpdump
+ * -i any). Keeps the TCP packets fp_segment_parse accepts, link header and
+ * padding removed, stamped with the file's time in ns (direction and states
+ * 0); other packets are skipped and counted. Returns 0 and *out (the
+ * caller's reference, dropped with fp_trace_free()), or a negative errno
+ * with a message in err: the file's errno when it cannot be opened,
+ * -EBADMSG for a file libpcap cannot read (not a capture, damaged),
+ * -EPROTONOSUPPORT for another link type.
+ */
+FP_API int fp_trace_read_pcap(const char *path, struct fp_trace **out,
+			      char *err, size_t err_len);
+/* Packets a file held that were not TCP fp_segment_parse accepts (0 for a
+ * trace not read from a file). */
+FP_API size_t fp_trace_skipped(const struct fp_trace *trace);
+
+/* ------------------------------------------------------------------ */
 /* The engine: connections over one link (engine.c)                    */
 /* ------------------------------------------------------------------ */
 
@@ -420,26 +532,21 @@ struct fp_engine;
 struct fp_conn;
 struct fp_listener;
 
-enum fp_direction { FP_DIR_IN = 1, FP_DIR_OUT = 2 };
-
-/* One segment of a trace. pkt is the IP packet, owned by the connection and
- * valid until its next fp_engine_poll() or fp_conn_send(). */
-struct fp_record {
-	uint64_t ts_ns;
-	const uint8_t *pkt;
-	size_t len;
-	uint8_t direction;   /* enum fp_direction */
-	uint8_t state_after; /* our state once it was sent or taken */
-	uint8_t taken;       /* in: handed to the caller already */
-};
-
-/* Counters of what the engine saw that no connection took. */
+/* Counters of what the engine saw that no connection took, and the heap it
+ * holds (itself, its connections and listeners, their traces and the
+ * capture, by capacity; not the link's buffers, not traces that only a
+ * caller's reference keeps). */
 struct fp_engine_stats {
 	uint64_t received, unclaimed, malformed, truncated;
+	uint64_t bytes_held;
 };
 
-/* A new engine over link, which it owns from now on (closed by _free). */
+/* A new engine over link, which it owns from now on (closed by _free).
+ * Returns 0 and *out, or -ENOMEM (link is then left to the caller). */
 FP_API int fp_engine_new(struct fp_engine **out, struct fp_link *link);
+/* Free the connections and listeners left (their traces live on where a
+ * caller holds a reference), the capture's reference, the link. NULL is a
+ * no-op. */
 FP_API void fp_engine_free(struct fp_engine *engine);
 FP_API int fp_engine_fd(const struct fp_engine *engine);
 /* Receive and demultiplex what the link has, waiting up to timeout_ms
@@ -458,15 +565,22 @@ struct fp_tuple {
 };
 
 /* A connection for tuple, TCB CLOSED with iss and a TIME_WAIT of
- * time_wait_ns. Returns NULL with errno EADDRINUSE when a connection of
- * this engine already has the tuple, ENOMEM when out of memory. */
-FP_API struct fp_conn *fp_conn_new(struct fp_engine *engine,
-				   const struct fp_tuple *tuple, uint32_t iss,
-				   uint64_t time_wait_ns);
-/* Forget the connection: its tuple's segments go unclaimed from now on. */
+ * time_wait_ns, with an empty trace. Returns 0 and *out (freed with
+ * fp_conn_free(), or with the engine), -EINVAL for a NULL argument or a
+ * family not 4 or 6, -EADDRINUSE when a connection of this engine already
+ * has the tuple, -ENOMEM. */
+FP_API int fp_conn_new(struct fp_conn **out, struct fp_engine *engine,
+		       const struct fp_tuple *tuple, uint32_t iss,
+		       uint64_t time_wait_ns);
+/* Forget the connection: its tuple's segments go unclaimed from now on. Its
+ * trace goes with it unless a caller holds a reference. NULL is a no-op. */
 FP_API void fp_conn_free(struct fp_conn *conn);
 FP_API struct fp_tcb *fp_conn_tcb(struct fp_conn *conn);
 FP_API const struct fp_tuple *fp_conn_tuple(const struct fp_conn *conn);
+/* The connection's trace: segments both ways in order, and its state
+ * changes (fp_trace_transitions). Borrowed: valid while the connection is;
+ * fp_trace_ref() it to keep it afterwards. The engine writes it. */
+FP_API struct fp_trace *fp_conn_trace(struct fp_conn *conn);
 /* Whether the engine has a connection for tuple. */
 FP_API int fp_engine_has_tuple(const struct fp_engine *engine,
 			       const struct fp_tuple *tuple);
@@ -474,93 +588,54 @@ FP_API int fp_engine_has_tuple(const struct fp_engine *engine,
  * Send seg on the connection: addresses and ports come from its tuple, the
  * fields not in forced (FP_FORCE_*) from the TCB, then the TCB records the
  * send (fp_tcb_on_send) and the trace the segment. seg is updated to what
- * went out. Returns 0 or a negative errno (-EINVAL: cannot be built).
+ * went out. Returns 0 or a negative errno (-EINVAL: cannot be built; the
+ * link's errno; -ENOMEM: sent, but not recorded in the trace).
  */
 FP_API int fp_conn_send(struct fp_conn *conn, struct fp_segment *seg,
 			unsigned forced);
 /* Take the next received segment: the TCB processes it. Returns 0 with
- * *rec and *seg (pointing into the record), or -EAGAIN when none waits.
+ * *rec and *seg (pointing into the trace), or -EAGAIN when none waits.
  * *reply says what RFC 9293 would answer (finprobe does not). */
 FP_API int fp_conn_take(struct fp_conn *conn, struct fp_record *rec,
 			struct fp_segment *seg, enum fp_reply *reply);
 /* Received segments not taken yet. */
 FP_API size_t fp_conn_pending(const struct fp_conn *conn);
-/* The trace: segments both ways in order; state changes. */
-FP_API size_t fp_conn_trace_len(const struct fp_conn *conn);
-FP_API int fp_conn_trace_get(const struct fp_conn *conn, size_t i,
-			     struct fp_record *rec);
-FP_API size_t fp_conn_transitions(const struct fp_conn *conn,
-				  const struct fp_transition **list);
 
-/* Catch SYNs to (family, addr, port) that no connection claims. */
-FP_API struct fp_listener *fp_listener_new(struct fp_engine *engine,
-					   uint8_t family, const uint8_t *addr,
-					   uint16_t port);
+/* Catch SYNs to (family, addr, port) that no connection claims. Returns 0
+ * and *out (freed with fp_listener_free(), or with the engine), -EINVAL for
+ * a NULL argument or a family not 4 or 6, or -ENOMEM. */
+FP_API int fp_listener_new(struct fp_listener **out, struct fp_engine *engine,
+			   uint8_t family, const uint8_t *addr, uint16_t port);
+/* Stop catching; what it caught and did not hand over goes. NULL: no-op. */
 FP_API void fp_listener_free(struct fp_listener *listener);
 /* The oldest waiting SYN's 4-tuple, or -EAGAIN. */
 FP_API int fp_listener_peek(const struct fp_listener *listener,
 			    struct fp_tuple *tuple);
 /* A connection for the oldest waiting SYN: TCB in LISTEN, and every segment
- * of that 4-tuple the listener caught moved to it, waiting to be taken.
- * NULL with errno EAGAIN when no SYN waits. */
-FP_API struct fp_conn *fp_listener_accept(struct fp_listener *listener,
-					  uint32_t iss, uint64_t time_wait_ns);
+ * of that 4-tuple the listener caught moved to its trace, waiting to be
+ * taken. Returns 0 and *out (as from fp_conn_new), -EAGAIN when no SYN
+ * waits, -EADDRINUSE when a connection has the SYN's 4-tuple already, or
+ * -ENOMEM. */
+FP_API int fp_listener_accept(struct fp_conn **out,
+			      struct fp_listener *listener, uint32_t iss,
+			      uint64_t time_wait_ns);
 
 /*
- * The engine's capture: every segment it received (parsed, whether or not a
- * connection or listener claimed it) and every one it sent, in order, for
- * the engine's whole life; records' direction is set, state_after and taken
- * are 0. pkt is owned by the engine and valid until its next
- * fp_engine_poll() or fp_conn_send(). _get returns -ERANGE past the end.
+ * The engine's capture, off until started: every segment the engine
+ * receives (parsed, whether or not a connection or listener claims it) and
+ * every one it sends, in order; records' direction is set, state_after and
+ * taken are 0. While off nothing is kept, so an engine holds nothing for a
+ * connection once it is freed.
+ *
+ * _start returns 0 (also when the capture runs already: it goes on) or
+ * -ENOMEM. _stop drops the engine's reference: the capture ends, and lives
+ * on only where a caller took a reference. fp_engine_capture gives the
+ * capture, borrowed (fp_trace_ref to keep it past _stop or fp_engine_free),
+ * or NULL while off; the engine writes it.
  */
-FP_API size_t fp_engine_capture_len(const struct fp_engine *engine);
-FP_API int fp_engine_capture_get(const struct fp_engine *engine, size_t i,
-				 struct fp_record *rec);
-
-/* ------------------------------------------------------------------ */
-/* Traces: stamped IP packets in pcap files (trace.c)                  */
-/* ------------------------------------------------------------------ */
-
-/* CLOCK_REALTIME less CLOCK_MONOTONIC now, in ns: added to a record's
- * monotonic stamp, it gives wall-clock time. */
-FP_API int64_t fp_trace_wall_offset_ns(void);
-
-/*
- * Write n records (their pkt, len and ts_ns; direction and states are not
- * in the format) to path as a pcap file, LINKTYPE_RAW, nanosecond stamps
- * ts_ns + offset_ns (fp_trace_wall_offset_ns() for monotonic records, 0 for
- * wall-clock ones). Packets go out byte for byte as recorded. Returns 0, or
- * a negative errno with a message in err (err_len bytes, may be NULL):
- * the file's errno when it cannot be written, -EINVAL for a record that
- * cannot be stored (stamp before 1970, packet over 256 KiB).
- */
-FP_API int fp_trace_write_pcap(const char *path, const struct fp_record *recs,
-			       size_t n, int64_t offset_ns, char *err,
-			       size_t err_len);
-
-/* IP packets read from a file, with their stamps; opaque. */
-struct fp_trace;
-
-/*
- * Read a pcap or pcapng file of Ethernet (VLAN tags skipped), raw IP
- * (LINKTYPE_RAW, IPV4, IPV6) or Linux cooked capture (SLL, SLL2: tcpdump
- * -i any). Keeps the TCP packets fp_segment_parse accepts, link header and
- * padding removed, stamped with the file's time in ns; other packets are
- * skipped and counted. Returns 0 and *out, which the caller frees with
- * fp_trace_free(), or a negative errno with a message in err: the file's
- * errno when it cannot be opened, -EBADMSG for a file libpcap cannot read
- * (not a capture, damaged), -EPROTONOSUPPORT for another link type.
- */
-FP_API int fp_trace_read_pcap(const char *path, struct fp_trace **out,
-			      char *err, size_t err_len);
-FP_API size_t fp_trace_len(const struct fp_trace *trace);
-/* Packets the file held that were not TCP fp_segment_parse accepts. */
-FP_API size_t fp_trace_skipped(const struct fp_trace *trace);
-/* Record i (direction and states 0); pkt is owned by the trace and valid
- * until fp_trace_free(). -ERANGE past the end. */
-FP_API int fp_trace_get(const struct fp_trace *trace, size_t i,
-			struct fp_record *rec);
-FP_API void fp_trace_free(struct fp_trace *trace);
+FP_API int fp_engine_capture_start(struct fp_engine *engine);
+FP_API void fp_engine_capture_stop(struct fp_engine *engine);
+FP_API struct fp_trace *fp_engine_capture(struct fp_engine *engine);
 
 /* ------------------------------------------------------------------ */
 /* The guard: RST suppression for remote targets (guard.c)            */

@@ -2,17 +2,19 @@
  * engine.c: connections over one link.
  *
  * Inbound: fp_engine_poll -> fp_link_recv (a batch) -> fp_segment_parse ->
- * demultiplex by 4-tuple (hash table) -> the connection's log, or the
+ * demultiplex by 4-tuple (hash table) -> the connection's trace, or the
  * listener's for a port no connection claims. Nothing moves the TCB until
  * fp_conn_take hands the segment over.
  * Outbound: fp_conn_send -> fp_tcb_fill -> fp_segment_build -> fp_link_send
- * -> fp_tcb_on_send -> the log.
+ * -> fp_tcb_on_send -> the trace.
  *
- * A log keeps the packets of a connection both ways, in one growing arena:
- * it is the trace and, through its untaken inbound records, the receive
- * queue. The engine's own log, the capture, keeps every segment both ways,
- * claimed or not, for whole-lab pcap files. Arenas and record arrays grow
- * by doubling, so steady traffic does not allocate per segment.
+ * A connection's trace (trace.c) keeps its packets both ways and its state
+ * changes: it is the record and, through its untaken inbound records, the
+ * receive queue. The connection holds a reference, so a caller that took
+ * one keeps the trace after the connection and the engine are gone. The
+ * engine's capture, once started, keeps every segment both ways, claimed
+ * or not, for whole-lab pcap files; while it is off the engine keeps
+ * nothing of a connection it no longer has.
  */
 #include <errno.h>
 #include <poll.h>
@@ -20,34 +22,19 @@
 #include <string.h>
 
 #include "finprobe.h"
-#include "grow.h"
+#include "trace_log.h"
+#include "tuple.h"
 
 #define BUCKETS 16384 /* power of two; 10,000 connections chain short */
 #define RECV_BATCH 32
 #define MAX_PACKET (60 + 60 + 65535)
-
-struct log_entry {
-	uint64_t ts_ns;
-	size_t off, len;
-	uint8_t direction, state_after, taken;
-};
-
-struct seglog {
-	struct log_entry *entries;
-	size_t n, cap;
-	uint8_t *arena;
-	size_t used, room;
-	size_t first_untaken; /* no untaken inbound entry before this */
-};
 
 struct fp_conn {
 	struct fp_conn *next; /* in its hash bucket */
 	struct fp_engine *engine;
 	struct fp_tuple tuple;
 	struct fp_tcb tcb;
-	struct seglog log;
-	struct fp_transition *transitions;
-	size_t n_transitions, cap_transitions;
+	struct fp_trace *trace; /* one reference: the connection's */
 };
 
 struct fp_listener {
@@ -56,7 +43,7 @@ struct fp_listener {
 	uint8_t family;
 	uint8_t addr[16];
 	uint16_t port;
-	struct seglog log;
+	struct fp_trace *caught; /* SYNs and what followed, until accepted */
 };
 
 struct fp_engine {
@@ -64,59 +51,11 @@ struct fp_engine {
 	struct fp_conn *buckets[BUCKETS];
 	struct fp_listener *listeners;
 	struct fp_engine_stats stats;
-	struct seglog capture; /* every segment both ways */
+	struct fp_trace *capture; /* every segment both ways; NULL: off */
 	uint8_t out[MAX_PACKET];
 };
 
-/* ---- logs -------------------------------------------------------------------- */
-
-static int log_append(struct seglog *log, const uint8_t *pkt, size_t len, uint64_t ts,
-		      uint8_t direction, uint8_t state)
-{
-	if (fp_grow((void **)&log->entries, &log->cap, log->n + 1, sizeof(*log->entries)) ||
-	    fp_grow((void **)&log->arena, &log->room, log->used + len, 1))
-		return -ENOMEM;
-	memcpy(log->arena + log->used, pkt, len);
-	log->entries[log->n++] = (struct log_entry){ts, log->used, len, direction, state, 0};
-	log->used += len;
-	return 0;
-}
-
-static void log_free(struct seglog *log)
-{
-	free(log->entries);
-	free(log->arena);
-	memset(log, 0, sizeof(*log));
-}
-
-static void log_record(const struct seglog *log, size_t i, struct fp_record *rec)
-{
-	const struct log_entry *e = &log->entries[i];
-	*rec = (struct fp_record){e->ts_ns, log->arena + e->off, e->len, e->direction,
-				  e->state_after, e->taken};
-}
-
-/* The next untaken inbound entry, or log->n. */
-static size_t log_next_untaken(struct seglog *log)
-{
-	size_t i = log->first_untaken;
-	while (i < log->n && (log->entries[i].direction != FP_DIR_IN || log->entries[i].taken))
-		i++;
-	log->first_untaken = i;
-	return i;
-}
-
-/* ---- tuples and the hash table ----------------------------------------------- */
-
-static size_t addr_len(uint8_t family) { return family == 6 ? 16 : 4; }
-
-static int tuple_equal(const struct fp_tuple *a, const struct fp_tuple *b)
-{
-	return a->family == b->family && a->local_port == b->local_port &&
-	       a->remote_port == b->remote_port &&
-	       !memcmp(a->local, b->local, addr_len(a->family)) &&
-	       !memcmp(a->remote, b->remote, addr_len(a->family));
-}
+/* ---- the hash table ------------------------------------------------------------ */
 
 static size_t tuple_hash(const struct fp_tuple *t)
 {
@@ -168,26 +107,51 @@ void fp_engine_free(struct fp_engine *e)
 			fp_conn_free(e->buckets[b]);
 	while (e->listeners)
 		fp_listener_free(e->listeners);
-	log_free(&e->capture);
+	fp_trace_free(e->capture);
 	fp_link_close(e->link);
 	free(e);
 }
 
 int fp_engine_fd(const struct fp_engine *e) { return fp_link_fd(e->link); }
 
+/* Heap the engine holds: itself, connections, listeners, traces, capture. */
+static size_t bytes_held(const struct fp_engine *e)
+{
+	size_t n = sizeof(*e) + (e->capture ? fp_trace_bytes(e->capture) : 0);
+	for (size_t b = 0; b < BUCKETS; b++)
+		for (const struct fp_conn *c = e->buckets[b]; c; c = c->next)
+			n += sizeof(*c) + fp_trace_bytes(c->trace);
+	for (const struct fp_listener *l = e->listeners; l; l = l->next)
+		n += sizeof(*l) + fp_trace_bytes(l->caught);
+	return n;
+}
+
 void fp_engine_stats(const struct fp_engine *e, struct fp_engine_stats *stats)
 {
 	*stats = e->stats;
+	stats->bytes_held = bytes_held(e);
 }
 
-size_t fp_engine_capture_len(const struct fp_engine *e) { return e->capture.n; }
-
-int fp_engine_capture_get(const struct fp_engine *e, size_t i, struct fp_record *rec)
+int fp_engine_capture_start(struct fp_engine *e)
 {
-	if (i >= e->capture.n)
-		return -ERANGE;
-	log_record(&e->capture, i, rec);
-	return 0;
+	return e->capture ? 0 : fp_trace_new(&e->capture);
+}
+
+void fp_engine_capture_stop(struct fp_engine *e)
+{
+	fp_trace_free(e->capture);
+	e->capture = NULL;
+}
+
+struct fp_trace *fp_engine_capture(struct fp_engine *e) { return e->capture; }
+
+/* Into the capture if it runs; best effort, as a capture is a convenience
+ * and a full one must not fail a send. */
+static void capture(struct fp_engine *e, const uint8_t *pkt, size_t len, uint64_t ts,
+		    uint8_t direction)
+{
+	if (e->capture)
+		fp_trace_append(e->capture, pkt, len, ts, direction, 0);
 }
 
 int fp_engine_has_tuple(const struct fp_engine *e, const struct fp_tuple *t)
@@ -217,13 +181,13 @@ static void demultiplex(struct fp_engine *e, const struct fp_frame *f)
 		e->stats.malformed++;
 		return;
 	}
-	log_append(&e->capture, f->pkt, f->len, f->ts_ns, FP_DIR_IN, 0); /* best effort */
+	capture(e, f->pkt, f->len, f->ts_ns, FP_DIR_IN);
 	tuple_of_received(&seg, &t);
 	struct fp_conn *c = lookup(e, &t);
 	struct fp_listener *l = c ? NULL : listener_for(e, &t);
-	struct seglog *log = c ? &c->log : l ? &l->log : NULL;
+	struct fp_trace *trace = c ? c->trace : l ? l->caught : NULL;
 	uint8_t state = c ? (uint8_t)c->tcb.state : FP_STATE_LISTEN;
-	if (!log || log_append(log, f->pkt, f->len, f->ts_ns, FP_DIR_IN, state) < 0)
+	if (!trace || fp_trace_append(trace, f->pkt, f->len, f->ts_ns, FP_DIR_IN, state) < 0)
 		e->stats.unclaimed++;
 }
 
@@ -253,12 +217,12 @@ int fp_engine_poll(struct fp_engine *e, int timeout_ms)
 
 /* ---- connections ------------------------------------------------------------- */
 
+/* The TCB's observer: state changes go with the trace, so they outlive the
+ * connection as its records do. */
 static void record_transition(void *ctx, const struct fp_transition *t)
 {
 	struct fp_conn *c = ctx;
-	if (fp_grow((void **)&c->transitions, &c->cap_transitions, c->n_transitions + 1,
-		 sizeof(*c->transitions)) == 0)
-		c->transitions[c->n_transitions++] = *t;
+	fp_trace_add_transition(c->trace, t); /* best effort, as the TCB cannot fail */
 }
 
 static void conn_insert(struct fp_engine *e, struct fp_conn *c)
@@ -268,17 +232,17 @@ static void conn_insert(struct fp_engine *e, struct fp_conn *c)
 	e->buckets[b] = c;
 }
 
-struct fp_conn *fp_conn_new(struct fp_engine *e, const struct fp_tuple *t, uint32_t iss,
-			    uint64_t time_wait_ns)
+int fp_conn_new(struct fp_conn **out, struct fp_engine *e, const struct fp_tuple *t,
+		uint32_t iss, uint64_t time_wait_ns)
 {
-	if (lookup(e, t)) {
-		errno = EADDRINUSE;
-		return NULL;
-	}
+	if (!out || !e || !t || (t->family != 4 && t->family != 6))
+		return -EINVAL;
+	if (lookup(e, t))
+		return -EADDRINUSE;
 	struct fp_conn *c = calloc(1, sizeof(*c));
-	if (!c) {
-		errno = ENOMEM;
-		return NULL;
+	if (!c || fp_trace_new(&c->trace) < 0) {
+		free(c);
+		return -ENOMEM;
 	}
 	c->engine = e;
 	c->tuple = *t;
@@ -286,7 +250,8 @@ struct fp_conn *fp_conn_new(struct fp_engine *e, const struct fp_tuple *t, uint3
 	c->tcb.on_transition = record_transition;
 	c->tcb.on_transition_ctx = c;
 	conn_insert(e, c);
-	return c;
+	*out = c;
+	return 0;
 }
 
 void fp_conn_free(struct fp_conn *c)
@@ -298,14 +263,15 @@ void fp_conn_free(struct fp_conn *c)
 		p = &(*p)->next;
 	if (*p)
 		*p = c->next;
-	log_free(&c->log);
-	free(c->transitions);
+	fp_trace_free(c->trace);
 	free(c);
 }
 
 struct fp_tcb *fp_conn_tcb(struct fp_conn *c) { return &c->tcb; }
 
 const struct fp_tuple *fp_conn_tuple(const struct fp_conn *c) { return &c->tuple; }
+
+struct fp_trace *fp_conn_trace(struct fp_conn *c) { return c->trace; }
 
 int fp_conn_send(struct fp_conn *c, struct fp_segment *seg, unsigned forced)
 {
@@ -325,62 +291,40 @@ int fp_conn_send(struct fp_conn *c, struct fp_segment *seg, unsigned forced)
 	if (err)
 		return err;
 	fp_tcb_on_send(&c->tcb, seg, now);
-	log_append(&e->capture, e->out, (size_t)len, now, FP_DIR_OUT, 0); /* best effort */
-	return log_append(&c->log, e->out, (size_t)len, now, FP_DIR_OUT, (uint8_t)c->tcb.state);
+	capture(e, e->out, (size_t)len, now, FP_DIR_OUT);
+	return fp_trace_append(c->trace, e->out, (size_t)len, now, FP_DIR_OUT,
+			       (uint8_t)c->tcb.state);
 }
 
 int fp_conn_take(struct fp_conn *c, struct fp_record *rec, struct fp_segment *seg,
 		 enum fp_reply *reply)
 {
-	size_t i = log_next_untaken(&c->log);
-	if (i == c->log.n)
+	size_t i = fp_trace_next_untaken(c->trace);
+	if (fp_trace_get(c->trace, i, rec) < 0)
 		return -EAGAIN;
-	struct log_entry *entry = &c->log.entries[i];
-	log_record(&c->log, i, rec);
 	if (fp_segment_parse(seg, rec->pkt, rec->len, NULL, 0) < 0)
 		return -EBADMSG; /* cannot happen: parsed once on arrival */
-	fp_tcb_tick(&c->tcb, entry->ts_ns);
-	*reply = fp_tcb_on_segment(&c->tcb, seg, entry->ts_ns);
-	entry->taken = 1;
-	entry->state_after = (uint8_t)c->tcb.state;
+	fp_tcb_tick(&c->tcb, rec->ts_ns);
+	*reply = fp_tcb_on_segment(&c->tcb, seg, rec->ts_ns);
 	rec->taken = 1;
-	rec->state_after = entry->state_after;
+	rec->state_after = (uint8_t)c->tcb.state;
+	fp_trace_mark_taken(c->trace, i, rec->state_after);
 	return 0;
 }
 
-size_t fp_conn_pending(const struct fp_conn *c)
-{
-	size_t n = 0;
-	for (size_t i = c->log.first_untaken; i < c->log.n; i++)
-		n += c->log.entries[i].direction == FP_DIR_IN && !c->log.entries[i].taken;
-	return n;
-}
-
-size_t fp_conn_trace_len(const struct fp_conn *c) { return c->log.n; }
-
-int fp_conn_trace_get(const struct fp_conn *c, size_t i, struct fp_record *rec)
-{
-	if (i >= c->log.n)
-		return -ERANGE;
-	log_record(&c->log, i, rec);
-	return 0;
-}
-
-size_t fp_conn_transitions(const struct fp_conn *c, const struct fp_transition **list)
-{
-	*list = c->transitions;
-	return c->n_transitions;
-}
+size_t fp_conn_pending(const struct fp_conn *c) { return fp_trace_pending(c->trace); }
 
 /* ---- listeners --------------------------------------------------------------- */
 
-struct fp_listener *fp_listener_new(struct fp_engine *e, uint8_t family, const uint8_t *addr,
-				    uint16_t port)
+int fp_listener_new(struct fp_listener **out, struct fp_engine *e, uint8_t family,
+		    const uint8_t *addr, uint16_t port)
 {
+	if (!out || !e || !addr || (family != 4 && family != 6))
+		return -EINVAL;
 	struct fp_listener *l = calloc(1, sizeof(*l));
-	if (!l) {
-		errno = ENOMEM;
-		return NULL;
+	if (!l || fp_trace_new(&l->caught) < 0) {
+		free(l);
+		return -ENOMEM;
 	}
 	l->engine = e;
 	l->family = family;
@@ -388,7 +332,8 @@ struct fp_listener *fp_listener_new(struct fp_engine *e, uint8_t family, const u
 	l->port = port;
 	l->next = e->listeners;
 	e->listeners = l;
-	return l;
+	*out = l;
+	return 0;
 }
 
 void fp_listener_free(struct fp_listener *l)
@@ -400,27 +345,34 @@ void fp_listener_free(struct fp_listener *l)
 		p = &(*p)->next;
 	if (*p)
 		*p = l->next;
-	log_free(&l->log);
+	fp_trace_free(l->caught);
 	free(l);
 }
 
-/* The oldest untaken SYN (without ACK) the listener caught, or log.n. */
+/* Caught record i parsed into *seg, unless it was handed over already. */
+static int caught_waiting(const struct fp_listener *l, size_t i, struct fp_record *rec,
+			  struct fp_segment *seg)
+{
+	return fp_trace_get(l->caught, i, rec) == 0 && !rec->taken &&
+	       fp_segment_parse(seg, rec->pkt, rec->len, NULL, 0) == 0;
+}
+
+/* The oldest untaken SYN (without ACK) the listener caught, or the trace's
+ * length. */
 static size_t listener_next_syn(const struct fp_listener *l, struct fp_segment *seg)
 {
-	for (size_t i = l->log.first_untaken; i < l->log.n; i++) {
-		const struct log_entry *e = &l->log.entries[i];
-		if (e->taken || fp_segment_parse(seg, l->log.arena + e->off, e->len, NULL, 0) < 0)
-			continue;
-		if ((seg->flags & (FP_SYN | FP_ACK)) == FP_SYN)
+	struct fp_record rec;
+	size_t n = fp_trace_len(l->caught);
+	for (size_t i = fp_trace_next_untaken(l->caught); i < n; i++)
+		if (caught_waiting(l, i, &rec, seg) && (seg->flags & (FP_SYN | FP_ACK)) == FP_SYN)
 			return i;
-	}
-	return l->log.n;
+	return n;
 }
 
 int fp_listener_peek(const struct fp_listener *l, struct fp_tuple *t)
 {
 	struct fp_segment seg;
-	if (listener_next_syn(l, &seg) == l->log.n)
+	if (listener_next_syn(l, &seg) == fp_trace_len(l->caught))
 		return -EAGAIN;
 	tuple_of_received(&seg, t);
 	return 0;
@@ -429,42 +381,43 @@ int fp_listener_peek(const struct fp_listener *l, struct fp_tuple *t)
 /* Move every caught segment of tuple t to the new connection, in order. */
 static int listener_hand_over(struct fp_listener *l, const struct fp_tuple *t, struct fp_conn *c)
 {
+	struct fp_record rec;
 	struct fp_segment seg;
 	struct fp_tuple mine;
-	for (size_t i = l->log.first_untaken; i < l->log.n; i++) {
-		struct log_entry *e = &l->log.entries[i];
-		if (e->taken || fp_segment_parse(&seg, l->log.arena + e->off, e->len, NULL, 0) < 0)
+	size_t n = fp_trace_len(l->caught);
+	for (size_t i = fp_trace_next_untaken(l->caught); i < n; i++) {
+		if (!caught_waiting(l, i, &rec, &seg))
 			continue;
 		tuple_of_received(&seg, &mine);
 		if (!tuple_equal(&mine, t))
 			continue;
-		if (log_append(&c->log, l->log.arena + e->off, e->len, e->ts_ns, FP_DIR_IN,
-			       FP_STATE_LISTEN) < 0)
+		if (fp_trace_append(c->trace, rec.pkt, rec.len, rec.ts_ns, FP_DIR_IN,
+				    FP_STATE_LISTEN) < 0)
 			return -ENOMEM;
-		e->taken = 1;
+		fp_trace_mark_taken(l->caught, i, FP_STATE_LISTEN);
 	}
-	log_next_untaken(&l->log);
-	if (l->log.first_untaken == l->log.n) { /* all handed over: start afresh */
-		l->log.n = l->log.used = l->log.first_untaken = 0;
-	}
+	if (fp_trace_next_untaken(l->caught) == n) /* all handed over: start afresh */
+		fp_trace_clear(l->caught);
 	return 0;
 }
 
-struct fp_conn *fp_listener_accept(struct fp_listener *l, uint32_t iss, uint64_t time_wait_ns)
+int fp_listener_accept(struct fp_conn **out, struct fp_listener *l, uint32_t iss,
+		       uint64_t time_wait_ns)
 {
 	struct fp_tuple t;
-	if (fp_listener_peek(l, &t) < 0) {
-		errno = EAGAIN;
-		return NULL;
-	}
-	struct fp_conn *c = fp_conn_new(l->engine, &t, iss, time_wait_ns);
-	if (!c)
-		return NULL;
+	struct fp_conn *c;
+	if (!out || !l)
+		return -EINVAL;
+	if (fp_listener_peek(l, &t) < 0)
+		return -EAGAIN;
+	int rc = fp_conn_new(&c, l->engine, &t, iss, time_wait_ns);
+	if (rc < 0)
+		return rc;
 	fp_tcb_listen(&c->tcb, fp_now_ns());
 	if (listener_hand_over(l, &t, c) < 0) {
 		fp_conn_free(c);
-		errno = ENOMEM;
-		return NULL;
+		return -ENOMEM;
 	}
-	return c;
+	*out = c;
+	return 0;
 }

@@ -6,6 +6,7 @@
 #define FP_GROW_H
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 /* Make *mem (of *cap elements of size bytes) hold at least need elements.
@@ -14,6 +15,8 @@ static inline int fp_grow(void **mem, size_t *cap, size_t need, size_t size)
 {
 	if (need <= *cap)
 		return 0;
+	if (need > SIZE_MAX / 2 / size) /* doubling would wrap */
+		return -ENOMEM;
 	size_t n = *cap ? *cap : 8;
 	while (n < need)
 		n *= 2;

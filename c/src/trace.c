@@ -1,32 +1,49 @@
 /*
- * trace.c: stamped segments in pcap files, through libpcap.
+ * trace.c: the one record log, and pcap files through libpcap.
  *
- * Writing: fp_trace_write_pcap takes records (IP packets with
- * CLOCK_MONOTONIC stamps, as an engine keeps them) and writes them exactly
- * as recorded, as LINKTYPE_RAW with nanosecond stamps moved to wall-clock
- * time by an offset (fp_trace_wall_offset_ns: CLOCK_REALTIME less
- * CLOCK_MONOTONIC). Nothing is altered: our segments are recorded as sent
- * (a checksum the test forced wrong stays wrong), and the link completes a
- * kernel's partial checksums before a received segment is recorded.
+ * A trace is stamped IP packets in order, each with its direction, our
+ * state after it and whether it was taken, plus the state changes of the
+ * connection that wrote it. One type serves a connection's trace (which is
+ * also its receive queue: see trace_log.h), a listener's catch, the
+ * engine's capture and a file read. Records sit in an array of entries,
+ * their bytes in one arena; both grow by doubling (fp_grow), so steady
+ * traffic does not allocate per segment.
+ *
+ * A trace is reference counted (atomically): the connection that writes it
+ * holds one reference, a caller that wants it afterwards takes another
+ * (fp_trace_ref), so a trace outlives its connection and its engine.
+ *
+ * Writing: fp_trace_write_pcap takes a trace of IP packets with
+ * CLOCK_MONOTONIC stamps and writes them exactly as recorded, as
+ * LINKTYPE_RAW with nanosecond stamps moved to wall-clock time by an offset
+ * (fp_trace_wall_offset_ns: CLOCK_REALTIME less CLOCK_MONOTONIC). Nothing
+ * is altered: our segments are recorded as sent (a checksum the test forced
+ * wrong stays wrong), and the link completes a kernel's partial checksums
+ * before a received segment is recorded.
  *
  * Reading: fp_trace_read_pcap opens pcap or pcapng (libpcap tells them
  * apart) of Ethernet (VLAN tags skipped), raw IP, Linux cooked v1 and v2
  * (tcpdump -i any), strips the link header and keeps the TCP packets that
- * fp_segment_parse accepts, with their stamps, in a struct fp_trace.
+ * fp_segment_parse accepts, with their stamps, in a trace.
  *
- * Call order: fp_trace_read_pcap -> fp_trace_len / fp_trace_get ->
- * fp_trace_free.
+ * Call order: fp_trace_new or fp_trace_read_pcap -> fp_trace_append ...
+ * -> fp_trace_len / fp_trace_get / fp_trace_copy / fp_trace_write_pcap ->
+ * fp_trace_free (by each holder of a reference).
  */
 #include <errno.h>
 #include <pcap/pcap.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "bytes.h"
+#include "clock.h"
 #include "finprobe.h"
 #include "grow.h"
+#include "trace_log.h"
 
 #define SNAPLEN 262144 /* above any IP packet: nothing is cut */
 
@@ -42,15 +59,20 @@
 
 struct trace_entry {
 	uint64_t ts_ns;
-	size_t off, len;
+	size_t off, len; /* the packet's bytes in the arena */
+	uint8_t direction, state_after, taken;
 };
 
 struct fp_trace {
+	atomic_size_t refs;
 	struct trace_entry *entries;
 	size_t n, cap;
 	uint8_t *arena;
 	size_t used, room;
-	size_t skipped;
+	size_t first_untaken; /* no untaken inbound entry before this */
+	struct fp_transition *transitions;
+	size_t n_transitions, cap_transitions;
+	size_t skipped; /* packets of a file that were not TCP */
 };
 
 static void set_error(char *err, size_t err_len, const char *fmt, ...)
@@ -63,13 +85,6 @@ static void set_error(char *err, size_t err_len, const char *fmt, ...)
 	va_end(ap);
 }
 
-static uint64_t clock_ns(clockid_t clock)
-{
-	struct timespec ts;
-	clock_gettime(clock, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 int64_t fp_trace_wall_offset_ns(void)
 {
 	/* Read monotonic on both sides of realtime: the midpoint's error is
@@ -80,14 +95,171 @@ int64_t fp_trace_wall_offset_ns(void)
 	return (int64_t)(r - (m1 + (m2 - m1) / 2));
 }
 
+/* ---- the log ------------------------------------------------------------------- */
+
+int fp_trace_new(struct fp_trace **out)
+{
+	if (!out)
+		return -EINVAL;
+	struct fp_trace *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	atomic_init(&t->refs, 1);
+	*out = t;
+	return 0;
+}
+
+struct fp_trace *fp_trace_ref(struct fp_trace *t)
+{
+	if (t)
+		atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+	return t;
+}
+
+void fp_trace_free(struct fp_trace *t)
+{
+	/* The last holder frees; acq_rel orders every other holder's reads
+	 * before the memory goes. */
+	if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	free(t->entries);
+	free(t->arena);
+	free(t->transitions);
+	free(t);
+}
+
+int fp_trace_append(struct fp_trace *t, const uint8_t *pkt, size_t len, uint64_t ts_ns,
+		    uint8_t direction, uint8_t state_after)
+{
+	if (!t || (!pkt && len) || direction > FP_DIR_OUT || state_after >= FP_STATE_COUNT)
+		return -EINVAL;
+	if (len > SIZE_MAX - t->used ||
+	    fp_grow((void **)&t->entries, &t->cap, t->n + 1, sizeof(*t->entries)) ||
+	    fp_grow((void **)&t->arena, &t->room, t->used + len, 1))
+		return -ENOMEM;
+	if (len)
+		memcpy(t->arena + t->used, pkt, len);
+	t->entries[t->n++] = (struct trace_entry){ts_ns, t->used, len, direction, state_after, 0};
+	t->used += len;
+	return 0;
+}
+
+size_t fp_trace_len(const struct fp_trace *t) { return t->n; }
+
+size_t fp_trace_skipped(const struct fp_trace *t) { return t->skipped; }
+
+int fp_trace_get(const struct fp_trace *t, size_t i, struct fp_record *rec)
+{
+	if (i >= t->n)
+		return -ERANGE;
+	const struct trace_entry *e = &t->entries[i];
+	*rec = (struct fp_record){e->ts_ns, t->arena + e->off, e->len, e->direction,
+				  e->state_after, e->taken};
+	return 0;
+}
+
+size_t fp_trace_transitions(const struct fp_trace *t, const struct fp_transition **list)
+{
+	*list = t->transitions;
+	return t->n_transitions;
+}
+
+/* The arena bytes records [start, stop) take: they are contiguous. */
+static size_t span_bytes(const struct fp_trace *t, size_t start, size_t stop)
+{
+	if (start == stop)
+		return 0;
+	const struct trace_entry *last = &t->entries[stop - 1];
+	return last->off + last->len - t->entries[start].off;
+}
+
+int fp_trace_copy(const struct fp_trace *t, size_t start, size_t stop, struct fp_trace **out)
+{
+	if (!t || !out)
+		return -EINVAL;
+	if (start > stop || stop > t->n)
+		return -ERANGE;
+	struct fp_trace *c;
+	if (fp_trace_new(&c) < 0)
+		return -ENOMEM;
+	size_t n = stop - start, bytes = span_bytes(t, start, stop), base = n ? t->entries[start].off : 0;
+	if (fp_grow((void **)&c->entries, &c->cap, n, sizeof(*c->entries)) ||
+	    fp_grow((void **)&c->arena, &c->room, bytes, 1) ||
+	    fp_grow((void **)&c->transitions, &c->cap_transitions, t->n_transitions,
+		    sizeof(*c->transitions))) {
+		fp_trace_free(c);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		c->entries[i] = t->entries[start + i];
+		c->entries[i].off -= base;
+	}
+	if (bytes)
+		memcpy(c->arena, t->arena + base, bytes);
+	if (t->n_transitions)
+		memcpy(c->transitions, t->transitions, t->n_transitions * sizeof(*c->transitions));
+	c->n = n;
+	c->used = bytes;
+	c->n_transitions = t->n_transitions;
+	c->skipped = t->skipped;
+	*out = c;
+	return 0;
+}
+
+/* ---- the engine's side (trace_log.h) ------------------------------------------ */
+
+size_t fp_trace_next_untaken(struct fp_trace *t)
+{
+	size_t i = t->first_untaken;
+	while (i < t->n && (t->entries[i].direction != FP_DIR_IN || t->entries[i].taken))
+		i++;
+	t->first_untaken = i;
+	return i;
+}
+
+size_t fp_trace_pending(struct fp_trace *t)
+{
+	size_t n = 0;
+	for (size_t i = fp_trace_next_untaken(t); i < t->n; i++)
+		n += t->entries[i].direction == FP_DIR_IN && !t->entries[i].taken;
+	return n;
+}
+
+void fp_trace_mark_taken(struct fp_trace *t, size_t i, uint8_t state_after)
+{
+	t->entries[i].taken = 1;
+	t->entries[i].state_after = state_after;
+}
+
+int fp_trace_add_transition(struct fp_trace *t, const struct fp_transition *tr)
+{
+	if (fp_grow((void **)&t->transitions, &t->cap_transitions, t->n_transitions + 1,
+		    sizeof(*t->transitions)))
+		return -ENOMEM;
+	t->transitions[t->n_transitions++] = *tr;
+	return 0;
+}
+
+void fp_trace_clear(struct fp_trace *t)
+{
+	t->n = t->used = t->first_untaken = t->n_transitions = 0;
+}
+
+size_t fp_trace_bytes(const struct fp_trace *t)
+{
+	return sizeof(*t) + t->cap * sizeof(*t->entries) + t->room +
+	       t->cap_transitions * sizeof(*t->transitions);
+}
+
 /* ---- writing ----------------------------------------------------------------- */
 
-static int write_records(pcap_dumper_t *d, const struct fp_record *recs, size_t n,
-			 int64_t offset_ns, char *err, size_t err_len)
+static int write_records(pcap_dumper_t *d, const struct fp_trace *t, int64_t offset_ns,
+			 char *err, size_t err_len)
 {
-	for (size_t i = 0; i < n; i++) {
-		int64_t wall = (int64_t)recs[i].ts_ns + offset_ns;
-		if (wall < 0 || recs[i].len > SNAPLEN || (!recs[i].pkt && recs[i].len)) {
+	for (size_t i = 0; i < t->n; i++) {
+		const struct trace_entry *e = &t->entries[i];
+		int64_t wall = (int64_t)e->ts_ns + offset_ns;
+		if (wall < 0 || e->len > SNAPLEN) {
 			set_error(err, err_len, "record %zu: %s", i,
 				  wall < 0 ? "its time is before 1970" : "not a packet of at most 256 KiB");
 			return -EINVAL;
@@ -95,17 +267,17 @@ static int write_records(pcap_dumper_t *d, const struct fp_record *recs, size_t 
 		struct pcap_pkthdr h = {0};
 		h.ts.tv_sec = (time_t)(wall / 1000000000);
 		h.ts.tv_usec = (suseconds_t)(wall % 1000000000); /* nanoseconds: see open_dead */
-		h.caplen = h.len = (bpf_u_int32)recs[i].len;
-		pcap_dump((u_char *)d, &h, recs[i].pkt);
+		h.caplen = h.len = (bpf_u_int32)e->len;
+		pcap_dump((u_char *)d, &h, t->arena + e->off);
 	}
 	return 0;
 }
 
-int fp_trace_write_pcap(const char *path, const struct fp_record *recs, size_t n,
-			int64_t offset_ns, char *err, size_t err_len)
+int fp_trace_write_pcap(const char *path, const struct fp_trace *t, int64_t offset_ns,
+			char *err, size_t err_len)
 {
-	if (!path || (n && !recs)) {
-		set_error(err, err_len, "no path or no records");
+	if (!path || !t) {
+		set_error(err, err_len, "no path or no trace");
 		return -EINVAL;
 	}
 	pcap_t *p = pcap_open_dead_with_tstamp_precision(DLT_RAW, SNAPLEN, PCAP_TSTAMP_PRECISION_NANO);
@@ -127,7 +299,7 @@ int fp_trace_write_pcap(const char *path, const struct fp_record *recs, size_t n
 		pcap_close(p);
 		return -EIO;
 	}
-	int rc = write_records(d, recs, n, offset_ns, err, err_len);
+	int rc = write_records(d, t, offset_ns, err, err_len);
 	errno = 0;
 	if (pcap_dump_flush(d) < 0 || ferror(pcap_dump_file(d))) {
 		int e = errno ? errno : EIO;
@@ -141,19 +313,6 @@ int fp_trace_write_pcap(const char *path, const struct fp_record *recs, size_t n
 }
 
 /* ---- reading ----------------------------------------------------------------- */
-
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-
-static int trace_append(struct fp_trace *t, const uint8_t *pkt, size_t len, uint64_t ts_ns)
-{
-	if (fp_grow((void **)&t->entries, &t->cap, t->n + 1, sizeof(*t->entries)) ||
-	    fp_grow((void **)&t->arena, &t->room, t->used + len, 1))
-		return -ENOMEM;
-	memcpy(t->arena + t->used, pkt, len);
-	t->entries[t->n++] = (struct trace_entry){ts_ns, t->used, len};
-	t->used += len;
-	return 0;
-}
 
 /* The IP packet in an Ethernet frame, past any 802.1Q/802.1ad tags. */
 static const uint8_t *ethernet_payload(const uint8_t *f, size_t len, size_t *ip_len)
@@ -251,7 +410,7 @@ static int read_all(pcap_t *p, struct fp_trace *t, char *err, size_t err_len)
 			continue;
 		}
 		uint64_t ts = (uint64_t)h->ts.tv_sec * 1000000000u + (uint64_t)h->ts.tv_usec;
-		if (trace_append(t, ip, len, ts) < 0) {
+		if (fp_trace_append(t, ip, len, ts, 0, 0) < 0) {
 			set_error(err, err_len, "out of memory after %zu packets", t->n);
 			return -ENOMEM;
 		}
@@ -288,8 +447,8 @@ int fp_trace_read_pcap(const char *path, struct fp_trace **out, char *err, size_
 		pcap_close(p);
 		return -EPROTONOSUPPORT;
 	}
-	struct fp_trace *t = calloc(1, sizeof(*t));
-	int rc = t ? read_all(p, t, err, err_len) : -ENOMEM;
+	struct fp_trace *t = NULL;
+	int rc = fp_trace_new(&t) < 0 ? -ENOMEM : read_all(p, t, err, err_len);
 	pcap_close(p);
 	if (rc < 0) {
 		if (!t)
@@ -299,26 +458,4 @@ int fp_trace_read_pcap(const char *path, struct fp_trace **out, char *err, size_
 	}
 	*out = t;
 	return 0;
-}
-
-size_t fp_trace_len(const struct fp_trace *t) { return t->n; }
-
-size_t fp_trace_skipped(const struct fp_trace *t) { return t->skipped; }
-
-int fp_trace_get(const struct fp_trace *t, size_t i, struct fp_record *rec)
-{
-	if (i >= t->n)
-		return -ERANGE;
-	const struct trace_entry *e = &t->entries[i];
-	*rec = (struct fp_record){e->ts_ns, t->arena + e->off, e->len, 0, 0, 0};
-	return 0;
-}
-
-void fp_trace_free(struct fp_trace *t)
-{
-	if (!t)
-		return;
-	free(t->entries);
-	free(t->arena);
-	free(t);
 }

@@ -1,11 +1,13 @@
 /*
- * test_trace.c: pcap files through trace.c. Records written and read back
- * byte for byte with their stamps; frames of every supported link type
- * (written here with libpcap itself) stripped to their IP packets; non-TCP
- * skipped; errors named.
+ * test_trace.c: the record log and pcap files through trace.c. Records
+ * appended and read back, copied, shared by reference across threads;
+ * traces written and read back byte for byte with their stamps; frames of
+ * every supported link type (written here with libpcap itself) stripped to
+ * their IP packets; non-TCP skipped; errors named.
  */
 #include <errno.h>
 #include <pcap/pcap.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,35 +42,135 @@ static void path_of(char *out, size_t len, const char *name)
 	snprintf(out, len, "%s/%s", dir, name);
 }
 
-static void test_write_read_round_trip_keeps_bytes_and_stamps(void)
+/* A trace of an IPv4 SYN out and an IPv6 segment in, its checksum wrong. */
+static struct fp_trace *two_records(void)
 {
 	uint8_t a[200], b[200];
 	ssize_t la = build(a, sizeof(a), 4, FP_SYN, 100, "");
 	ssize_t lb = build(b, sizeof(b), 6, FP_PSH | FP_ACK, 101, "hello");
 	b[lb - 1] ^= 0xff; /* a checksum now wrong: written as recorded */
-	struct fp_record recs[2] = {
-		{1000000123u, a, (size_t)la, FP_DIR_OUT, 0, 0},
-		{2000000456u, b, (size_t)lb, FP_DIR_IN, 0, 0},
-	};
+	struct fp_trace *t = NULL;
+	CHECK_EQ(fp_trace_new(&t), 0);
+	CHECK_EQ(fp_trace_append(t, a, (size_t)la, 1000000123u, FP_DIR_OUT, FP_STATE_SYN_SENT), 0);
+	CHECK_EQ(fp_trace_append(t, b, (size_t)lb, 2000000456u, FP_DIR_IN, FP_STATE_ESTABLISHED), 0);
+	return t;
+}
+
+static void test_append_then_get_gives_each_record(void)
+{
+	struct fp_trace *t = two_records();
+	struct fp_record r;
+	struct fp_segment seg;
+	CHECK_EQ(fp_trace_len(t), 2);
+	CHECK_EQ(fp_trace_get(t, 1, &r), 0);
+	CHECK_EQ(r.ts_ns, 2000000456u);
+	CHECK_EQ(r.direction, FP_DIR_IN);
+	CHECK_EQ(r.state_after, FP_STATE_ESTABLISHED);
+	CHECK_EQ(r.taken, 0);
+	CHECK_EQ(fp_segment_parse(&seg, r.pkt, r.len, NULL, 0), 0);
+	CHECK_EQ(seg.payload_len, 5);
+	CHECK_EQ(fp_trace_get(t, 2, &r), -ERANGE);
+	const struct fp_transition *list;
+	CHECK_EQ(fp_trace_transitions(t, &list), 0);
+	CHECK_EQ(fp_trace_skipped(t), 0);
+	fp_trace_free(t);
+}
+
+static void test_append_refuses_what_is_not_a_record(void)
+{
+	struct fp_trace *t = two_records();
+	uint8_t byte = 0;
+	CHECK_EQ(fp_trace_append(t, NULL, 10, 0, 0, 0), -EINVAL);
+	CHECK_EQ(fp_trace_append(t, &byte, 1, 0, 3, 0), -EINVAL);
+	CHECK_EQ(fp_trace_append(t, &byte, 1, 0, 0, FP_STATE_COUNT), -EINVAL);
+	CHECK_EQ(fp_trace_append(NULL, &byte, 1, 0, 0, 0), -EINVAL);
+	CHECK_EQ(fp_trace_len(t), 2); /* unchanged */
+	CHECK_EQ(fp_trace_new(NULL), -EINVAL);
+	fp_trace_free(t);
+}
+
+static void test_write_read_round_trip_keeps_bytes_and_stamps(void)
+{
+	struct fp_trace *w = two_records();
 	char path[128], err[256] = "";
 	path_of(path, sizeof(path), "round.pcap");
-	CHECK_EQ(fp_trace_write_pcap(path, recs, 2, 1700000000000000000LL, err, sizeof(err)), 0);
+	CHECK_EQ(fp_trace_write_pcap(path, w, 1700000000000000000LL, err, sizeof(err)), 0);
 	struct fp_trace *t = NULL;
 	CHECK_EQ(fp_trace_read_pcap(path, &t, err, sizeof(err)), 0);
-	if (!t)
+	if (!t) {
+		fp_trace_free(w);
 		return;
+	}
 	CHECK_EQ(fp_trace_len(t), 2);
 	CHECK_EQ(fp_trace_skipped(t), 0);
-	struct fp_record r;
-	for (int i = 0; i < 2; i++) {
-		CHECK_EQ(fp_trace_get(t, (size_t)i, &r), 0);
-		CHECK_EQ(r.len, recs[i].len);
-		CHECK(memcmp(r.pkt, recs[i].pkt, r.len) == 0);
-		CHECK_EQ(r.ts_ns, recs[i].ts_ns + 1700000000000000000ULL);
+	struct fp_record r, want;
+	for (size_t i = 0; i < 2; i++) {
+		CHECK_EQ(fp_trace_get(t, i, &r), 0);
+		CHECK_EQ(fp_trace_get(w, i, &want), 0);
+		CHECK_EQ(r.len, want.len);
+		CHECK(r.len == want.len && memcmp(r.pkt, want.pkt, r.len) == 0);
+		CHECK_EQ(r.ts_ns, want.ts_ns + 1700000000000000000ULL);
+		CHECK_EQ(r.direction, 0); /* not in the format */
 	}
 	CHECK_EQ(fp_trace_get(t, 2, &r), -ERANGE);
 	fp_trace_free(t);
+	fp_trace_free(w);
 	fp_trace_free(NULL);
+}
+
+/* A copy of a file's trace writes the same file. */
+static void test_copy_of_a_read_trace_writes_it_again(void)
+{
+	struct fp_trace *w = two_records(), *r = NULL, *c = NULL, *again = NULL;
+	char path[128], err[256] = "";
+	path_of(path, sizeof(path), "copy.pcap");
+	CHECK_EQ(fp_trace_write_pcap(path, w, 0, err, sizeof(err)), 0);
+	CHECK_EQ(fp_trace_read_pcap(path, &r, err, sizeof(err)), 0);
+	if (r)
+		CHECK_EQ(fp_trace_copy(r, 1, 2, &c), 0);
+	if (c) {
+		CHECK_EQ(fp_trace_write_pcap(path, c, 0, err, sizeof(err)), 0);
+		CHECK_EQ(fp_trace_read_pcap(path, &again, err, sizeof(err)), 0);
+	}
+	if (again) {
+		struct fp_record a, b;
+		CHECK_EQ(fp_trace_len(again), 1);
+		fp_trace_get(again, 0, &a);
+		fp_trace_get(w, 1, &b);
+		CHECK(a.len == b.len && memcmp(a.pkt, b.pkt, a.len) == 0);
+		CHECK_EQ(a.ts_ns, b.ts_ns);
+	}
+	fp_trace_free(again);
+	fp_trace_free(c);
+	fp_trace_free(r);
+	fp_trace_free(w);
+}
+
+/* Threads take and drop references at once; the last drop frees (ASan:
+ * no leak, no use after free, no double free). */
+static void *ref_and_drop(void *arg)
+{
+	struct fp_trace *t = arg;
+	for (int i = 0; i < 20000; i++) {
+		struct fp_trace *mine = fp_trace_ref(t);
+		struct fp_record r;
+		CHECK_EQ(fp_trace_get(mine, 0, &r), 0);
+		fp_trace_free(mine);
+	}
+	fp_trace_free(t); /* the reference main took for this thread */
+	return NULL;
+}
+
+static void test_references_from_threads_free_once(void)
+{
+	struct fp_trace *t = two_records();
+	pthread_t threads[4];
+	for (int i = 0; i < 4; i++)
+		pthread_create(&threads[i], NULL, ref_and_drop, fp_trace_ref(t));
+	fp_trace_free(t); /* main's own: the threads' keep it */
+	for (int i = 0; i < 4; i++)
+		pthread_join(threads[i], NULL);
+	CHECK(fp_trace_ref(NULL) == NULL);
 }
 
 /* Write frames of link type dlt with libpcap, as another tool would. */
@@ -184,11 +286,16 @@ static void test_errors_are_named(void)
 	CHECK(strstr(err, "not supported") != NULL);
 	CHECK(t == NULL);
 
-	CHECK_EQ(fp_trace_write_pcap("/nonexistent-dir/x.pcap", NULL, 0, 0, err, sizeof(err)), -ENOENT);
+	struct fp_trace *w = NULL;
+	CHECK_EQ(fp_trace_new(&w), 0);
+	CHECK_EQ(fp_trace_write_pcap("/nonexistent-dir/x.pcap", w, 0, err, sizeof(err)), -ENOENT);
+	CHECK_EQ(fp_trace_write_pcap(path, NULL, 0, err, sizeof(err)), -EINVAL);
 	uint8_t ip[60];
-	struct fp_record before_1970 = {5, ip, (size_t)build(ip, sizeof(ip), 4, FP_ACK, 1, ""), 0, 0, 0};
+	CHECK_EQ(fp_trace_append(w, ip, (size_t)build(ip, sizeof(ip), 4, FP_ACK, 1, ""), 5, 0, 0), 0);
 	path_of(path, sizeof(path), "bad.pcap");
-	CHECK_EQ(fp_trace_write_pcap(path, &before_1970, 1, -10, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(fp_trace_write_pcap(path, w, -10, err, sizeof(err)), -EINVAL); /* before 1970 */
+	CHECK(strstr(err, "before 1970") != NULL);
+	fp_trace_free(w);
 }
 
 static void test_wall_offset_is_realtime_less_monotonic(void)
@@ -203,8 +310,8 @@ static void test_wall_offset_is_realtime_less_monotonic(void)
 
 static void remove_dir(void)
 {
-	static const char *names[] = {"round.pcap", "eth.pcap",  "sll.pcap",	 "sll2.pcap",
-				      "ipv4.pcap",  "junk.pcap", "usb.pcap", "bad.pcap"};
+	static const char *names[] = {"round.pcap", "eth.pcap",  "sll.pcap", "sll2.pcap", "ipv4.pcap",
+				      "junk.pcap",  "usb.pcap", "bad.pcap", "copy.pcap"};
 	char path[128];
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		path_of(path, sizeof(path), names[i]);
@@ -219,7 +326,11 @@ int main(void)
 		perror("mkdtemp");
 		return 1;
 	}
+	RUN(test_append_then_get_gives_each_record);
+	RUN(test_append_refuses_what_is_not_a_record);
 	RUN(test_write_read_round_trip_keeps_bytes_and_stamps);
+	RUN(test_copy_of_a_read_trace_writes_it_again);
+	RUN(test_references_from_threads_free_once);
 	RUN(test_ethernet_with_vlan_tag_and_padding);
 	RUN(test_linux_cooked_v1_and_v2);
 	RUN(test_raw_ipv4_link_type_skips_udp);

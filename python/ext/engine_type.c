@@ -318,12 +318,12 @@ static PyObject *engine_open(EngineObject *self, PyObject *args, PyObject *kwarg
 	Py_XDECREF(tuple_args);
 	if (bad)
 		return NULL;
+	struct fp_conn *conn;
 	pthread_mutex_lock(&self->lock);
-	struct fp_conn *conn = fp_conn_new(self->engine, &t, (uint32_t)iss,
-					   (uint64_t)(time_wait * 1e9));
+	int rc = fp_conn_new(&conn, self->engine, &t, (uint32_t)iss, (uint64_t)(time_wait * 1e9));
 	pthread_mutex_unlock(&self->lock);
-	if (!conn) {
-		if (errno == EADDRINUSE)
+	if (rc < 0) {
+		if (rc == -EADDRINUSE)
 			return PyErr_Format(PyExc_ValueError,
 					    "a connection %U:%d -> %U:%d is already open", la, lp, ra, rp);
 		return PyErr_NoMemory();
@@ -346,30 +346,54 @@ static PyObject *engine_listen(EngineObject *self, PyObject *args)
 	if (!l)
 		return NULL;
 	pthread_mutex_lock(&self->lock);
-	l->listener = fp_listener_new(self->engine, family, a, (uint16_t)port);
+	int rc = fp_listener_new(&l->listener, self->engine, family, a, (uint16_t)port);
 	pthread_mutex_unlock(&self->lock);
 	l->engine = (EngineObject *)Py_NewRef(self);
-	if (!l->listener) {
+	if (rc < 0) {
 		Py_DECREF(l);
 		return PyErr_NoMemory();
 	}
 	return (PyObject *)l;
 }
 
-/* capture() -> [(Segment, IP packet)]: every segment sent or received, in
- * order, claimed by a connection or not (the engine's capture). */
+/* capture_start(): the engine's capture keeps every segment from now on. */
+static PyObject *engine_capture_start(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+	pthread_mutex_lock(&self->lock);
+	int rc = self->engine ? fp_engine_capture_start(self->engine) : -EBADF;
+	pthread_mutex_unlock(&self->lock);
+	if (rc == -EBADF) {
+		engine_open_check(self); /* closed: raises */
+		return NULL;
+	}
+	if (rc < 0)
+		return PyErr_NoMemory();
+	Py_RETURN_NONE;
+}
+
+/* capture() -> [(Segment, IP packet)]: every segment sent or received since
+ * capture_start(), in order, claimed by a connection or not (the engine's
+ * capture); [] while it is off. Copied under the lock, built after. */
 static PyObject *engine_capture(EngineObject *self, PyObject *Py_UNUSED(ignored))
 {
 	if (engine_open_check(self) < 0)
 		return NULL;
 	core_state *st = core_state_of_type(Py_TYPE(self));
+	struct fp_trace *copy = NULL, *cap;
+	int rc = 0;
 	pthread_mutex_lock(&self->lock);
-	size_t n = fp_engine_capture_len(self->engine);
+	cap = self->engine ? fp_engine_capture(self->engine) : NULL;
+	if (cap)
+		rc = fp_trace_copy(cap, 0, fp_trace_len(cap), &copy);
+	pthread_mutex_unlock(&self->lock);
+	if (rc < 0)
+		return PyErr_NoMemory();
+	size_t n = copy ? fp_trace_len(copy) : 0;
 	PyObject *list = PyList_New(0);
 	for (size_t i = 0; list && i < n; i++) {
 		struct fp_record rec;
 		struct fp_segment seg;
-		if (fp_engine_capture_get(self->engine, i, &rec) < 0 ||
+		if (fp_trace_get(copy, i, &rec) < 0 ||
 		    fp_segment_parse(&seg, rec.pkt, rec.len, NULL, 0) < 0)
 			continue;
 		PyObject *item = Py_BuildValue("(Ny#)",
@@ -380,7 +404,7 @@ static PyObject *engine_capture(EngineObject *self, PyObject *Py_UNUSED(ignored)
 			Py_CLEAR(list);
 		Py_XDECREF(item);
 	}
-	pthread_mutex_unlock(&self->lock);
+	fp_trace_free(copy);
 	return list;
 }
 
@@ -406,8 +430,11 @@ static PyMethodDef engine_methods[] = {
 	 "sockets towards a remote target; src and interface from the routing table unless given"},
 	{"poll", (PyCFunction)engine_poll, METH_VARARGS, "poll(timeout=0): receive what the link has"},
 	{"stats", (PyCFunction)engine_stats, METH_NOARGS, "counters of what no connection took"},
+	{"capture_start", (PyCFunction)engine_capture_start, METH_NOARGS,
+	 "capture_start(): keep every segment sent or received from now on (off by default)"},
 	{"capture", (PyCFunction)engine_capture, METH_NOARGS,
-	 "capture() -> [(Segment, IP packet)]: every segment sent or received, claimed or not"},
+	 "capture() -> [(Segment, IP packet)]: every segment sent or received since capture_start(), "
+	 "claimed or not; [] while off"},
 	{"has_tuple", (PyCFunction)engine_has_tuple, METH_VARARGS,
 	 "has_tuple(local_addr, local_port, remote_addr, remote_port) -> bool"},
 	{"open", (PyCFunction)(void (*)(void))engine_open, METH_VARARGS | METH_KEYWORDS,
@@ -575,10 +602,10 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args, PyObjec
 	seg.checksum = (uint16_t)checksum32;
 	pthread_mutex_lock(&self->engine->lock);
 	int rc = fp_conn_send(self->conn, &seg, forced);
-	size_t n = fp_conn_trace_len(self->conn);
+	struct fp_trace *trace = fp_conn_trace(self->conn);
 	struct fp_record rec = {0};
 	if (rc == 0)
-		fp_conn_trace_get(self->conn, n - 1, &rec);
+		fp_trace_get(trace, fp_trace_len(trace) - 1, &rec);
 	pthread_mutex_unlock(&self->engine->lock);
 	Py_DECREF(tmpl);
 	if (rc == -EINVAL)
@@ -640,13 +667,19 @@ static PyObject *connection_trace(ConnectionObject *self, PyObject *Py_UNUSED(ig
 	if (connection_open(self) < 0)
 		return NULL;
 	core_state *st = core_state_of_type(Py_TYPE(self));
+	struct fp_trace *copy = NULL, *trace;
 	pthread_mutex_lock(&self->engine->lock);
-	size_t n = fp_conn_trace_len(self->conn);
+	trace = fp_conn_trace(self->conn);
+	int rc = fp_trace_copy(trace, 0, fp_trace_len(trace), &copy);
+	pthread_mutex_unlock(&self->engine->lock);
+	if (rc < 0)
+		return PyErr_NoMemory();
+	size_t n = fp_trace_len(copy);
 	PyObject *list = PyList_New((Py_ssize_t)n);
 	for (size_t i = 0; list && i < n; i++) {
 		struct fp_record rec;
 		struct fp_segment seg;
-		fp_conn_trace_get(self->conn, i, &rec);
+		fp_trace_get(copy, i, &rec);
 		PyObject *item = NULL;
 		if (fp_segment_parse(&seg, rec.pkt, rec.len, NULL, 0) == 0)
 			item = Py_BuildValue("(Nsiy#)",
@@ -662,7 +695,7 @@ static PyObject *connection_trace(ConnectionObject *self, PyObject *Py_UNUSED(ig
 		}
 		PyList_SET_ITEM(list, (Py_ssize_t)i, item);
 	}
-	pthread_mutex_unlock(&self->engine->lock);
+	fp_trace_free(copy);
 	return list;
 }
 
@@ -671,8 +704,13 @@ static PyObject *connection_transitions(ConnectionObject *self, PyObject *Py_UNU
 	if (connection_open(self) < 0)
 		return NULL;
 	const struct fp_transition *t;
+	struct fp_trace *copy = NULL;
 	pthread_mutex_lock(&self->engine->lock);
-	size_t n = fp_conn_transitions(self->conn, &t);
+	int rc = fp_trace_copy(fp_conn_trace(self->conn), 0, 0, &copy); /* transitions only */
+	pthread_mutex_unlock(&self->engine->lock);
+	if (rc < 0)
+		return PyErr_NoMemory();
+	size_t n = fp_trace_transitions(copy, &t);
 	PyObject *list = PyList_New((Py_ssize_t)n);
 	for (size_t i = 0; list && i < n; i++) {
 		PyObject *item = Py_BuildValue("(dsss)", ns_to_s(t[i].when_ns), fp_state_name(t[i].from),
@@ -683,7 +721,7 @@ static PyObject *connection_transitions(ConnectionObject *self, PyObject *Py_UNU
 		}
 		PyList_SET_ITEM(list, (Py_ssize_t)i, item);
 	}
-	pthread_mutex_unlock(&self->engine->lock);
+	fp_trace_free(copy);
 	return list;
 }
 
@@ -860,12 +898,12 @@ static PyObject *listener_accept(ListenerObject *self, PyObject *args, PyObject 
 	for (int more = 1;;) {
 		if (engine_open_check(self->engine) < 0)
 			return NULL;
+		struct fp_conn *conn;
 		pthread_mutex_lock(&self->engine->lock);
-		struct fp_conn *conn = fp_listener_accept(self->listener, (uint32_t)iss,
-							  (uint64_t)(time_wait * 1e9));
-		int err = errno;
+		int err = -fp_listener_accept(&conn, self->listener, (uint32_t)iss,
+					      (uint64_t)(time_wait * 1e9));
 		pthread_mutex_unlock(&self->engine->lock);
-		if (conn)
+		if (!err)
 			return connection_wrap(self->engine, type, conn);
 		if (err == EADDRINUSE)
 			return PyErr_Format(PyExc_ValueError, "a connection for the waiting SYN's 4-tuple is already open");

@@ -79,26 +79,30 @@ static PyObject *write_pcap(PyObject *module, PyObject *args, PyObject *kwargs)
 	long long offset_ns = offset == Py_None ? fp_trace_wall_offset_ns() : PyLong_AsLongLong(offset);
 	PyObject *items = offset_ns == -1 && PyErr_Occurred() ? NULL : PySequence_Tuple(packets);
 	Py_ssize_t n = items ? PyTuple_GET_SIZE(items) : 0, got = 0;
-	struct fp_record *recs = items ? PyMem_Calloc((size_t)n + 1, sizeof(*recs)) : NULL;
-	Py_buffer *views = recs ? PyMem_Calloc((size_t)n + 1, sizeof(*views)) : NULL;
-	if (items && !views)
+	struct fp_trace *trace = NULL;
+	if (items && fp_trace_new(&trace) < 0)
 		PyErr_NoMemory();
-	for (; views && got < n; got++)
-		if (packet_arg(PyTuple_GET_ITEM(items, got), got, &recs[got], &views[got]) < 0)
+	for (; trace && got < n; got++) { /* copied in: no buffer is held past its item */
+		struct fp_record rec;
+		Py_buffer view;
+		if (packet_arg(PyTuple_GET_ITEM(items, got), got, &rec, &view) < 0)
 			break;
-	if (views && got == n) {
+		int rc = fp_trace_append(trace, rec.pkt, rec.len, rec.ts_ns, 0, 0);
+		PyBuffer_Release(&view);
+		if (rc < 0) {
+			PyErr_NoMemory();
+			break;
+		}
+	}
+	if (trace && got == n) {
 		char err[256] = "";
 		int rc;
 		Py_BEGIN_ALLOW_THREADS
-		rc = fp_trace_write_pcap(PyBytes_AS_STRING(path), recs, (size_t)n, offset_ns, err,
-					 sizeof(err));
+		rc = fp_trace_write_pcap(PyBytes_AS_STRING(path), trace, offset_ns, err, sizeof(err));
 		Py_END_ALLOW_THREADS
 		result = rc < 0 ? pcap_error(st, -rc, err, path) : Py_NewRef(Py_None);
 	}
-	for (Py_ssize_t i = 0; views && i < got; i++)
-		PyBuffer_Release(&views[i]);
-	PyMem_Free(views);
-	PyMem_Free(recs);
+	fp_trace_free(trace);
 	Py_XDECREF(items);
 	Py_DECREF(path);
 	return result;

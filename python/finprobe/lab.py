@@ -36,6 +36,7 @@ class Lab:
         local_mac, peer_mac = self._core.macs
         try:
             self._engine = _core.Engine(self._core.packet_fd, local_mac, peer_mac, self._core)
+            self._engine.capture_start()  # lab.capture() needs it; to become opt-in
         except BaseException:
             self._core.close()
             raise

@@ -53,6 +53,7 @@ class Target:
                                                            ifindex=_ifindex(iface))
         self.iface = socket.if_indextoname(ifindex)
         try:
+            self._engine.capture_start()  # target.capture() needs it; to become opt-in
             self._guard = _core.Guard()
         except BaseException:
             self._engine.close()
