@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "finprobe.h"
+#include "tuple.h"
 
 #define FD_SCAN_MAX 4096 /* descriptors above this are not checked */
 
@@ -182,14 +183,6 @@ static int match_text(const struct fp_tuple *t, char *out, size_t len)
 	snprintf(out, len, "%s saddr %s %s daddr %s tcp sport %u tcp dport %u", ip, local, ip, remote,
 		 t->local_port, t->remote_port);
 	return 0;
-}
-
-static int tuple_equal(const struct fp_tuple *a, const struct fp_tuple *b)
-{
-	size_t alen = a->family == 6 ? 16 : 4;
-	return a->family == b->family && a->local_port == b->local_port &&
-	       a->remote_port == b->remote_port && !memcmp(a->local, b->local, alen) &&
-	       !memcmp(a->remote, b->remote, alen);
 }
 
 static struct guard_rule *find(struct fp_guard *g, const struct fp_tuple *t)
