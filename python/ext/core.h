@@ -52,7 +52,7 @@ PyObject *segment_to_bytes(SegmentObject *self);
 /* lab_type.c */
 extern PyType_Spec lab_spec;
 
-/* engine_type.c / connection_type.c */
+/* engine_type.c, connection_type.c, listener_type.c (engine.h) */
 extern PyType_Spec engine_spec;
 extern PyType_Spec connection_spec;
 extern PyType_Spec listener_spec;

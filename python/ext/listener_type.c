@@ -1,0 +1,82 @@
+/*
+ * listener_type.c: finprobe._core.Listener, SYNs to one address and port
+ * that no connection claims; accept() makes a Connection of the oldest.
+ */
+#include "engine.h"
+
+static void listener_dealloc(ListenerObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	PyObject_GC_UnTrack(self);
+	if (self->listener) {
+		pthread_mutex_lock(&self->engine->lock);
+		if (self->engine->engine)
+			fp_listener_free(self->listener);
+		pthread_mutex_unlock(&self->engine->lock);
+	}
+	Py_CLEAR(self->engine);
+	tp->tp_free(self);
+	Py_DECREF(tp);
+}
+
+static int listener_traverse(ListenerObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	Py_VISIT(self->engine);
+	return 0;
+}
+
+/* accept(timeout, iss, time_wait, cls=None) -> Connection (TCB LISTEN) or None */
+static PyObject *listener_accept(ListenerObject *self, PyObject *args, PyObject *kwargs)
+{
+	static char *kw[] = {"timeout", "iss", "time_wait", "cls", NULL};
+	double timeout, time_wait;
+	unsigned long iss;
+	PyObject *cls = NULL;
+	PyTypeObject *type;
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "dkd|O:accept", kw, &timeout, &iss, &time_wait, &cls) ||
+	    connection_class_arg(self->engine, cls, &type) < 0 || engine_open_check(self->engine) < 0)
+		return NULL;
+	uint64_t deadline = fp_now_ns() + (uint64_t)(timeout * 1e9);
+	for (int more = 1;;) {
+		if (engine_open_check(self->engine) < 0)
+			return NULL;
+		pthread_mutex_lock(&self->engine->lock);
+		struct fp_conn *conn = fp_listener_accept(self->listener, (uint32_t)iss,
+							  (uint64_t)(time_wait * 1e9));
+		int err = errno;
+		pthread_mutex_unlock(&self->engine->lock);
+		if (conn)
+			return connection_wrap(self->engine, type, conn);
+		if (err == EADDRINUSE)
+			return PyErr_Format(PyExc_ValueError, "a connection for the waiting SYN's 4-tuple is already open");
+		if (err != EAGAIN)
+			return PyErr_NoMemory();
+		if (!more)
+			Py_RETURN_NONE;
+		more = engine_wait_slice(self->engine, deadline);
+		if (more < 0)
+			return NULL;
+	}
+}
+
+static PyMethodDef listener_methods[] = {
+	{"accept", (PyCFunction)(void (*)(void))listener_accept, METH_VARARGS | METH_KEYWORDS,
+	 "accept(timeout, iss, time_wait, cls=None) -> Connection in LISTEN with the SYN waiting, or None"},
+	{NULL},
+};
+
+static PyType_Slot listener_slots[] = {
+	{Py_tp_doc, "SYNs to one address and port that no connection claims."},
+	{Py_tp_dealloc, listener_dealloc},
+	{Py_tp_traverse, listener_traverse},
+	{Py_tp_methods, listener_methods},
+	{0, NULL},
+};
+
+PyType_Spec listener_spec = {
+	.name = "finprobe._core.Listener",
+	.basicsize = sizeof(ListenerObject),
+	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+	.slots = listener_slots,
+};
