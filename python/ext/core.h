@@ -66,10 +66,27 @@ extern PyType_Spec guard_spec;
 /* pcap_funcs.c: write_pcap, read_pcap, wall_offset_ns */
 extern PyMethodDef pcap_functions[];
 
+/* address.c */
 /* Address text ("192.0.2.1", "2001:db8::1") to bytes; family 4 or 6.
- * Returns -1 with ValueError naming what. */
+ * Returns -1 with TypeError or ValueError naming what. */
 int core_parse_address(const char *what, PyObject *text, uint8_t *addr,
 		       uint8_t *family);
+/* The text of an address into out (INET6_ADDRSTRLEN bytes): its length,
+ * or 0 if family is neither 4 nor 6. */
+size_t core_address_text(int family, const uint8_t *addr, char *out);
+/* The text as a str; None if family is neither 4 nor 6. */
 PyObject *core_format_address(int family, const uint8_t *addr);
+
+/* args.c: argument conversions the types share. Each returns 0, or -1 with
+ * TypeError or ValueError naming the argument, its value and what was
+ * expected. */
+/* An int in 1..65535 (a bool is refused). */
+int core_port_arg(const char *name, PyObject *value, uint16_t *port);
+/* (local_addr, local_port, remote_addr, remote_port), the addresses of one
+ * IP version, into t. */
+int core_tuple_arg(PyObject *local_addr, PyObject *local_port, PyObject *remote_addr,
+		   PyObject *remote_port, struct fp_tuple *t);
+/* The same from exactly four positional arguments of function fname. */
+int core_tuple_args(PyObject *args, const char *fname, struct fp_tuple *t);
 
 #endif /* FP_EXT_CORE_H */

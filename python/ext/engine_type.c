@@ -108,15 +108,16 @@ static PyObject *raw_open_error(PyTypeObject *type, int rc, PyObject *remote, Py
 static PyObject *engine_raw(PyObject *cls, PyObject *args, PyObject *kwargs)
 {
 	static char *kw[] = {"remote_addr", "remote_port", "src", "ifindex", NULL};
-	PyObject *remote, *src = Py_None;
-	int port, ifindex = 0, rc;
+	PyObject *remote, *remote_port, *src = Py_None;
+	int ifindex = 0, rc;
+	uint16_t port;
 	uint8_t raddr[16], local[16] = {0}, family, src_family;
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oi|Oi:raw", kw, &remote, &port, &src, &ifindex) ||
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|Oi:raw", kw, &remote, &remote_port, &src,
+					 &ifindex) ||
 	    core_parse_address("remote_addr", remote, raddr, &family) < 0 ||
+	    core_port_arg("remote_port", remote_port, &port) < 0 ||
 	    (src != Py_None && core_parse_address("src", src, local, &src_family) < 0))
 		return NULL;
-	if (port < 1 || port > 65535)
-		return PyErr_Format(PyExc_ValueError, "remote_port must be in 1..65535, got %d", port);
 	if (src != Py_None && src_family != family)
 		return PyErr_Format(PyExc_ValueError, "src %R and remote_addr %R are not of one IP version",
 				    src, remote);
@@ -124,7 +125,7 @@ static PyObject *engine_raw(PyObject *cls, PyObject *args, PyObject *kwargs)
 		return PyErr_Format(PyExc_ValueError, "ifindex must be >= 0, got %d", ifindex);
 	struct fp_link *link;
 	Py_BEGIN_ALLOW_THREADS
-	rc = fp_link_raw_open(&link, family, raddr, (uint16_t)port, local, &ifindex);
+	rc = fp_link_raw_open(&link, family, raddr, port, local, &ifindex);
 	Py_END_ALLOW_THREADS
 	if (rc)
 		return raw_open_error((PyTypeObject *)cls, rc, remote, src, ifindex);
@@ -220,32 +221,10 @@ static PyObject *engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 			     "malformed", s.malformed, "truncated", s.truncated);
 }
 
-static int tuple_arg(PyObject *args, struct fp_tuple *t, PyObject **rest_kw)
-{
-	PyObject *laddr, *raddr;
-	int lport, rport;
-	uint8_t lf, rf;
-	(void)rest_kw;
-	if (!PyArg_ParseTuple(args, "OiOi", &laddr, &lport, &raddr, &rport))
-		return -1;
-	memset(t, 0, sizeof(*t));
-	if (core_parse_address("local address", laddr, t->local, &lf) < 0 ||
-	    core_parse_address("remote address", raddr, t->remote, &rf) < 0)
-		return -1;
-	if (lf != rf || lport < 0 || lport > 65535 || rport < 0 || rport > 65535) {
-		PyErr_SetString(PyExc_ValueError, "ports must be in 0..65535 and both addresses of one IP version");
-		return -1;
-	}
-	t->family = lf;
-	t->local_port = (uint16_t)lport;
-	t->remote_port = (uint16_t)rport;
-	return 0;
-}
-
 static PyObject *engine_has_tuple(EngineObject *self, PyObject *args)
 {
 	struct fp_tuple t;
-	if (tuple_arg(args, &t, NULL) < 0 || engine_open_check(self) < 0)
+	if (core_tuple_args(args, "has_tuple", &t) < 0 || engine_open_check(self) < 0)
 		return NULL;
 	pthread_mutex_lock(&self->lock);
 	int has = fp_engine_has_tuple(self->engine, &t);
@@ -259,20 +238,15 @@ static PyObject *engine_open(EngineObject *self, PyObject *args, PyObject *kwarg
 {
 	static char *kw[] = {"local_addr", "local_port", "remote_addr", "remote_port", "iss", "time_wait",
 			     "cls", NULL};
-	PyObject *la, *ra, *cls = NULL;
-	int lp, rp;
+	PyObject *la, *lp, *ra, *rp, *cls = NULL;
 	unsigned long iss;
 	double time_wait;
 	PyTypeObject *type;
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiOikd|O:open", kw, &la, &lp, &ra, &rp, &iss,
-					 &time_wait, &cls) ||
-	    connection_class_arg(self, cls, &type) < 0 || engine_open_check(self) < 0)
-		return NULL;
 	struct fp_tuple t;
-	PyObject *tuple_args = Py_BuildValue("(OiOi)", la, lp, ra, rp);
-	int bad = !tuple_args || tuple_arg(tuple_args, &t, NULL) < 0;
-	Py_XDECREF(tuple_args);
-	if (bad)
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOkd|O:open", kw, &la, &lp, &ra, &rp, &iss,
+					 &time_wait, &cls) ||
+	    core_tuple_arg(la, lp, ra, rp, &t) < 0 || connection_class_arg(self, cls, &type) < 0 ||
+	    engine_open_check(self) < 0)
 		return NULL;
 	pthread_mutex_lock(&self->lock);
 	struct fp_conn *conn = fp_conn_new(self->engine, &t, (uint32_t)iss,
@@ -281,7 +255,7 @@ static PyObject *engine_open(EngineObject *self, PyObject *args, PyObject *kwarg
 	if (!conn) {
 		if (errno == EADDRINUSE)
 			return PyErr_Format(PyExc_ValueError,
-					    "a connection %U:%d -> %U:%d is already open", la, lp, ra, rp);
+					    "a connection %U:%S -> %U:%S is already open", la, lp, ra, rp);
 		return PyErr_NoMemory();
 	}
 	return connection_wrap(self, type, conn);
@@ -289,20 +263,19 @@ static PyObject *engine_open(EngineObject *self, PyObject *args, PyObject *kwarg
 
 static PyObject *engine_listen(EngineObject *self, PyObject *args)
 {
-	PyObject *addr;
-	int port;
+	PyObject *addr, *port_arg;
+	uint16_t port;
 	uint8_t a[16], family;
-	if (!PyArg_ParseTuple(args, "Oi:listen", &addr, &port) ||
-	    core_parse_address("address", addr, a, &family) < 0 || engine_open_check(self) < 0)
+	if (!PyArg_ParseTuple(args, "OO:listen", &addr, &port_arg) ||
+	    core_parse_address("address", addr, a, &family) < 0 ||
+	    core_port_arg("port", port_arg, &port) < 0 || engine_open_check(self) < 0)
 		return NULL;
-	if (port < 1 || port > 65535)
-		return PyErr_Format(PyExc_ValueError, "port must be in 1..65535, got %d", port);
 	PyTypeObject *type = core_state_of_type(Py_TYPE(self))->listener_type;
 	ListenerObject *l = (ListenerObject *)type->tp_alloc(type, 0);
 	if (!l)
 		return NULL;
 	pthread_mutex_lock(&self->lock);
-	l->listener = fp_listener_new(self->engine, family, a, (uint16_t)port);
+	l->listener = fp_listener_new(self->engine, family, a, port);
 	pthread_mutex_unlock(&self->lock);
 	l->engine = (EngineObject *)Py_NewRef(self);
 	if (!l->listener) {

@@ -60,40 +60,12 @@ static void guard_dealloc(GuardObject *self)
 	Py_DECREF(tp);
 }
 
-/* (local_addr, local_port, remote_addr, remote_port) -> tuple */
-static int guard_tuple(PyObject *args, const char *fname, struct fp_tuple *t)
-{
-	PyObject *la, *ra;
-	int lp, rp;
-	uint8_t lf, rf;
-	char format[32];
-	snprintf(format, sizeof(format), "OiOi:%s", fname);
-	if (!PyArg_ParseTuple(args, format, &la, &lp, &ra, &rp))
-		return -1;
-	memset(t, 0, sizeof(*t));
-	if (core_parse_address("local address", la, t->local, &lf) < 0 ||
-	    core_parse_address("remote address", ra, t->remote, &rf) < 0)
-		return -1;
-	if (lf != rf) {
-		PyErr_Format(PyExc_ValueError, "%s: %R and %R are not of one IP version", fname, la, ra);
-		return -1;
-	}
-	if (lp < 1 || lp > 65535 || rp < 1 || rp > 65535) {
-		PyErr_Format(PyExc_ValueError, "%s: ports must be in 1..65535, got %d and %d", fname, lp, rp);
-		return -1;
-	}
-	t->family = lf;
-	t->local_port = (uint16_t)lp;
-	t->remote_port = (uint16_t)rp;
-	return 0;
-}
-
 typedef int (*guard_op)(struct fp_guard *, const struct fp_tuple *);
 
 static PyObject *guard_call(GuardObject *self, PyObject *args, const char *fname, guard_op fn)
 {
 	struct fp_tuple t;
-	if (guard_tuple(args, fname, &t) < 0)
+	if (core_tuple_args(args, fname, &t) < 0)
 		return NULL;
 	core_state *st = core_state_of_type(Py_TYPE(self));
 	char err[256] = "the guard is closed";
