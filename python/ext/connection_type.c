@@ -141,6 +141,21 @@ static SegmentObject *send_template(ConnectionObject *self, PyObject *payload, P
 	return (SegmentObject *)seg;
 }
 
+/* OSError for a segment the link refused (rc), saying why and how big. */
+static void send_error(int rc, size_t payload_len)
+{
+	PyObject *err = PyObject_CallFunction(PyExc_OSError, "is", -rc, "");
+	if (!err)
+		return;
+	PyObject *msg = PyUnicode_FromFormat("send: the link refused the segment (%s, %zu bytes of payload)",
+					     strerror(-rc), payload_len);
+	if (msg)
+		PyObject_SetAttrString(err, "strerror", msg);
+	Py_XDECREF(msg);
+	PyErr_SetObject(PyExc_OSError, err);
+	Py_DECREF(err);
+}
+
 static PyObject *connection_send(ConnectionObject *self, PyObject *args, PyObject *kwargs)
 {
 	static char *kw[] = {"payload", "flags", "seq", "ack", "window", "options", "checksum", NULL};
@@ -176,24 +191,17 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args, PyObjec
 	if (rc == 0)
 		fp_conn_trace_get(self->conn, n - 1, &rec);
 	pthread_mutex_unlock(&self->engine->lock);
-	Py_DECREF(tmpl);
+	/* seg.payload points into tmpl's payload, which may be the only copy
+	 * (of a bytearray, a memoryview ...): tmpl lives until seg is read. */
+	PyObject *result = NULL;
 	if (rc == -EINVAL)
-		return PyErr_Format(PyExc_ValueError, "send: the segment cannot be built (options over 40 bytes?)");
-	if (rc < 0) {
-		PyObject *err = PyObject_CallFunction(PyExc_OSError, "is", -rc, "");
-		if (err) {
-			PyObject *msg = PyUnicode_FromFormat("send: the link refused the segment (%s, %zu bytes of payload)",
-							     strerror(-rc), seg.payload_len);
-			if (msg)
-				PyObject_SetAttrString(err, "strerror", msg);
-			Py_XDECREF(msg);
-			PyErr_SetObject(PyExc_OSError, err);
-			Py_DECREF(err);
-		}
-		return NULL;
-	}
-	core_state *st = core_state_of_type(Py_TYPE(self));
-	return segment_new_from(st, &seg, ns_to_s(rec.ts_ns), "out");
+		PyErr_Format(PyExc_ValueError, "send: the segment cannot be built (options over 40 bytes?)");
+	else if (rc < 0)
+		send_error(rc, seg.payload_len);
+	else
+		result = segment_new_from(core_state_of_type(Py_TYPE(self)), &seg, ns_to_s(rec.ts_ns), "out");
+	Py_DECREF(tmpl);
+	return result;
 }
 
 /* ---- take ---- */
