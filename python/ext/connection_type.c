@@ -2,11 +2,13 @@
  * connection_type.c: finprobe._core.Connection, our endpoint: its TCB,
  * send, take and trace, over an Engine's fp_conn.
  *
- * Every call holds the Engine's mutex (engine.h).
+ * Every call into the fp_conn holds the Engine's mutex, as core.h says, and
+ * checks under it that the connection and the engine are still open.
  */
 #include "engine.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <structmember.h>
 
 typedef struct {
@@ -36,9 +38,10 @@ PyObject *connection_wrap(EngineObject *engine, PyTypeObject *cls, struct fp_con
 {
 	ConnectionObject *self = (ConnectionObject *)cls->tp_alloc(cls, 0);
 	if (!self) {
-		pthread_mutex_lock(&engine->lock);
-		fp_conn_free(conn);
-		pthread_mutex_unlock(&engine->lock);
+		core_lock(&engine->lock);
+		if (engine->engine) /* else freed with it, by code the allocation ran */
+			fp_conn_free(conn);
+		core_unlock(&engine->lock);
 		return NULL;
 	}
 	self->engine = (EngineObject *)Py_NewRef(engine);
@@ -46,15 +49,21 @@ PyObject *connection_wrap(EngineObject *engine, PyTypeObject *cls, struct fp_con
 	return (PyObject *)self;
 }
 
+/* Free the fp_conn, once. Also from tp_clear and dealloc, which the
+ * collector may run at any allocation of this thread: never while this
+ * thread holds the mutex, since no code holding it allocates (core.h), so
+ * core_lock ends; another thread holding it lets go without the GIL. */
 static void connection_release(ConnectionObject *self)
 {
-	if (!self->conn)
+	EngineObject *engine = self->engine;
+	if (!engine || !self->conn)
 		return;
-	pthread_mutex_lock(&self->engine->lock);
-	if (self->engine->engine) /* else freed with its engine already */
-		fp_conn_free(self->conn);
-	pthread_mutex_unlock(&self->engine->lock);
+	core_lock(&engine->lock);
+	struct fp_conn *conn = self->conn;
 	self->conn = NULL;
+	if (conn && engine->engine) /* else freed with its engine already */
+		fp_conn_free(conn);
+	core_unlock(&engine->lock);
 }
 
 static int connection_traverse(ConnectionObject *self, visitproc visit, void *arg)
@@ -84,16 +93,36 @@ static void connection_dealloc(ConnectionObject *self)
 	Py_DECREF(tp);
 }
 
-static int connection_open(ConnectionObject *self)
+static int connection_is_closed(ConnectionObject *self)
 {
-	if (self->conn && !self->engine->engine)
-		self->conn = NULL; /* freed with its engine */
-	if (self->conn)
-		return 0;
+	return !self->conn || !self->engine || !self->engine->engine;
+}
+
+static void *closed_error(ConnectionObject *self)
+{
 	core_state *st = core_state_of_type(Py_TYPE(self));
 	PyErr_SetString(st ? st->error : PyExc_RuntimeError, "the connection is closed");
-	return -1;
+	return NULL;
 }
+
+/* Take the engine's mutex and return the fp_conn, or NULL with fp.Error
+ * (the mutex not held) if the connection or its engine is closed. Checked
+ * under the mutex: caller code run earlier in the call (a generator
+ * payload, __index__) or another thread while this one waited for the
+ * mutex may have closed either. */
+static struct fp_conn *connection_lock(ConnectionObject *self)
+{
+	EngineObject *engine = self->engine;
+	if (connection_is_closed(self))
+		return closed_error(self);
+	core_lock(&engine->lock);
+	if (!connection_is_closed(self))
+		return self->conn;
+	core_unlock(&engine->lock);
+	return closed_error(self);
+}
+
+static void connection_unlock(ConnectionObject *self) { engine_unlock(self->engine); }
 
 static PyObject *connection_close(ConnectionObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -124,7 +153,9 @@ static int optional_u32(PyObject *value, const char *name, unsigned long long ma
 }
 
 /* Build the fields of a Segment from send()'s arguments through the Segment
- * constructor, so validation and messages are the same as Segment(...). */
+ * constructor, so validation and messages are the same as Segment(...).
+ * This runs the caller's code (a generator payload, an options iterable),
+ * which may close the connection: it is looked at only afterwards. */
 static SegmentObject *send_template(ConnectionObject *self, PyObject *payload, PyObject *flags,
 				    PyObject *options)
 {
@@ -156,19 +187,37 @@ static void send_error(int rc, size_t payload_len)
 	Py_DECREF(err);
 }
 
+/* Send seg under the mutex: 0 and the stamp it went out with in *ts_ns,
+ * a negative errno from the engine, or -EBADF with fp.Error if closed. */
+static int send_locked(ConnectionObject *self, struct fp_segment *seg, unsigned forced,
+		       uint64_t *ts_ns)
+{
+	struct fp_conn *conn = connection_lock(self);
+	if (!conn)
+		return -EBADF;
+	int rc = fp_conn_send(conn, seg, forced);
+	struct fp_record rec = {0};
+	if (rc == 0)
+		fp_conn_trace_get(conn, fp_conn_trace_len(conn) - 1, &rec);
+	connection_unlock(self);
+	*ts_ns = rec.ts_ns;
+	return rc;
+}
+
 static PyObject *connection_send(ConnectionObject *self, PyObject *args, PyObject *kwargs)
 {
 	static char *kw[] = {"payload", "flags", "seq", "ack", "window", "options", "checksum", NULL};
 	PyObject *payload = NULL, *flags = NULL, *seq = NULL, *ack = NULL, *window = NULL,
 		 *options = Py_None, *checksum = Py_None;
 	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$OOOOOO:send", kw, &payload, &flags, &seq,
-					 &ack, &window, &options, &checksum) ||
-	    connection_open(self) < 0)
+					 &ack, &window, &options, &checksum))
 		return NULL;
 	PyObject *empty = PyBytes_FromStringAndSize(NULL, 0), *a = PyUnicode_FromString("A");
-	SegmentObject *tmpl = send_template(self, payload ? payload : empty, flags ? flags : a, options);
-	Py_DECREF(empty);
-	Py_DECREF(a);
+	SegmentObject *tmpl = empty && a ? send_template(self, payload ? payload : empty,
+							 flags ? flags : a, options)
+					 : NULL;
+	Py_XDECREF(empty);
+	Py_XDECREF(a);
 	if (!tmpl)
 		return NULL;
 	struct fp_segment seg = tmpl->seg;
@@ -184,131 +233,189 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args, PyObjec
 	seg.window = (uint16_t)window32;
 	seg.force_checksum = (uint8_t)checksum_given;
 	seg.checksum = (uint16_t)checksum32;
-	pthread_mutex_lock(&self->engine->lock);
-	int rc = fp_conn_send(self->conn, &seg, forced);
-	size_t n = fp_conn_trace_len(self->conn);
-	struct fp_record rec = {0};
-	if (rc == 0)
-		fp_conn_trace_get(self->conn, n - 1, &rec);
-	pthread_mutex_unlock(&self->engine->lock);
+	uint64_t ts_ns;
+	int rc = send_locked(self, &seg, forced, &ts_ns);
 	/* seg.payload points into tmpl's payload, which may be the only copy
 	 * (of a bytearray, a memoryview ...): tmpl lives until seg is read. */
 	PyObject *result = NULL;
 	if (rc == -EINVAL)
 		PyErr_Format(PyExc_ValueError, "send: the segment cannot be built (options over 40 bytes?)");
-	else if (rc < 0)
+	else if (rc < 0 && rc != -EBADF)
 		send_error(rc, seg.payload_len);
-	else
-		result = segment_new_from(core_state_of_type(Py_TYPE(self)), &seg, ns_to_s(rec.ts_ns), "out");
+	else if (rc == 0)
+		result = segment_new_from(core_state_of_type(Py_TYPE(self)), &seg, ns_to_s(ts_ns), "out");
 	Py_DECREF(tmpl);
 	return result;
 }
 
 /* ---- take ---- */
 
+/* Take the next received segment, if one waits, into *seg, its payload
+ * copied to *payload (malloc'd; the caller frees it): the engine's copy
+ * lives only until its next poll, and the Segment is made once the mutex
+ * is released. 1 if one was taken, 0 if none waits, -1 with an exception. */
+static int take_locked(ConnectionObject *self, struct fp_segment *seg, uint64_t *ts_ns,
+		       uint8_t **payload)
+{
+	struct fp_conn *conn = connection_lock(self);
+	if (!conn)
+		return -1;
+	struct fp_record rec;
+	enum fp_reply reply;
+	int rc = fp_conn_take(conn, &rec, seg, &reply);
+	uint8_t *copy = NULL;
+	if (rc == 0 && seg->payload_len && (copy = malloc(seg->payload_len)))
+		memcpy(copy, seg->payload, seg->payload_len);
+	connection_unlock(self);
+	if (rc < 0)
+		return 0;
+	if (seg->payload_len && !copy) {
+		PyErr_NoMemory(); /* taken all the same: the TCB has moved */
+		return -1;
+	}
+	seg->payload = copy;
+	*payload = copy;
+	*ts_ns = rec.ts_ns;
+	return 1;
+}
+
 /* The next received segment, taken (the TCB moves), or None after timeout. */
 static PyObject *connection_take(ConnectionObject *self, PyObject *args)
 {
 	double timeout = 0;
-	if (!PyArg_ParseTuple(args, "|d:take", &timeout) || connection_open(self) < 0)
+	if (!PyArg_ParseTuple(args, "|d:take", &timeout))
 		return NULL;
 	if (!(timeout >= 0) || isinf(timeout))
 		return PyErr_Format(PyExc_ValueError, "timeout must be a finite number >= 0, got %R",
 				    PyTuple_GET_ITEM(args, 0));
 	uint64_t deadline = fp_now_ns() + (uint64_t)(timeout * 1e9);
-	core_state *st = core_state_of_type(Py_TYPE(self));
 	for (int more = 1;;) {
-		struct fp_record rec;
 		struct fp_segment seg;
-		enum fp_reply reply;
-		pthread_mutex_lock(&self->engine->lock);
-		int rc = fp_conn_take(self->conn, &rec, &seg, &reply);
-		PyObject *result = rc == 0 ? segment_new_from(st, &seg, ns_to_s(rec.ts_ns), "in") : NULL;
-		pthread_mutex_unlock(&self->engine->lock);
-		if (rc == 0)
+		uint64_t ts_ns;
+		uint8_t *payload = NULL;
+		int got = take_locked(self, &seg, &ts_ns, &payload);
+		if (got < 0)
+			return NULL;
+		if (got) {
+			PyObject *result = segment_new_from(core_state_of_type(Py_TYPE(self)), &seg,
+							    ns_to_s(ts_ns), "in");
+			free(payload);
 			return result;
+		}
 		if (!more)
 			Py_RETURN_NONE;
 		more = engine_wait_slice(self->engine, deadline);
 		if (more < 0)
 			return NULL;
-		if (connection_open(self) < 0)
-			return NULL; /* closed by another thread meanwhile */
 	}
 }
 
 /* ---- trace ---- */
 
+static int trace_get(const void *conn, size_t i, struct fp_record *rec)
+{
+	return fp_conn_trace_get(conn, i, rec);
+}
+
+static PyObject *trace_row(core_state *st, const struct fp_record *rec)
+{
+	struct fp_segment seg;
+	if (fp_segment_parse(&seg, rec->pkt, rec->len, NULL, 0) < 0)
+		return PyErr_Format(st->parse_error, "a recorded packet could not be parsed again");
+	int in = rec->direction == FP_DIR_IN;
+	return Py_BuildValue("(Nsiy#)", segment_new_from(st, &seg, ns_to_s(rec->ts_ns), in ? "in" : "out"),
+			     in && !rec->taken ? "" : fp_state_name(rec->state_after),
+			     rec->taken || !in, rec->pkt, (Py_ssize_t)rec->len);
+}
+
 static PyObject *connection_trace(ConnectionObject *self, PyObject *Py_UNUSED(ignored))
 {
-	if (connection_open(self) < 0)
+	struct records r;
+	struct fp_conn *conn = connection_lock(self);
+	if (!conn)
 		return NULL;
+	int rc = records_copy(&r, trace_get, conn, fp_conn_trace_len(conn));
+	connection_unlock(self);
+	if (rc < 0)
+		return PyErr_NoMemory();
 	core_state *st = core_state_of_type(Py_TYPE(self));
-	pthread_mutex_lock(&self->engine->lock);
-	size_t n = fp_conn_trace_len(self->conn);
-	PyObject *list = PyList_New((Py_ssize_t)n);
-	for (size_t i = 0; list && i < n; i++) {
-		struct fp_record rec;
-		struct fp_segment seg;
-		fp_conn_trace_get(self->conn, i, &rec);
-		PyObject *item = NULL;
-		if (fp_segment_parse(&seg, rec.pkt, rec.len, NULL, 0) == 0)
-			item = Py_BuildValue("(Nsiy#)",
-					     segment_new_from(st, &seg, ns_to_s(rec.ts_ns),
-							      rec.direction == FP_DIR_IN ? "in" : "out"),
-					     rec.direction == FP_DIR_IN && !rec.taken
-						     ? "" : fp_state_name(rec.state_after),
-					     rec.taken || rec.direction == FP_DIR_OUT,
-					     rec.pkt, (Py_ssize_t)rec.len);
+	PyObject *list = PyList_New((Py_ssize_t)r.n);
+	for (size_t i = 0; list && i < r.n; i++) {
+		PyObject *item = trace_row(st, &r.recs[i]);
 		if (!item) {
 			Py_CLEAR(list);
 			break;
 		}
 		PyList_SET_ITEM(list, (Py_ssize_t)i, item);
 	}
-	pthread_mutex_unlock(&self->engine->lock);
+	records_free(&r);
 	return list;
+}
+
+/* The transitions, copied out under the mutex: n of them into *out
+ * (malloc'd), or -1 with an exception. */
+static Py_ssize_t transitions_locked(ConnectionObject *self, struct fp_transition **out)
+{
+	const struct fp_transition *t;
+	struct fp_conn *conn = connection_lock(self);
+	if (!conn)
+		return -1;
+	size_t n = fp_conn_transitions(conn, &t);
+	*out = malloc((n ? n : 1) * sizeof(**out));
+	if (*out && n) /* t may be NULL when n is 0 */
+		memcpy(*out, t, n * sizeof(**out));
+	connection_unlock(self);
+	if (!*out) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	return (Py_ssize_t)n;
 }
 
 static PyObject *connection_transitions(ConnectionObject *self, PyObject *Py_UNUSED(ignored))
 {
-	if (connection_open(self) < 0)
+	struct fp_transition *t;
+	Py_ssize_t n = transitions_locked(self, &t);
+	if (n < 0)
 		return NULL;
-	const struct fp_transition *t;
-	pthread_mutex_lock(&self->engine->lock);
-	size_t n = fp_conn_transitions(self->conn, &t);
-	PyObject *list = PyList_New((Py_ssize_t)n);
-	for (size_t i = 0; list && i < n; i++) {
+	PyObject *list = PyList_New(n);
+	for (Py_ssize_t i = 0; list && i < n; i++) {
+		/* why is a string literal of tcb.c: it outlives the copy */
 		PyObject *item = Py_BuildValue("(dsss)", ns_to_s(t[i].when_ns), fp_state_name(t[i].from),
 					       fp_state_name(t[i].to), t[i].why ? t[i].why : "");
 		if (!item) {
 			Py_CLEAR(list);
 			break;
 		}
-		PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+		PyList_SET_ITEM(list, i, item);
 	}
-	pthread_mutex_unlock(&self->engine->lock);
+	free(t);
 	return list;
 }
 
 /* ---- attributes ---- */
 
-static struct fp_tcb *tcb_now(ConnectionObject *self)
+/* A copy of the TCB now (TIME_WAIT run out if its time has come), or -1
+ * with fp.Error if closed. A copy: the fp_conn may be freed, by another
+ * thread, as soon as the mutex is released. */
+static int tcb_now(ConnectionObject *self, struct fp_tcb *out)
 {
-	if (connection_open(self) < 0)
-		return NULL;
-	struct fp_tcb *tcb = fp_conn_tcb(self->conn);
-	pthread_mutex_lock(&self->engine->lock);
-	fp_tcb_tick(tcb, fp_now_ns()); /* let TIME_WAIT run out */
-	pthread_mutex_unlock(&self->engine->lock);
-	return tcb;
+	struct fp_conn *conn = connection_lock(self);
+	if (!conn)
+		return -1;
+	struct fp_tcb *tcb = fp_conn_tcb(conn);
+	fp_tcb_tick(tcb, fp_now_ns());
+	*out = *tcb;
+	connection_unlock(self);
+	return 0;
 }
 
 #define TCB_FIELD(name)                                                          \
 	static PyObject *get_##name(ConnectionObject *self, void *c)            \
 	{                                                                        \
-		struct fp_tcb *tcb = tcb_now(self);                              \
-		return tcb ? PyLong_FromUnsignedLong(tcb->name) : NULL;          \
+		struct fp_tcb tcb;                                               \
+		return tcb_now(self, &tcb) < 0 ? NULL                            \
+					       : PyLong_FromUnsignedLong(tcb.name); \
 	}
 TCB_FIELD(iss)
 TCB_FIELD(irs)
@@ -320,8 +427,19 @@ TCB_FIELD(rcv_wnd)
 
 static PyObject *get_state_name(ConnectionObject *self, void *c)
 {
-	struct fp_tcb *tcb = tcb_now(self);
-	return tcb ? PyUnicode_FromString(fp_state_name(tcb->state)) : NULL;
+	struct fp_tcb tcb;
+	return tcb_now(self, &tcb) < 0 ? NULL : PyUnicode_FromString(fp_state_name(tcb.state));
+}
+
+/* The 4-tuple, copied under the mutex; -1 with fp.Error if closed. */
+static int tuple_now(ConnectionObject *self, struct fp_tuple *out)
+{
+	struct fp_conn *conn = connection_lock(self);
+	if (!conn)
+		return -1;
+	*out = *fp_conn_tuple(conn);
+	connection_unlock(self);
+	return 0;
 }
 
 static PyObject *endpoint(int family, const uint8_t *addr, uint16_t port)
@@ -331,41 +449,40 @@ static PyObject *endpoint(int family, const uint8_t *addr, uint16_t port)
 
 static PyObject *get_local(ConnectionObject *self, void *c)
 {
-	if (connection_open(self) < 0)
-		return NULL;
-	const struct fp_tuple *t = fp_conn_tuple(self->conn);
-	return endpoint(t->family, t->local, t->local_port);
+	struct fp_tuple t;
+	return tuple_now(self, &t) < 0 ? NULL : endpoint(t.family, t.local, t.local_port);
 }
 
 static PyObject *get_remote(ConnectionObject *self, void *c)
 {
-	if (connection_open(self) < 0)
-		return NULL;
-	const struct fp_tuple *t = fp_conn_tuple(self->conn);
-	return endpoint(t->family, t->remote, t->remote_port);
+	struct fp_tuple t;
+	return tuple_now(self, &t) < 0 ? NULL : endpoint(t.family, t.remote, t.remote_port);
 }
 
-static PyObject *get_closed(ConnectionObject *self, void *c) { return PyBool_FromLong(!self->conn); }
+static PyObject *get_closed(ConnectionObject *self, void *c)
+{
+	return PyBool_FromLong(connection_is_closed(self));
+}
 
 static PyObject *get_pending(ConnectionObject *self, void *c)
 {
-	if (connection_open(self) < 0)
+	struct fp_conn *conn = connection_lock(self);
+	if (!conn)
 		return NULL;
-	pthread_mutex_lock(&self->engine->lock);
-	size_t n = fp_conn_pending(self->conn);
-	pthread_mutex_unlock(&self->engine->lock);
+	size_t n = fp_conn_pending(conn);
+	connection_unlock(self);
 	return PyLong_FromSize_t(n);
 }
 
 static PyObject *get_time_wait_left(ConnectionObject *self, void *c)
 {
-	struct fp_tcb *tcb = tcb_now(self);
-	if (!tcb)
+	struct fp_tcb tcb;
+	if (tcb_now(self, &tcb) < 0)
 		return NULL;
-	if (tcb->state != FP_STATE_TIME_WAIT)
+	if (tcb.state != FP_STATE_TIME_WAIT)
 		Py_RETURN_NONE;
 	uint64_t now = fp_now_ns();
-	return PyFloat_FromDouble(tcb->time_wait_until > now ? ns_to_s(tcb->time_wait_until - now) : 0);
+	return PyFloat_FromDouble(tcb.time_wait_until > now ? ns_to_s(tcb.time_wait_until - now) : 0);
 }
 
 static PyGetSetDef connection_getset[] = {

@@ -9,6 +9,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <pthread.h>
+
 #include "finprobe.h"
 
 typedef struct {
@@ -30,6 +32,36 @@ extern PyModuleDef core_module;
 
 /* The module state of the module that defined type (or of core_module). */
 core_state *core_state_of_type(PyTypeObject *type);
+
+/*
+ * The C mutexes of the extension (an Engine's, a Guard's) follow two rules,
+ * CPython's Modules/_bz2module.c's:
+ *  - never block on one while holding the GIL: core_lock tries first, and
+ *    only if that fails releases the GIL while it waits. A thread that got
+ *    the mutex that way holds it while it waits for the GIL back; blocking
+ *    with the GIL held would wait for it forever.
+ *  - under one, make or free no Python object, call no Python code: copy
+ *    what is needed into C memory, unlock, then build. An allocation may
+ *    run the collector, which may free an object whose release takes the
+ *    same mutex (a cyclic Connection of the same Engine): on a thread that
+ *    already holds it, that is a self-deadlock.
+ * From the second it follows that a release run by the collector or a
+ * dealloc (which hold the GIL) never finds its own thread holding the
+ * mutex, so its core_lock ends.
+ */
+static inline void core_lock(pthread_mutex_t *m)
+{
+	if (pthread_mutex_trylock(m) == 0)
+		return;
+	Py_BEGIN_ALLOW_THREADS
+	pthread_mutex_lock(m);
+	Py_END_ALLOW_THREADS
+}
+
+static inline void core_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+
+/* Seconds, as Python shows times, from the library's ns. */
+static inline double ns_to_s(uint64_t ns) { return (double)ns / 1e9; }
 
 /* segment_type.c */
 typedef struct {

@@ -9,8 +9,6 @@
 
 #include "core.h"
 
-#include <pthread.h>
-
 #define WAIT_SLICE_MS 50
 
 typedef struct {
@@ -26,11 +24,15 @@ typedef struct {
 	struct fp_listener *listener;
 } ListenerObject;
 
-static inline double ns_to_s(uint64_t ns) { return (double)ns / 1e9; }
-
 /* engine_type.c */
 /* 0 if the engine is open, else -1 with fp.Error. */
 int engine_open_check(EngineObject *self);
+/* Take the engine's mutex (core_lock) if the engine is open: 0, or -1 with
+ * fp.Error and the mutex not held. Checked under the mutex, so that a
+ * close() by caller code run earlier in the call, or by another thread
+ * while this one waited, is seen. */
+int engine_lock(EngineObject *self);
+static inline void engine_unlock(EngineObject *self) { core_unlock(&self->lock); }
 /* One slice of a wait until deadline (ns): 1 to look again, 0 once it has
  * passed, -1 with an exception. */
 int engine_wait_slice(EngineObject *self, uint64_t deadline);
@@ -41,5 +43,19 @@ int engine_wait_slice(EngineObject *self, uint64_t deadline);
 PyObject *connection_wrap(EngineObject *engine, PyTypeObject *cls, struct fp_conn *conn);
 /* cls (None: Connection) checked to be a Connection class. */
 int connection_class_arg(EngineObject *self, PyObject *cls, PyTypeObject **out);
+
+/* records.c: records copied out of the engine while its mutex is held, so
+ * that the Python objects made of them are made once it is released. */
+struct records {
+	struct fp_record *recs; /* each rec's pkt points into bytes */
+	uint8_t *bytes;
+	size_t n;
+};
+/* Record i of what (a connection's trace, an engine's capture). */
+typedef int (*record_get_fn)(const void *what, size_t i, struct fp_record *rec);
+/* Copy the n records of what into out (C memory only: callable under the
+ * mutex). 0, or -ENOMEM with out empty. */
+int records_copy(struct records *out, record_get_fn get, const void *what, size_t n);
+void records_free(struct records *r);
 
 #endif /* FP_EXT_ENGINE_H */

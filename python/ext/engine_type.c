@@ -1,10 +1,11 @@
 /*
  * engine_type.c: finprobe._core.Engine, one link and its connections.
  *
- * Every call into the engine holds the Engine's mutex; waits release the
- * GIL and poll in slices, checking for signals between them, so Ctrl-C
- * interrupts a wait in a terminal and in Jupyter. The mutex is never held
- * while taking the GIL, so the two cannot deadlock.
+ * Every call into the engine holds the Engine's mutex, taken and held as
+ * core.h says: never blocking on it with the GIL, never making or freeing a
+ * Python object under it. Waits release the GIL and poll in slices,
+ * checking for signals between them, so Ctrl-C interrupts a wait in a
+ * terminal and in Jupyter.
  */
 #include "engine.h"
 
@@ -167,21 +168,35 @@ int engine_open_check(EngineObject *self)
 	return -1;
 }
 
-/* Receive for up to timeout_ms without the GIL. Returns -1 on error. */
+int engine_lock(EngineObject *self)
+{
+	core_lock(&self->lock);
+	if (self->engine)
+		return 0;
+	core_unlock(&self->lock);
+	return engine_open_check(self);
+}
+
+/* Receive for up to timeout_ms without the GIL: how many segments came, or
+ * -1 with an exception (a signal's, such as KeyboardInterrupt). A closed
+ * engine receives nothing: the caller's next look under the mutex says
+ * closed. */
 static int engine_poll_nogil(EngineObject *self, int timeout_ms)
 {
 	int rc;
 	Py_BEGIN_ALLOW_THREADS
-	pthread_mutex_lock(&self->lock);
-	rc = self->engine ? fp_engine_poll(self->engine, timeout_ms) : -EBADF;
+	pthread_mutex_lock(&self->lock); /* without the GIL: may block */
+	rc = self->engine ? fp_engine_poll(self->engine, timeout_ms) : 0;
 	pthread_mutex_unlock(&self->lock);
 	Py_END_ALLOW_THREADS
-	if (rc < 0 && rc != -EINTR) {
+	if (rc == -EINTR)
+		rc = 0;
+	if (rc < 0) {
 		errno = -rc;
 		PyErr_SetFromErrno(PyExc_OSError);
 		return -1;
 	}
-	return PyErr_CheckSignals();
+	return PyErr_CheckSignals() < 0 ? -1 : rc;
 }
 
 /* One slice of a wait for something to arrive before deadline: poll the
@@ -212,11 +227,10 @@ static PyObject *engine_poll(EngineObject *self, PyObject *args)
 static PyObject *engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 {
 	struct fp_engine_stats s;
-	if (engine_open_check(self) < 0)
+	if (engine_lock(self) < 0)
 		return NULL;
-	pthread_mutex_lock(&self->lock);
 	fp_engine_stats(self->engine, &s);
-	pthread_mutex_unlock(&self->lock);
+	engine_unlock(self);
 	return Py_BuildValue("{sKsKsKsK}", "received", s.received, "unclaimed", s.unclaimed,
 			     "malformed", s.malformed, "truncated", s.truncated);
 }
@@ -224,11 +238,10 @@ static PyObject *engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *engine_has_tuple(EngineObject *self, PyObject *args)
 {
 	struct fp_tuple t;
-	if (core_tuple_args(args, "has_tuple", &t) < 0 || engine_open_check(self) < 0)
+	if (core_tuple_args(args, "has_tuple", &t) < 0 || engine_lock(self) < 0)
 		return NULL;
-	pthread_mutex_lock(&self->lock);
 	int has = fp_engine_has_tuple(self->engine, &t);
-	pthread_mutex_unlock(&self->lock);
+	engine_unlock(self);
 	return PyBool_FromLong(has);
 }
 
@@ -246,14 +259,14 @@ static PyObject *engine_open(EngineObject *self, PyObject *args, PyObject *kwarg
 	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOkd|O:open", kw, &la, &lp, &ra, &rp, &iss,
 					 &time_wait, &cls) ||
 	    core_tuple_arg(la, lp, ra, rp, &t) < 0 || connection_class_arg(self, cls, &type) < 0 ||
-	    engine_open_check(self) < 0)
+	    engine_lock(self) < 0)
 		return NULL;
-	pthread_mutex_lock(&self->lock);
 	struct fp_conn *conn = fp_conn_new(self->engine, &t, (uint32_t)iss,
 					   (uint64_t)(time_wait * 1e9));
-	pthread_mutex_unlock(&self->lock);
+	int err = errno;
+	engine_unlock(self);
 	if (!conn) {
-		if (errno == EADDRINUSE)
+		if (err == EADDRINUSE)
 			return PyErr_Format(PyExc_ValueError,
 					    "a connection %U:%S -> %U:%S is already open", la, lp, ra, rp);
 		return PyErr_NoMemory();
@@ -268,16 +281,19 @@ static PyObject *engine_listen(EngineObject *self, PyObject *args)
 	uint8_t a[16], family;
 	if (!PyArg_ParseTuple(args, "OO:listen", &addr, &port_arg) ||
 	    core_parse_address("address", addr, a, &family) < 0 ||
-	    core_port_arg("port", port_arg, &port) < 0 || engine_open_check(self) < 0)
+	    core_port_arg("port", port_arg, &port) < 0)
 		return NULL;
 	PyTypeObject *type = core_state_of_type(Py_TYPE(self))->listener_type;
 	ListenerObject *l = (ListenerObject *)type->tp_alloc(type, 0);
 	if (!l)
 		return NULL;
-	pthread_mutex_lock(&self->lock);
-	l->listener = fp_listener_new(self->engine, family, a, port);
-	pthread_mutex_unlock(&self->lock);
 	l->engine = (EngineObject *)Py_NewRef(self);
+	if (engine_lock(self) < 0) { /* the allocation may have run code that closed it */
+		Py_DECREF(l);
+		return NULL;
+	}
+	l->listener = fp_listener_new(self->engine, family, a, port);
+	engine_unlock(self);
 	if (!l->listener) {
 		Py_DECREF(l);
 		return PyErr_NoMemory();
@@ -285,31 +301,38 @@ static PyObject *engine_listen(EngineObject *self, PyObject *args)
 	return (PyObject *)l;
 }
 
+static int capture_get(const void *engine, size_t i, struct fp_record *rec)
+{
+	return fp_engine_capture_get(engine, i, rec);
+}
+
 /* capture() -> [(Segment, IP packet)]: every segment sent or received, in
  * order, claimed by a connection or not (the engine's capture). */
 static PyObject *engine_capture(EngineObject *self, PyObject *Py_UNUSED(ignored))
 {
-	if (engine_open_check(self) < 0)
+	struct records r;
+	if (engine_lock(self) < 0)
 		return NULL;
+	int rc = records_copy(&r, capture_get, self->engine, fp_engine_capture_len(self->engine));
+	engine_unlock(self);
+	if (rc < 0)
+		return PyErr_NoMemory();
 	core_state *st = core_state_of_type(Py_TYPE(self));
-	pthread_mutex_lock(&self->lock);
-	size_t n = fp_engine_capture_len(self->engine);
 	PyObject *list = PyList_New(0);
-	for (size_t i = 0; list && i < n; i++) {
-		struct fp_record rec;
+	for (size_t i = 0; list && i < r.n; i++) {
+		const struct fp_record *rec = &r.recs[i];
 		struct fp_segment seg;
-		if (fp_engine_capture_get(self->engine, i, &rec) < 0 ||
-		    fp_segment_parse(&seg, rec.pkt, rec.len, NULL, 0) < 0)
+		if (fp_segment_parse(&seg, rec->pkt, rec->len, NULL, 0) < 0)
 			continue;
 		PyObject *item = Py_BuildValue("(Ny#)",
-					       segment_new_from(st, &seg, ns_to_s(rec.ts_ns),
-								rec.direction == FP_DIR_IN ? "in" : "out"),
-					       rec.pkt, (Py_ssize_t)rec.len);
+					       segment_new_from(st, &seg, ns_to_s(rec->ts_ns),
+								rec->direction == FP_DIR_IN ? "in" : "out"),
+					       rec->pkt, (Py_ssize_t)rec->len);
 		if (!item || PyList_Append(list, item) < 0)
 			Py_CLEAR(list);
 		Py_XDECREF(item);
 	}
-	pthread_mutex_unlock(&self->lock);
+	records_free(&r);
 	return list;
 }
 
@@ -318,10 +341,10 @@ static PyObject *engine_capture(EngineObject *self, PyObject *Py_UNUSED(ignored)
  * before closing the descriptor the link reads. */
 static PyObject *engine_close(EngineObject *self, PyObject *Py_UNUSED(ignored))
 {
-	pthread_mutex_lock(&self->lock);
+	core_lock(&self->lock);
 	fp_engine_free(self->engine);
 	self->engine = NULL;
-	pthread_mutex_unlock(&self->lock);
+	core_unlock(&self->lock);
 	Py_RETURN_NONE;
 }
 

@@ -3,12 +3,10 @@
  * nftables rule per 4-tuple in a table of finprobe's own, gone with the
  * last rule, with close(), or with the process.
  *
- * Calls hold the Guard's mutex and release the GIL: each is a netlink round
- * trip to nf_tables.
+ * Calls hold the Guard's mutex, as core.h says, and release the GIL: each
+ * is a netlink round trip to nf_tables.
  */
 #include "core.h"
-
-#include <pthread.h>
 
 typedef struct {
 	PyObject_HEAD
@@ -40,10 +38,10 @@ static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 
 static void guard_release(GuardObject *self)
 {
-	pthread_mutex_lock(&self->lock);
+	core_lock(&self->lock);
 	struct fp_guard *g = self->guard;
 	self->guard = NULL;
-	pthread_mutex_unlock(&self->lock);
+	core_unlock(&self->lock);
 	if (g) {
 		Py_BEGIN_ALLOW_THREADS
 		fp_guard_free(g);
@@ -105,19 +103,21 @@ static PyObject *guard_close(GuardObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *get_table(GuardObject *self, void *c)
 {
-	pthread_mutex_lock(&self->lock);
-	PyObject *name = self->guard && fp_guard_count(self->guard)
-				 ? PyUnicode_FromFormat("inet %s", fp_guard_table(self->guard))
-				 : Py_NewRef(Py_None);
-	pthread_mutex_unlock(&self->lock);
-	return name;
+	char name[128] = "";
+	core_lock(&self->lock);
+	if (self->guard && fp_guard_count(self->guard))
+		snprintf(name, sizeof(name), "inet %s", fp_guard_table(self->guard));
+	core_unlock(&self->lock);
+	if (!name[0])
+		Py_RETURN_NONE;
+	return PyUnicode_FromString(name);
 }
 
 static PyObject *get_rules(GuardObject *self, void *c)
 {
-	pthread_mutex_lock(&self->lock);
+	core_lock(&self->lock);
 	size_t n = self->guard ? fp_guard_count(self->guard) : 0;
-	pthread_mutex_unlock(&self->lock);
+	core_unlock(&self->lock);
 	return PyLong_FromSize_t(n);
 }
 

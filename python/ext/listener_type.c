@@ -8,11 +8,11 @@ static void listener_dealloc(ListenerObject *self)
 {
 	PyTypeObject *tp = Py_TYPE(self);
 	PyObject_GC_UnTrack(self);
-	if (self->listener) {
-		pthread_mutex_lock(&self->engine->lock);
-		if (self->engine->engine)
+	if (self->listener) { /* core_lock ends: see connection_release */
+		core_lock(&self->engine->lock);
+		if (self->engine->engine) /* else freed with its engine */
 			fp_listener_free(self->listener);
-		pthread_mutex_unlock(&self->engine->lock);
+		core_unlock(&self->engine->lock);
 	}
 	Py_CLEAR(self->engine);
 	tp->tp_free(self);
@@ -35,17 +35,16 @@ static PyObject *listener_accept(ListenerObject *self, PyObject *args, PyObject 
 	PyObject *cls = NULL;
 	PyTypeObject *type;
 	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "dkd|O:accept", kw, &timeout, &iss, &time_wait, &cls) ||
-	    connection_class_arg(self->engine, cls, &type) < 0 || engine_open_check(self->engine) < 0)
+	    connection_class_arg(self->engine, cls, &type) < 0)
 		return NULL;
 	uint64_t deadline = fp_now_ns() + (uint64_t)(timeout * 1e9);
 	for (int more = 1;;) {
-		if (engine_open_check(self->engine) < 0)
+		if (engine_lock(self->engine) < 0)
 			return NULL;
-		pthread_mutex_lock(&self->engine->lock);
 		struct fp_conn *conn = fp_listener_accept(self->listener, (uint32_t)iss,
 							  (uint64_t)(time_wait * 1e9));
 		int err = errno;
-		pthread_mutex_unlock(&self->engine->lock);
+		engine_unlock(self->engine);
 		if (conn)
 			return connection_wrap(self->engine, type, conn);
 		if (err == EADDRINUSE)
