@@ -7,7 +7,6 @@
  */
 #include "engine.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <structmember.h>
 
@@ -135,18 +134,11 @@ static PyObject *connection_close(ConnectionObject *self, PyObject *Py_UNUSED(ig
 static int optional_u32(PyObject *value, const char *name, unsigned long long max, uint32_t *out,
 			unsigned *forced, unsigned bit)
 {
+	unsigned long long v;
 	if (!value || value == Py_None)
 		return 0;
-	if (!PyLong_Check(value)) {
-		PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name, Py_TYPE(value)->tp_name);
+	if (core_unsigned_arg(value, name, max, &v) < 0)
 		return -1;
-	}
-	unsigned long long v = PyLong_AsUnsignedLongLong(value);
-	if (PyErr_Occurred() || v > max) {
-		PyErr_Clear();
-		PyErr_Format(PyExc_ValueError, "%s must be in 0..%llu, got %R", name, max, value);
-		return -1;
-	}
 	*out = (uint32_t)v;
 	*forced |= bit;
 	return 0;
@@ -279,16 +271,16 @@ static int take_locked(ConnectionObject *self, struct fp_segment *seg, uint64_t 
 	return 1;
 }
 
-/* The next received segment, taken (the TCB moves), or None after timeout. */
+/* The next received segment, taken (the TCB moves), or None after timeout
+ * seconds (core_seconds_arg's rule). */
 static PyObject *connection_take(ConnectionObject *self, PyObject *args)
 {
-	double timeout = 0;
-	if (!PyArg_ParseTuple(args, "|d:take", &timeout))
+	PyObject *timeout = NULL;
+	uint64_t wait_ns = 0;
+	if (!PyArg_ParseTuple(args, "|O:take", &timeout) ||
+	    (timeout && core_seconds_arg("timeout", timeout, &wait_ns) < 0))
 		return NULL;
-	if (!(timeout >= 0) || isinf(timeout))
-		return PyErr_Format(PyExc_ValueError, "timeout must be a finite number >= 0, got %R",
-				    PyTuple_GET_ITEM(args, 0));
-	uint64_t deadline = fp_now_ns() + (uint64_t)(timeout * 1e9);
+	uint64_t deadline = fp_now_ns() + wait_ns;
 	for (int more = 1;;) {
 		struct fp_segment seg;
 		uint64_t ts_ns;
@@ -514,7 +506,9 @@ static PyMethodDef connection_methods[] = {
 	 "send(payload=b\"\", *, flags=\"A\", seq=None, ack=None, window=None, options=None, "
 	 "checksum=None) -> Segment\n\nUnset fields come from our state (seq = SND.NXT, ack = RCV.NXT)."},
 	{"_take", (PyCFunction)connection_take, METH_VARARGS,
-	 "_take(timeout=0) -> Segment or None: the next received segment; our state moves"},
+	 "_take(timeout=0) -> Segment or None: the next received segment; our state moves.\n\n"
+	 "timeout: seconds, an int or a float >= 0 (ValueError) and at most threading.TIMEOUT_MAX "
+	 "(OverflowError)."},
 	{"_trace", (PyCFunction)connection_trace, METH_NOARGS,
 	 "_trace() -> [(Segment, state after, taken, IP packet)] both ways, in order"},
 	{"transitions", (PyCFunction)connection_transitions, METH_NOARGS,

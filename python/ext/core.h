@@ -112,6 +112,13 @@ PyObject *core_format_address(int family, const uint8_t *addr);
 /* args.c: argument conversions the types share. Each returns 0, or -1 with
  * TypeError or ValueError naming the argument, its value and what was
  * expected. */
+/* How an int checks against 0..max (a bool is not an int here), for callers
+ * that word the message themselves; CORE_NUM_ERROR has an exception set. */
+enum { CORE_NUM_OK, CORE_NUM_TYPE, CORE_NUM_RANGE, CORE_NUM_ERROR };
+int core_unsigned_check(PyObject *value, unsigned long long max, unsigned long long *out);
+/* An int in 0..max (a bool is refused). */
+int core_unsigned_arg(PyObject *value, const char *name, unsigned long long max,
+		      unsigned long long *out);
 /* An int in 1..65535 (a bool is refused). */
 int core_port_arg(const char *name, PyObject *value, uint16_t *port);
 /* (local_addr, local_port, remote_addr, remote_port), the addresses of one
@@ -120,5 +127,14 @@ int core_tuple_arg(PyObject *local_addr, PyObject *local_port, PyObject *remote_
 		   PyObject *remote_port, struct fp_tuple *t);
 /* The same from exactly four positional arguments of function fname. */
 int core_tuple_args(PyObject *args, const char *fname, struct fp_tuple *t);
+/* The longest wait, or duration, in seconds: threading.TIMEOUT_MAX. As ns
+ * it fits in an int64, so that a deadline (now + ns) cannot wrap. */
+#define CORE_SECONDS_MAX 9223372036.0
+#define CORE_SECONDS_MAX_TEXT "9223372036"
+/* Seconds (an int or a float, not a bool) as ns: the one rule for every
+ * timeout and duration. NaN or less than 0: ValueError; more than
+ * CORE_SECONDS_MAX, inf included: OverflowError, as threading.Event.wait
+ * raises. Runs no caller code (no __float__, no __index__). */
+int core_seconds_arg(const char *name, PyObject *value, uint64_t *ns);
 
 #endif /* FP_EXT_CORE_H */

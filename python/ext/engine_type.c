@@ -214,12 +214,27 @@ int engine_wait_slice(EngineObject *self, uint64_t deadline)
 	return engine_poll_nogil(self, slice) < 0 ? -1 : 1;
 }
 
+/* poll(timeout=0): receive what has come, waiting up to timeout for the
+ * first segment. */
 static PyObject *engine_poll(EngineObject *self, PyObject *args)
 {
-	double timeout = 0;
-	if (!PyArg_ParseTuple(args, "|d:poll", &timeout) || engine_open_check(self) < 0)
+	PyObject *timeout = NULL;
+	uint64_t wait_ns = 0;
+	if (!PyArg_ParseTuple(args, "|O:poll", &timeout) ||
+	    (timeout && core_seconds_arg("timeout", timeout, &wait_ns) < 0) ||
+	    engine_open_check(self) < 0)
 		return NULL;
-	if (engine_poll_nogil(self, (int)(timeout * 1000)) < 0)
+	uint64_t deadline = fp_now_ns() + wait_ns;
+	for (;;) {
+		uint64_t now = fp_now_ns();
+		uint64_t left_ms = now >= deadline ? 0 : (deadline - now + 999999) / 1000000;
+		int got = engine_poll_nogil(self, left_ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : (int)left_ms);
+		if (got < 0)
+			return NULL;
+		if (got > 0 || left_ms == 0)
+			break;
+	}
+	if (engine_open_check(self) < 0) /* closed by another thread meanwhile */
 		return NULL;
 	Py_RETURN_NONE;
 }
@@ -251,18 +266,19 @@ static PyObject *engine_open(EngineObject *self, PyObject *args, PyObject *kwarg
 {
 	static char *kw[] = {"local_addr", "local_port", "remote_addr", "remote_port", "iss", "time_wait",
 			     "cls", NULL};
-	PyObject *la, *lp, *ra, *rp, *cls = NULL;
-	unsigned long iss;
-	double time_wait;
+	PyObject *la, *lp, *ra, *rp, *iss_arg, *time_wait_arg, *cls = NULL;
+	unsigned long long iss;
+	uint64_t time_wait;
 	PyTypeObject *type;
 	struct fp_tuple t;
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOkd|O:open", kw, &la, &lp, &ra, &rp, &iss,
-					 &time_wait, &cls) ||
-	    core_tuple_arg(la, lp, ra, rp, &t) < 0 || connection_class_arg(self, cls, &type) < 0 ||
-	    engine_lock(self) < 0)
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO|O:open", kw, &la, &lp, &ra, &rp, &iss_arg,
+					 &time_wait_arg, &cls) ||
+	    core_tuple_arg(la, lp, ra, rp, &t) < 0 ||
+	    core_unsigned_arg(iss_arg, "iss", 0xffffffffu, &iss) < 0 ||
+	    core_seconds_arg("time_wait", time_wait_arg, &time_wait) < 0 ||
+	    connection_class_arg(self, cls, &type) < 0 || engine_lock(self) < 0)
 		return NULL;
-	struct fp_conn *conn = fp_conn_new(self->engine, &t, (uint32_t)iss,
-					   (uint64_t)(time_wait * 1e9));
+	struct fp_conn *conn = fp_conn_new(self->engine, &t, (uint32_t)iss, time_wait);
 	int err = errno;
 	engine_unlock(self);
 	if (!conn) {
@@ -356,14 +372,18 @@ static PyMethodDef engine_methods[] = {
 	{"raw", (PyCFunction)(void (*)(void))engine_raw, METH_VARARGS | METH_KEYWORDS | METH_CLASS,
 	 "raw(remote_addr, remote_port, src=None, ifindex=0) -> (Engine, src, ifindex): over raw IP "
 	 "sockets towards a remote target; src and interface from the routing table unless given"},
-	{"poll", (PyCFunction)engine_poll, METH_VARARGS, "poll(timeout=0): receive what the link has"},
+	{"poll", (PyCFunction)engine_poll, METH_VARARGS,
+	 "poll(timeout=0): receive what the link has, waiting up to timeout seconds for the first "
+	 "segment (an int or a float >= 0, at most threading.TIMEOUT_MAX: else ValueError or "
+	 "OverflowError)"},
 	{"stats", (PyCFunction)engine_stats, METH_NOARGS, "counters of what no connection took"},
 	{"capture", (PyCFunction)engine_capture, METH_NOARGS,
 	 "capture() -> [(Segment, IP packet)]: every segment sent or received, claimed or not"},
 	{"has_tuple", (PyCFunction)engine_has_tuple, METH_VARARGS,
 	 "has_tuple(local_addr, local_port, remote_addr, remote_port) -> bool"},
 	{"open", (PyCFunction)(void (*)(void))engine_open, METH_VARARGS | METH_KEYWORDS,
-	 "open(local_addr, local_port, remote_addr, remote_port, iss, time_wait, cls=None) -> Connection"},
+	 "open(local_addr, local_port, remote_addr, remote_port, iss, time_wait, cls=None) -> Connection\n\n"
+	 "time_wait: seconds of TIME_WAIT (2MSL), >= 0 and at most threading.TIMEOUT_MAX."},
 	{"listen", (PyCFunction)engine_listen, METH_VARARGS,
 	 "listen(address, port) -> Listener catching SYNs no connection claims"},
 	{NULL},

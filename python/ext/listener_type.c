@@ -30,19 +30,22 @@ static int listener_traverse(ListenerObject *self, visitproc visit, void *arg)
 static PyObject *listener_accept(ListenerObject *self, PyObject *args, PyObject *kwargs)
 {
 	static char *kw[] = {"timeout", "iss", "time_wait", "cls", NULL};
-	double timeout, time_wait;
-	unsigned long iss;
-	PyObject *cls = NULL;
+	PyObject *timeout_arg, *iss_arg, *time_wait_arg, *cls = NULL;
+	unsigned long long iss;
+	uint64_t timeout, time_wait;
 	PyTypeObject *type;
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "dkd|O:accept", kw, &timeout, &iss, &time_wait, &cls) ||
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:accept", kw, &timeout_arg, &iss_arg,
+					 &time_wait_arg, &cls) ||
+	    core_seconds_arg("timeout", timeout_arg, &timeout) < 0 ||
+	    core_unsigned_arg(iss_arg, "iss", 0xffffffffu, &iss) < 0 ||
+	    core_seconds_arg("time_wait", time_wait_arg, &time_wait) < 0 ||
 	    connection_class_arg(self->engine, cls, &type) < 0)
 		return NULL;
-	uint64_t deadline = fp_now_ns() + (uint64_t)(timeout * 1e9);
+	uint64_t deadline = fp_now_ns() + timeout;
 	for (int more = 1;;) {
 		if (engine_lock(self->engine) < 0)
 			return NULL;
-		struct fp_conn *conn = fp_listener_accept(self->listener, (uint32_t)iss,
-							  (uint64_t)(time_wait * 1e9));
+		struct fp_conn *conn = fp_listener_accept(self->listener, (uint32_t)iss, time_wait);
 		int err = errno;
 		engine_unlock(self->engine);
 		if (conn)
@@ -61,7 +64,8 @@ static PyObject *listener_accept(ListenerObject *self, PyObject *args, PyObject 
 
 static PyMethodDef listener_methods[] = {
 	{"accept", (PyCFunction)(void (*)(void))listener_accept, METH_VARARGS | METH_KEYWORDS,
-	 "accept(timeout, iss, time_wait, cls=None) -> Connection in LISTEN with the SYN waiting, or None"},
+	 "accept(timeout, iss, time_wait, cls=None) -> Connection in LISTEN with the SYN waiting, or None"
+	 "\n\ntimeout, time_wait: seconds, >= 0 and at most threading.TIMEOUT_MAX."},
 	{NULL},
 };
 

@@ -15,46 +15,11 @@
 
 /* ---- scalar fields -------------------------------------------------------- */
 
-/* How a number checks against its range; the callers word the message, since
- * a plain argument and a value inside an option tuple are named differently. */
-enum { NUM_OK, NUM_TYPE, NUM_RANGE, NUM_ERROR };
-
-static int unsigned_check(PyObject *value, unsigned long long max, unsigned long long *out)
-{
-	if (!PyLong_Check(value) || PyBool_Check(value))
-		return NUM_TYPE;
-	int overflow;
-	long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
-	if (v == -1 && PyErr_Occurred())
-		return NUM_ERROR;
-	if (overflow || v < 0 || (unsigned long long)v > max)
-		return NUM_RANGE;
-	*out = (unsigned long long)v;
-	return NUM_OK;
-}
-
-static int unsigned_arg(PyObject *value, const char *name, unsigned long long max,
-			unsigned long long *out)
-{
-	switch (unsigned_check(value, max, out)) {
-	case NUM_OK:
-		return 0;
-	case NUM_TYPE:
-		PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name,
-			     Py_TYPE(value)->tp_name);
-		return -1;
-	case NUM_RANGE:
-		PyErr_Format(PyExc_ValueError, "%s must be in 0..%llu, got %R", name, max, value);
-		return -1;
-	}
-	return -1;
-}
-
 static int flags_arg(PyObject *value, uint8_t *flags)
 {
 	unsigned long long bits;
 	if (PyLong_Check(value)) {
-		if (unsigned_arg(value, "flags", 0xff, &bits) < 0)
+		if (core_unsigned_arg(value, "flags", 0xff, &bits) < 0)
 			return -1;
 		*flags = (uint8_t)bits;
 		return 0;
@@ -113,14 +78,14 @@ static int option_arity(PyObject *t, Py_ssize_t n, const char *shape)
 static int option_u32(PyObject *opt, PyObject *value, unsigned long long max, uint32_t *out)
 {
 	unsigned long long v;
-	switch (unsigned_check(value, max, &v)) {
-	case NUM_OK:
+	switch (core_unsigned_check(value, max, &v)) {
+	case CORE_NUM_OK:
 		*out = (uint32_t)v;
 		return 0;
-	case NUM_TYPE:
+	case CORE_NUM_TYPE:
 		PyErr_Format(PyExc_TypeError, "options: %R: %R is not an int", opt, value);
 		return -1;
-	case NUM_RANGE:
+	case CORE_NUM_RANGE:
 		PyErr_Format(PyExc_ValueError, "options: %R: %R is not in 0..%llu", opt, value, max);
 		return -1;
 	}
@@ -480,7 +445,7 @@ static int numbers_arg(PyObject *const *a, struct fp_segment *seg)
 	static const unsigned long long max[] = {0xffff, 0xffff, 0xffffffffu, 0xffffffffu, 0xffff, 0xffff};
 	unsigned long long n[6] = {0, 0, 0, 0, 65535, 0};
 	for (int i = 0; i < 6; i++)
-		if (a[at[i]] && unsigned_arg(a[at[i]], names[i], max[i], &n[i]) < 0)
+		if (a[at[i]] && core_unsigned_arg(a[at[i]], names[i], max[i], &n[i]) < 0)
 			return -1;
 	seg->sport = (uint16_t)n[0];
 	seg->dport = (uint16_t)n[1];
@@ -495,13 +460,13 @@ static int checksum_and_ttl_arg(SegmentObject *self, PyObject *checksum, PyObjec
 {
 	unsigned long long v = 64;
 	if (checksum && checksum != Py_None) {
-		if (unsigned_arg(checksum, "checksum", 0xffff, &v) < 0)
+		if (core_unsigned_arg(checksum, "checksum", 0xffff, &v) < 0)
 			return -1;
 		self->seg.force_checksum = 1;
 		self->seg.checksum = (uint16_t)v;
 		self->has_checksum = 1;
 	}
-	if (ttl && unsigned_arg(ttl, "ttl", 255, &v) < 0)
+	if (ttl && core_unsigned_arg(ttl, "ttl", 255, &v) < 0)
 		return -1;
 	self->seg.ttl = ttl ? (uint8_t)v : 64;
 	return 0;

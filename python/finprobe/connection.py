@@ -46,8 +46,14 @@ class Connection(_core.Connection):
         return self.send(flags="R")
 
     def recv(self, timeout=1.0):
-        """The next segment from the peer within ``timeout`` seconds, or None."""
-        return self._take(_args.seconds("timeout", timeout))
+        """The next segment from the peer within ``timeout`` seconds, or None.
+
+        ``timeout``, here and in every wait: seconds, an int or a float >= 0
+        and at most ``threading.TIMEOUT_MAX`` (about 292 years); otherwise
+        TypeError, ValueError or OverflowError (as threading.Event.wait), so
+        that no wait is cut short by an overflow.
+        """
+        return self._take(timeout)
 
     def expect(self, flags=None, *, seq=None, ack=None, payload=None, window=None, timeout=1.0):
         """Take the next segment from the peer and check it.
@@ -56,9 +62,11 @@ class Connection(_core.Connection):
         (``flags`` as an exact set of letters, e.g. "FA"); otherwise
         ``fp.ExpectError`` shows what was expected, what came, and the recent
         trace. Returns the segment.
+
+        ``timeout`` as for ``recv``.
         """
         want = _expectation(flags, seq, ack, payload, window)
-        seg = self._take(_args.seconds("timeout", timeout))
+        seg = self._take(timeout)
         if seg is None:
             raise _core.ExpectError(self._report(f"expected {_describe(want)}, got nothing within {timeout:g}s"))
         wrong = [f"{name}: expected {_show(name, value)}, got {_show(name, _field(seg, name))}"
@@ -68,8 +76,10 @@ class Connection(_core.Connection):
         return seg
 
     def expect_silence(self, timeout):
-        """Raise ``fp.ExpectError`` if the peer sends anything within ``timeout`` s."""
-        seg = self._take(_args.seconds("timeout", timeout))
+        """Raise ``fp.ExpectError`` if the peer sends anything within ``timeout`` s
+        (as for ``recv``: one too long to wait raises OverflowError; it never
+        passes at once)."""
+        seg = self._take(timeout)
         if seg is not None:
             raise _core.ExpectError(self._report(f"expected silence for {timeout:g}s, got {seg!r}"))
 
