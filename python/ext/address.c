@@ -7,6 +7,17 @@
 
 #include <arpa/inet.h>
 
+const char *core_text(const char *what, PyObject *text)
+{
+	Py_ssize_t len;
+	const char *s = PyUnicode_AsUTF8AndSize(text, &len);
+	if (s && strlen(s) != (size_t)len) {
+		PyErr_Format(PyExc_ValueError, "%s: %R holds a NUL character", what, text);
+		return NULL;
+	}
+	return s;
+}
+
 int core_parse_address(const char *what, PyObject *text, uint8_t *addr,
 		       uint8_t *family)
 {
@@ -15,7 +26,7 @@ int core_parse_address(const char *what, PyObject *text, uint8_t *addr,
 			     what, Py_TYPE(text)->tp_name);
 		return -1;
 	}
-	const char *s = PyUnicode_AsUTF8(text);
+	const char *s = core_text(what, text);
 	if (!s)
 		return -1;
 	memset(addr, 0, 16);

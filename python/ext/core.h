@@ -99,6 +99,10 @@ extern PyType_Spec guard_spec;
 extern PyMethodDef pcap_functions[];
 
 /* address.c */
+/* The UTF-8 of str text, valid while text lives; NULL with ValueError
+ * naming what if it holds a NUL character, which C would take for its end
+ * ("192.0.2.1\0junk" read as "192.0.2.1"). */
+const char *core_text(const char *what, PyObject *text);
 /* Address text ("192.0.2.1", "2001:db8::1") to bytes; family 4 or 6.
  * Returns -1 with TypeError or ValueError naming what. */
 int core_parse_address(const char *what, PyObject *text, uint8_t *addr,

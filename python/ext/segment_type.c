@@ -29,7 +29,7 @@ static int flags_arg(PyObject *value, uint8_t *flags)
 			     Py_TYPE(value)->tp_name);
 		return -1;
 	}
-	const char *text = PyUnicode_AsUTF8(value);
+	const char *text = core_text("flags", value);
 	if (!text)
 		return -1;
 	if (fp_flags_parse(text, flags) < 0) {
@@ -53,9 +53,9 @@ static const struct {
 /* The kind an option's name stands for, or -1 if it names none. */
 static int option_kind_of(PyObject *name)
 {
-	const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+	const char *text = PyUnicode_Check(name) ? core_text("options", name) : NULL;
 	if (!text) {
-		PyErr_Clear(); /* a lone surrogate is just another unknown name */
+		PyErr_Clear(); /* a lone surrogate or a NUL: just another unknown name */
 		return -1;
 	}
 	for (size_t i = 0; i < sizeof(option_names) / sizeof(option_names[0]); i++)
