@@ -42,7 +42,8 @@ DEBS := build-essential clang libclang-rt-14-dev pkg-config libmnl-dev libnftabl
 
 # What runs again under the sanitizers: the suites that drive the C code hardest.
 ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_close.py \
-                tests/test_passive_close.py tests/test_rst.py tests/test_probe.py tests/test_connection.py tests/test_model.py
+                tests/test_passive_close.py tests/test_rst.py tests/test_probe.py tests/test_connection.py tests/test_model.py \
+                tests/test_ext_safety.py tests/test_arguments.py
 
 # libFuzzer targets (clang): the codec and the state machine. make test gives
 # each a short run; make fuzz FUZZ_SECONDS=600 a long one.
@@ -115,10 +116,11 @@ pytest: all
 	PYTHONPATH=python $(PY) -m pytest -q -p no:cacheprovider tests
 
 # The Python suite once more over the sanitized extension (leaks are the
-# interpreter's business: CPython keeps much alive until exit).
+# interpreter's business: CPython keeps much alive until exit). PYTHONMALLOC=malloc:
+# pymalloc reuses freed blocks itself, hiding a use-after-free from ASan.
 pytest-asan: $(ASAN_EXT)
 	rm -f $(ASAN_PY)/finprobe/*.py && cp python/finprobe/*.py $(ASAN_PY)/finprobe/
-	LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1 \
+	LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1 PYTHONMALLOC=malloc \
 	    PYTHONPATH=$(ASAN_PY) $(PY) -m pytest -q -p no:cacheprovider $(ASAN_PYTESTS)
 
 test: deps

@@ -3,12 +3,10 @@
  * nftables rule per 4-tuple in a table of finprobe's own, gone with the
  * last rule, with close(), or with the process.
  *
- * Calls hold the Guard's mutex and release the GIL: each is a netlink round
- * trip to nf_tables.
+ * Calls hold the Guard's mutex, as core.h says, and release the GIL: each
+ * is a netlink round trip to nf_tables.
  */
 #include "core.h"
-
-#include <pthread.h>
 
 typedef struct {
 	PyObject_HEAD
@@ -40,10 +38,10 @@ static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 
 static void guard_release(GuardObject *self)
 {
-	pthread_mutex_lock(&self->lock);
+	core_lock(&self->lock);
 	struct fp_guard *g = self->guard;
 	self->guard = NULL;
-	pthread_mutex_unlock(&self->lock);
+	core_unlock(&self->lock);
 	if (g) {
 		Py_BEGIN_ALLOW_THREADS
 		fp_guard_free(g);
@@ -60,40 +58,12 @@ static void guard_dealloc(GuardObject *self)
 	Py_DECREF(tp);
 }
 
-/* (local_addr, local_port, remote_addr, remote_port) -> tuple */
-static int guard_tuple(PyObject *args, const char *fname, struct fp_tuple *t)
-{
-	PyObject *la, *ra;
-	int lp, rp;
-	uint8_t lf, rf;
-	char format[32];
-	snprintf(format, sizeof(format), "OiOi:%s", fname);
-	if (!PyArg_ParseTuple(args, format, &la, &lp, &ra, &rp))
-		return -1;
-	memset(t, 0, sizeof(*t));
-	if (core_parse_address("local address", la, t->local, &lf) < 0 ||
-	    core_parse_address("remote address", ra, t->remote, &rf) < 0)
-		return -1;
-	if (lf != rf) {
-		PyErr_Format(PyExc_ValueError, "%s: %R and %R are not of one IP version", fname, la, ra);
-		return -1;
-	}
-	if (lp < 1 || lp > 65535 || rp < 1 || rp > 65535) {
-		PyErr_Format(PyExc_ValueError, "%s: ports must be in 1..65535, got %d and %d", fname, lp, rp);
-		return -1;
-	}
-	t->family = lf;
-	t->local_port = (uint16_t)lp;
-	t->remote_port = (uint16_t)rp;
-	return 0;
-}
-
 typedef int (*guard_op)(struct fp_guard *, const struct fp_tuple *);
 
 static PyObject *guard_call(GuardObject *self, PyObject *args, const char *fname, guard_op fn)
 {
 	struct fp_tuple t;
-	if (guard_tuple(args, fname, &t) < 0)
+	if (core_tuple_args(args, fname, &t) < 0)
 		return NULL;
 	core_state *st = core_state_of_type(Py_TYPE(self));
 	char err[256] = "the guard is closed";
@@ -133,19 +103,21 @@ static PyObject *guard_close(GuardObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *get_table(GuardObject *self, void *c)
 {
-	pthread_mutex_lock(&self->lock);
-	PyObject *name = self->guard && fp_guard_count(self->guard)
-				 ? PyUnicode_FromFormat("inet %s", fp_guard_table(self->guard))
-				 : Py_NewRef(Py_None);
-	pthread_mutex_unlock(&self->lock);
-	return name;
+	char name[128] = "";
+	core_lock(&self->lock);
+	if (self->guard && fp_guard_count(self->guard))
+		snprintf(name, sizeof(name), "inet %s", fp_guard_table(self->guard));
+	core_unlock(&self->lock);
+	if (!name[0])
+		Py_RETURN_NONE;
+	return PyUnicode_FromString(name);
 }
 
 static PyObject *get_rules(GuardObject *self, void *c)
 {
-	pthread_mutex_lock(&self->lock);
+	core_lock(&self->lock);
 	size_t n = self->guard ? fp_guard_count(self->guard) : 0;
-	pthread_mutex_unlock(&self->lock);
+	core_unlock(&self->lock);
 	return PyLong_FromSize_t(n);
 }
 

@@ -3,7 +3,8 @@
  *
  * Multi-phase init (PEP 489): core_exec creates the exceptions and the heap
  * types into the module state; nothing lives in C globals. One file a type:
- * segment_type.c, lab_type.c, engine_type.c (the link and its connections).
+ * segment_type.c, lab_type.c, engine_type.c (the link), connection_type.c
+ * and listener_type.c (these three share engine.h), tcb_type.c, guard_type.c.
  */
 #include "core.h"
 

@@ -118,7 +118,7 @@ static PyObject *trace_items(core_state *st, const struct fp_trace *t)
 		struct fp_segment seg;
 		PyObject *item = NULL;
 		if (fp_trace_get(t, i, &rec) == 0 && fp_segment_parse(&seg, rec.pkt, rec.len, NULL, 0) == 0)
-			item = Py_BuildValue("(Ny#K)", segment_new_from(st, &seg, (double)rec.ts_ns / 1e9, NULL),
+			item = Py_BuildValue("(Ny#K)", segment_new_from(st, &seg, ns_to_s(rec.ts_ns), NULL),
 					     rec.pkt, (Py_ssize_t)rec.len, (unsigned long long)rec.ts_ns);
 		else
 			PyErr_SetString(st->parse_error, "a packet read could not be parsed again");

@@ -13,112 +13,13 @@
 
 #define TCP_OPTION_SPACE 40 /* a data offset of 15 words less the 20-byte header */
 
-/* ---- addresses ---------------------------------------------------------- */
-
-int core_parse_address(const char *what, PyObject *text, uint8_t *addr,
-		       uint8_t *family)
-{
-	if (!PyUnicode_Check(text)) {
-		PyErr_Format(PyExc_TypeError, "%s must be an IP address as str, not %.100s",
-			     what, Py_TYPE(text)->tp_name);
-		return -1;
-	}
-	const char *s = PyUnicode_AsUTF8(text);
-	if (!s)
-		return -1;
-	memset(addr, 0, 16);
-	if (inet_pton(AF_INET, s, addr) == 1) {
-		*family = 4;
-		return 0;
-	}
-	if (inet_pton(AF_INET6, s, addr) == 1) {
-		*family = 6;
-		return 0;
-	}
-	PyErr_Format(PyExc_ValueError, "%s: %R is not an IPv4 or IPv6 address", what, text);
-	return -1;
-}
-
-/* IPv4 by hand: glibc's inet_ntop goes through sprintf, which was the
- * largest single cost of reading a parsed segment's fields. */
-static size_t ipv4_text(const uint8_t *a, char *out)
-{
-	char *o = out;
-	for (int i = 0; i < 4; i++) {
-		unsigned v = a[i];
-		if (v >= 100)
-			*o++ = (char)('0' + v / 100);
-		if (v >= 10)
-			*o++ = (char)('0' + v / 10 % 10);
-		*o++ = (char)('0' + v % 10);
-		*o++ = '.';
-	}
-	*--o = '\0';
-	return (size_t)(o - out);
-}
-
-/* The text of an address into out (INET6_ADDRSTRLEN bytes); its length, or
- * 0 if family is neither 4 nor 6. */
-static size_t address_text(int family, const uint8_t *addr, char *out)
-{
-	if (family == 4)
-		return ipv4_text(addr, out);
-	if (family == 6 && inet_ntop(AF_INET6, addr, out, INET6_ADDRSTRLEN))
-		return strlen(out);
-	return 0;
-}
-
-PyObject *core_format_address(int family, const uint8_t *addr)
-{
-	char text[INET6_ADDRSTRLEN];
-	size_t len = address_text(family, addr, text);
-	if (!len)
-		Py_RETURN_NONE;
-	return PyUnicode_DecodeASCII(text, (Py_ssize_t)len, NULL);
-}
-
 /* ---- scalar fields -------------------------------------------------------- */
-
-/* How a number checks against its range; the callers word the message, since
- * a plain argument and a value inside an option tuple are named differently. */
-enum { NUM_OK, NUM_TYPE, NUM_RANGE, NUM_ERROR };
-
-static int unsigned_check(PyObject *value, unsigned long long max, unsigned long long *out)
-{
-	if (!PyLong_Check(value) || PyBool_Check(value))
-		return NUM_TYPE;
-	int overflow;
-	long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
-	if (v == -1 && PyErr_Occurred())
-		return NUM_ERROR;
-	if (overflow || v < 0 || (unsigned long long)v > max)
-		return NUM_RANGE;
-	*out = (unsigned long long)v;
-	return NUM_OK;
-}
-
-static int unsigned_arg(PyObject *value, const char *name, unsigned long long max,
-			unsigned long long *out)
-{
-	switch (unsigned_check(value, max, out)) {
-	case NUM_OK:
-		return 0;
-	case NUM_TYPE:
-		PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name,
-			     Py_TYPE(value)->tp_name);
-		return -1;
-	case NUM_RANGE:
-		PyErr_Format(PyExc_ValueError, "%s must be in 0..%llu, got %R", name, max, value);
-		return -1;
-	}
-	return -1;
-}
 
 static int flags_arg(PyObject *value, uint8_t *flags)
 {
 	unsigned long long bits;
 	if (PyLong_Check(value)) {
-		if (unsigned_arg(value, "flags", 0xff, &bits) < 0)
+		if (core_unsigned_arg(value, "flags", 0xff, &bits) < 0)
 			return -1;
 		*flags = (uint8_t)bits;
 		return 0;
@@ -128,7 +29,7 @@ static int flags_arg(PyObject *value, uint8_t *flags)
 			     Py_TYPE(value)->tp_name);
 		return -1;
 	}
-	const char *text = PyUnicode_AsUTF8(value);
+	const char *text = core_text("flags", value);
 	if (!text)
 		return -1;
 	if (fp_flags_parse(text, flags) < 0) {
@@ -152,9 +53,9 @@ static const struct {
 /* The kind an option's name stands for, or -1 if it names none. */
 static int option_kind_of(PyObject *name)
 {
-	const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+	const char *text = PyUnicode_Check(name) ? core_text("options", name) : NULL;
 	if (!text) {
-		PyErr_Clear(); /* a lone surrogate is just another unknown name */
+		PyErr_Clear(); /* a lone surrogate or a NUL: just another unknown name */
 		return -1;
 	}
 	for (size_t i = 0; i < sizeof(option_names) / sizeof(option_names[0]); i++)
@@ -177,14 +78,14 @@ static int option_arity(PyObject *t, Py_ssize_t n, const char *shape)
 static int option_u32(PyObject *opt, PyObject *value, unsigned long long max, uint32_t *out)
 {
 	unsigned long long v;
-	switch (unsigned_check(value, max, &v)) {
-	case NUM_OK:
+	switch (core_unsigned_check(value, max, &v)) {
+	case CORE_NUM_OK:
 		*out = (uint32_t)v;
 		return 0;
-	case NUM_TYPE:
+	case CORE_NUM_TYPE:
 		PyErr_Format(PyExc_TypeError, "options: %R: %R is not an int", opt, value);
 		return -1;
-	case NUM_RANGE:
+	case CORE_NUM_RANGE:
 		PyErr_Format(PyExc_ValueError, "options: %R: %R is not in 0..%llu", opt, value, max);
 		return -1;
 	}
@@ -544,7 +445,7 @@ static int numbers_arg(PyObject *const *a, struct fp_segment *seg)
 	static const unsigned long long max[] = {0xffff, 0xffff, 0xffffffffu, 0xffffffffu, 0xffff, 0xffff};
 	unsigned long long n[6] = {0, 0, 0, 0, 65535, 0};
 	for (int i = 0; i < 6; i++)
-		if (a[at[i]] && unsigned_arg(a[at[i]], names[i], max[i], &n[i]) < 0)
+		if (a[at[i]] && core_unsigned_arg(a[at[i]], names[i], max[i], &n[i]) < 0)
 			return -1;
 	seg->sport = (uint16_t)n[0];
 	seg->dport = (uint16_t)n[1];
@@ -559,13 +460,13 @@ static int checksum_and_ttl_arg(SegmentObject *self, PyObject *checksum, PyObjec
 {
 	unsigned long long v = 64;
 	if (checksum && checksum != Py_None) {
-		if (unsigned_arg(checksum, "checksum", 0xffff, &v) < 0)
+		if (core_unsigned_arg(checksum, "checksum", 0xffff, &v) < 0)
 			return -1;
 		self->seg.force_checksum = 1;
 		self->seg.checksum = (uint16_t)v;
 		self->has_checksum = 1;
 	}
-	if (ttl && unsigned_arg(ttl, "ttl", 255, &v) < 0)
+	if (ttl && core_unsigned_arg(ttl, "ttl", 255, &v) < 0)
 		return -1;
 	self->seg.ttl = ttl ? (uint8_t)v : 64;
 	return 0;
@@ -742,7 +643,7 @@ static Py_hash_t segment_hash(SegmentObject *self)
 static void format_endpoint(char *out, size_t len, int family, const uint8_t *addr, int port)
 {
 	char text[INET6_ADDRSTRLEN];
-	if (!address_text(family, addr, text))
+	if (!core_address_text(family, addr, text))
 		strcpy(text, "?");
 	snprintf(out, len, family == 6 ? "[%s]:%d" : "%s:%d", text, port);
 }

@@ -46,8 +46,14 @@ class Connection(_core.Connection):
         return self.send(flags="R")
 
     def recv(self, timeout=1.0):
-        """The next segment from the peer within ``timeout`` seconds, or None."""
-        return self._take(_args.seconds("timeout", timeout))
+        """The next segment from the peer within ``timeout`` seconds, or None.
+
+        ``timeout``, here and in every wait: seconds, an int or a float >= 0
+        and at most ``threading.TIMEOUT_MAX`` (about 292 years); otherwise
+        TypeError, ValueError or OverflowError (as threading.Event.wait), so
+        that no wait is cut short by an overflow.
+        """
+        return self._take(timeout)
 
     def expect(self, flags=None, *, seq=None, ack=None, payload=None, window=None, timeout=1.0):
         """Take the next segment from the peer and check it.
@@ -56,9 +62,14 @@ class Connection(_core.Connection):
         (``flags`` as an exact set of letters, e.g. "FA"); otherwise
         ``fp.ExpectError`` shows what was expected, what came, and the recent
         trace. Returns the segment.
+
+        Each field given must be one a segment can have: ``flags`` a str,
+        ``seq``/``ack`` ints in 0..2**32-1, ``window`` an int in 0..65535,
+        ``payload`` bytes-like (bytes, bytearray, memoryview ...); otherwise
+        TypeError or ValueError naming it. ``timeout`` as for ``recv``.
         """
         want = _expectation(flags, seq, ack, payload, window)
-        seg = self._take(_args.seconds("timeout", timeout))
+        seg = self._take(timeout)
         if seg is None:
             raise _core.ExpectError(self._report(f"expected {_describe(want)}, got nothing within {timeout:g}s"))
         wrong = [f"{name}: expected {_show(name, value)}, got {_show(name, _field(seg, name))}"
@@ -68,8 +79,10 @@ class Connection(_core.Connection):
         return seg
 
     def expect_silence(self, timeout):
-        """Raise ``fp.ExpectError`` if the peer sends anything within ``timeout`` s."""
-        seg = self._take(_args.seconds("timeout", timeout))
+        """Raise ``fp.ExpectError`` if the peer sends anything within ``timeout`` s
+        (as for ``recv``: one too long to wait raises OverflowError; it never
+        passes at once)."""
+        seg = self._take(timeout)
         if seg is not None:
             raise _core.ExpectError(self._report(f"expected silence for {timeout:g}s, got {seg!r}"))
 
@@ -119,19 +132,41 @@ class Connection(_core.Connection):
 
 
 def _expectation(flags, seq, ack, payload, window):
+    """The fields expected, each checked to be one a segment can have: an
+    expectation no segment can meet is a mistake in the test, said at once
+    rather than as a mismatch after the timeout."""
     want = {}
     if flags is not None:
-        if not isinstance(flags, str) or any(c not in "FSRPAUEC" for c in flags):
-            raise ValueError(f"flags: {flags!r} is not a set of the letters F S R P A U E C")
+        if not isinstance(flags, str):
+            raise TypeError(f"flags must be a str of \"FSRPAUEC\" letters, not {type(flags).__name__}")
+        if any(c not in "FSRPAUEC" for c in flags) or len(set(flags)) != len(flags):
+            raise ValueError(f"flags: {flags!r} is not a set of the letters F S R P A U E C "
+                             "(each at most once)")
         want["flags"] = frozenset(flags)
-    for name, value in (("seq", seq), ("ack", ack), ("window", window)):
+    for name, value, top in (("seq", seq, 2 ** 32 - 1), ("ack", ack, 2 ** 32 - 1),
+                             ("window", window, 65535)):
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if not 0 <= value <= top:
+                raise ValueError(f"{name} must be in 0..{top}, got {value}")
             want[name] = value
     if payload is not None:
-        want["payload"] = bytes(payload)
+        want["payload"] = _payload_bytes(payload)
     return want
+
+
+def _payload_bytes(payload):
+    """The bytes of a bytes-like payload; not of an int (bytes(5) is five
+    zero bytes), a str or an iterable of ints."""
+    if isinstance(payload, str):
+        raise TypeError("payload must be bytes-like, not str")
+    try:
+        view = memoryview(payload)
+    except TypeError:
+        raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}") from None
+    with view:
+        return view.tobytes()
 
 
 def _field(seg, name):
