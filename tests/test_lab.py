@@ -5,9 +5,7 @@ SIGKILL."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import textwrap
 import threading
@@ -17,44 +15,11 @@ import pytest
 
 import finprobe as fp
 
-PYTHON = "/usr/bin/python3"
-PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
+from labtools import PACKAGE_DIR, PYTHON, netns_inodes, run_script, wait_gone
 
 
 def host_interfaces():
     return set(os.listdir("/sys/class/net"))
-
-
-def netns_inodes():
-    """The network namespaces any process on the machine is in."""
-    inodes = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            inodes.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
-        except OSError:
-            pass
-    return inodes
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def wait_gone(pids, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not any(alive(p) for p in pids)
-
-
-def run_script(body, **kwargs):
-    return subprocess.Popen([PYTHON, "-c", textwrap.dedent(body)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": PACKAGE_DIR}, **kwargs)
 
 
 LAB_WITH_A_SERVER = """

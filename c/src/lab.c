@@ -633,15 +633,22 @@ static void reset_signals(void)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-/* Keep stdio and ctl (moved to 3), close every other inherited
- * descriptor: another lab's socketpair or packet socket held here would
- * keep that lab alive. */
+/* Keep ctl (moved to 3) and nothing else the caller had: stdio becomes
+ * /dev/null, every other descriptor is closed. A caller whose fd 0 was
+ * closed got fd 0 from socketpair() for its own end, and a helper keeping
+ * that would hold its own peer and never see EOF; another lab's
+ * socketpair or packet socket held here would keep that lab alive. */
 static void close_stray_fds(int ctl)
 {
 	long max;
+	int null;
 
 	if (ctl != 3 && dup2(ctl, 3) < 0)
 		_exit(1); /* the caller reads EOF: "the lab helper died" */
+	null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	for (int fd = 0; fd < 3; fd++)
+		if (null < 0 || dup2(null, fd) < 0)
+			close(fd); /* no /dev/null: closed is as good */
 	if (syscall(SYS_close_range, 4U, ~0U, 0U) == 0)
 		return;
 	max = sysconf(_SC_OPEN_MAX); /* kernels before 5.9 */

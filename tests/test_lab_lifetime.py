@@ -1,0 +1,58 @@
+"""How long a Lab and what it started live: until lab.close() or the death
+of the owning process, whatever the owner's descriptors 0-2 are and
+whichever of its threads started a process."""
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+import finprobe as fp
+
+from labtools import alive, netns_inodes, run_script, wait_gone, wait_netns_gone
+
+# The owner reports its lab helper's pid and namespace on the descriptor in
+# argv[1] (its stdout may be closed), then waits to be killed.
+OWNER_WITHOUT_FDS = """
+    import os, sys, time, finprobe as fp
+    report = int(sys.argv[1])
+    for fd in {closed}:
+        os.close(fd)
+    lab = fp.Lab()
+    helper, = [int(pid) for pid in os.listdir("/proc") if pid.isdigit()
+               and open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+    os.write(report, f"{{helper}} {{os.stat(f'/proc/{{helper}}/ns/net').st_ino}}\\n".encode())
+    time.sleep(60)
+"""
+
+
+def kill_if_alive(*pids):
+    """End what a failed test left running (only pids the test made)."""
+    for pid in pids:
+        if pid and alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("closed", [(0,), (0, 1, 2)], ids=["fd0_closed", "fds0to2_closed"])
+def test_sigkill_of_an_owner_without_stdio_leaves_no_helper_nor_namespace(closed):
+    before = netns_inodes()
+    read_end, write_end = os.pipe()
+    script = run_script(OWNER_WITHOUT_FDS.format(closed=closed), write_end, pass_fds=[write_end],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(write_end)
+    helper = None
+    try:
+        with os.fdopen(read_end, "r") as report:
+            line = report.readline()
+        assert line, f"the owner died before reporting: {script.communicate(timeout=10)[1]}"
+        helper, inode = map(int, line.split())
+        assert alive(helper) and inode in netns_inodes()
+        script.send_signal(signal.SIGKILL)
+        script.wait(10)
+        assert wait_gone([helper]), f"the lab helper {helper} outlived its owner"
+        assert wait_netns_gone(inode), "the lab's namespace outlived its owner"
+        assert netns_inodes() <= before
+    finally:
+        kill_if_alive(script.pid, helper)
+        script.communicate()
