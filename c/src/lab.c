@@ -48,6 +48,8 @@
 #define PROBE_IF "probe0"  /* finprobe's end */
 #define LOOPBACK_IFINDEX 1 /* lo is always the first device of a namespace */
 #define EXIT_WAIT_MS 1000  /* after EOF, then SIGKILL */
+#define NETLINK_WAIT_MS 5000 /* for the kernel's answer to a netlink request */
+#define READY_WAIT_MS 10000  /* for the local routes of the lab's addresses */
 
 static const uint8_t peer_mac[ETH_ALEN] = FP_LAB_PEER_MAC;
 static const uint8_t local_mac[ETH_ALEN] = FP_LAB_LOCAL_MAC;
@@ -253,9 +255,24 @@ static int enter_user_namespace(struct helper *h)
 	return 0;
 }
 
+/* Every wait for the kernel's answer on it is bounded (recv: EAGAIN). */
 static int rtnl_socket(void)
 {
-	return socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	struct timeval wait = {.tv_sec = NETLINK_WAIT_MS / 1000};
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+
+	if (fd >= 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* errno of a failed netlink recv, a timeout named as one. */
+static int recv_errno(void)
+{
+	return errno == EAGAIN || errno == EWOULDBLOCK ? ETIMEDOUT : errno;
 }
 
 static int enter_kernel_namespace(struct helper *h)
@@ -362,7 +379,7 @@ static int batch_run(struct helper *h, int fd, struct nl_batch *b)
 	do {
 		n = recv(fd, buf, sizeof(buf), 0);
 		if (n < 0 && errno != EINTR)
-			return failed(h, b->what[b->n - 1], errno);
+			return failed(h, b->what[b->n - 1], recv_errno());
 		rc = n > 0 ? batch_ack(h, b, (const char *)buf, (int)n) : 0;
 	} while (rc == 0);
 	return rc < 0 ? -1 : 0;
@@ -509,6 +526,104 @@ static int lab0_offloads_off(struct helper *h)
 	return 0;
 }
 
+/* The answer to RTM_GETROUTE request seq: 1 for a local route (RTN_LOCAL),
+ * 0 for another, -1 failed; notifications and other answers are skipped. */
+static int local_route_answer(struct helper *h, unsigned seq)
+{
+	uint32_t buf[2048];
+	const struct nlmsghdr *nlh;
+	const struct nlmsgerr *e;
+	int len;
+
+	for (;;) {
+		len = (int)recv(h->rtnl_kernel, buf, sizeof(buf), 0);
+		if (len < 0 && (errno == EINTR || errno == ENOBUFS))
+			continue; /* ENOBUFS: notifications were lost, not us */
+		if (len < 0)
+			return failed(h, "asking for the lab's routes", recv_errno());
+		nlh = (const struct nlmsghdr *)buf;
+		for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+			if (nlh->nlmsg_seq != seq)
+				continue;
+			if (nlh->nlmsg_type == RTM_NEWROUTE)
+				return ((const struct rtmsg *)mnl_nlmsg_get_payload(nlh))
+					       ->rtm_type == RTN_LOCAL;
+			if (nlh->nlmsg_type != NLMSG_ERROR)
+				continue;
+			e = mnl_nlmsg_get_payload(nlh);
+			if (e->error == -ENETUNREACH || e->error == 0)
+				return 0;
+			return failed(h, "asking for the lab's routes", -e->error);
+		}
+	}
+}
+
+/* How the kernel routes a packet to addr, as its input path would. */
+static int routed_locally(struct helper *h, int family, const uint8_t *addr,
+			  unsigned seq)
+{
+	uint32_t buf[MNL_NLMSG_HDRLEN / 4 + 16];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct rtmsg *rtm;
+	size_t len = family == AF_INET ? 4 : 16;
+
+	nlh->nlmsg_type = RTM_GETROUTE;
+	nlh->nlmsg_flags = NLM_F_REQUEST;
+	nlh->nlmsg_seq = seq;
+	rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	rtm->rtm_family = (uint8_t)family;
+	rtm->rtm_dst_len = (uint8_t)(len * 8);
+	mnl_attr_put(nlh, RTA_DST, len, addr);
+	if (send(h->rtnl_kernel, nlh, nlh->nlmsg_len, 0) < 0)
+		return failed(h, "asking for the lab's routes", errno);
+	return local_route_answer(h, seq);
+}
+
+/* Notifications that woke us: the next look is a fresh request anyway. */
+static void drain_notifications(int fd)
+{
+	uint32_t buf[2048];
+
+	while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0 || errno == ENOBUFS)
+		;
+}
+
+/* The lab is handed over only once the kernel delivers packets to its
+ * addresses. IPv4 installs the local route with the address; IPv6 only in
+ * addrconf's DAD work, even for an IFA_F_NODAD address (inet6_addr_add ->
+ * addrconf_dad_start -> addrconf_dad_work -> addrconf_dad_completed ->
+ * ipv6_ifa_notify -> ip6_ins_rt), a workqueue item that takes the RTNL
+ * lock. On a busy machine it ran after our first SYN, about one fresh IPv6
+ * lab in a hundred: with no local route, the SYN was routed out through
+ * 2001:db8::/64 and dropped (forwarding is off), never answered. Woken by
+ * route notifications, joined before the first look; bounded. */
+static int wait_local_routes(struct helper *h)
+{
+	struct pollfd p = {.fd = h->rtnl_kernel, .events = POLLIN};
+	uint64_t deadline = fp_now_ns() + (uint64_t)READY_WAIT_MS * 1000000u;
+	unsigned group = RTNLGRP_IPV6_ROUTE, seq = 100;
+	int v4, v6;
+
+	/* without notifications the 10 ms polls below still look again */
+	setsockopt(h->rtnl_kernel, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group,
+		   sizeof(group));
+	for (;;) {
+		drain_notifications(h->rtnl_kernel);
+		v4 = routed_locally(h, AF_INET, lab_ip4, ++seq);
+		v6 = v4 < 0 ? -1 : routed_locally(h, AF_INET6, lab_ip6, ++seq);
+		if (v6 < 0)
+			return -1;
+		if (v4 && v6)
+			return 0;
+		if (fp_now_ns() >= deadline)
+			return failed(h,
+				      "waiting for the kernel to deliver to "
+				      "192.0.2.1 and 2001:db8::1 (local routes)",
+				      ETIMEDOUT);
+		poll(&p, 1, 10);
+	}
+}
+
 /* Through the kernel namespace's rtnetlink socket, wherever we stand. */
 static int setup_kernel(struct helper *h)
 {
@@ -529,7 +644,7 @@ static int setup_kernel(struct helper *h)
 		      "adding neighbour 192.0.2.2 on " LAB_IF);
 	add_neighbour(&b, lab0, AF_INET6, local_ip6,
 		      "adding neighbour 2001:db8::2 on " LAB_IF);
-	if (batch_run(h, h->rtnl_kernel, &b) < 0)
+	if (batch_run(h, h->rtnl_kernel, &b) < 0 || wait_local_routes(h) < 0)
 		return -1;
 	close(h->rtnl_kernel);
 	h->rtnl_kernel = -1;
