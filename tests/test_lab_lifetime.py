@@ -5,6 +5,8 @@ whichever of its threads started a process."""
 import os
 import signal
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -55,4 +57,51 @@ def test_sigkill_of_an_owner_without_stdio_leaves_no_helper_nor_namespace(closed
         assert netns_inodes() <= before
     finally:
         kill_if_alive(script.pid, helper)
+        script.communicate()
+
+
+def popen_from_a_thread(lab, args):
+    """lab.popen(args) from a worker thread that ends right after."""
+    started = []
+    worker = threading.Thread(target=lambda: started.append(lab.popen(args)))
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive() and len(started) == 1
+    return started[0]
+
+
+def test_a_process_started_from_a_thread_lives_until_the_lab_closes():
+    with fp.Lab() as lab:
+        proc = popen_from_a_thread(lab, ["sleep", "30"])
+        time.sleep(0.3)  # a death signal would have come at the thread's end
+        assert proc.poll() is None, f"the child died with the thread that started it: {proc.returncode}"
+        assert alive(proc.pid)
+    assert wait_gone([proc.pid])
+    assert proc.poll() is not None
+
+
+def test_a_process_started_from_a_thread_dies_with_the_owner():
+    before = netns_inodes()
+    script = run_script("""
+        import os, threading, time, finprobe as fp
+        lab = fp.Lab()
+        started = []
+        worker = threading.Thread(target=lambda: started.append(lab.popen(["sleep", "300"])))
+        worker.start()
+        worker.join()
+        print(started[0].pid, os.stat(f"/proc/{started[0].pid}/ns/net").st_ino, flush=True)
+        time.sleep(60)
+    """)
+    pid = None
+    try:
+        pid, inode = map(int, script.stdout.readline().split())
+        time.sleep(0.1)  # the worker thread's end, and any death signal, are past
+        assert alive(pid) and inode in netns_inodes()
+        script.send_signal(signal.SIGKILL)
+        script.wait(10)
+        assert wait_gone([pid]), f"sleep {pid} outlived the owner of its lab"
+        assert wait_netns_gone(inode)
+        assert netns_inodes() <= before
+    finally:
+        kill_if_alive(script.pid, pid)
         script.communicate()

@@ -285,6 +285,12 @@ FP_API int fp_lab_packet_fd(const struct fp_lab *lab);
 FP_API int fp_lab_netns_fd(const struct fp_lab *lab);
 /* The user namespace the lab lives in, or -1 when the caller was root. */
 FP_API int fp_lab_userns_fd(const struct fp_lab *lab);
+/* In a child the caller forked, before exec (system calls only, safe after
+ * fork in a threaded process): hand the child to the helper, which kills it
+ * (SIGKILL) when the lab ends, by fp_lab_close() or the caller's death,
+ * whichever thread forked it; then join the lab's user (if any) and network
+ * namespaces. Returns 0, or a negative errno (-EPIPE: the lab has ended). */
+FP_API int fp_lab_enter(const struct fp_lab *lab);
 /* A new socket(family, type, protocol) in the kernel namespace; the caller
  * owns the returned descriptor. Negative errno on failure. */
 FP_API int fp_lab_socket(struct fp_lab *lab, int family, int type,

@@ -5,8 +5,10 @@
  * that builds the lab and hands back descriptors; fp_lab_packet_fd(),
  * fp_lab_netns_fd() and fp_lab_userns_fd() give them out; fp_lab_socket()
  * and fp_lab_sysctl() are requests the helper serves inside the kernel
- * namespace; fp_lab_close() ends it all. A lab serves one call at a time:
- * callers sharing one between threads serialize their calls.
+ * namespace; fp_lab_enter() runs in a child the caller forks, which the
+ * helper then kills when the lab ends; fp_lab_close() ends it all. A lab
+ * serves one call at a time: callers sharing one between threads
+ * serialize their calls.
  *
  * The helper (helper_main) builds the lab in build_lab's order:
  * enter_kernel_namespace (through a user namespace when the caller may not
@@ -31,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -50,6 +53,7 @@
 #define EXIT_WAIT_MS 1000  /* after EOF, then SIGKILL */
 #define NETLINK_WAIT_MS 5000 /* for the kernel's answer to a netlink request */
 #define READY_WAIT_MS 10000  /* for the local routes of the lab's addresses */
+#define MAX_ADOPTED 1024   /* children of the caller the helper kills at its end */
 
 static const uint8_t peer_mac[ETH_ALEN] = FP_LAB_PEER_MAC;
 static const uint8_t local_mac[ETH_ALEN] = FP_LAB_LOCAL_MAC;
@@ -69,7 +73,9 @@ struct fp_lab {
 /* The protocol: one struct lab_msg a datagram, each way               */
 /* ------------------------------------------------------------------ */
 
-enum lab_op { LAB_SOCKET = 1, LAB_SYSCTL_READ, LAB_SYSCTL_WRITE };
+/* LAB_ADOPT comes from a child in fp_lab_enter(), with its pidfd, and is
+ * not answered; every other request is. */
+enum lab_op { LAB_SOCKET = 1, LAB_SYSCTL_READ, LAB_SYSCTL_WRITE, LAB_ADOPT };
 
 struct lab_msg {
 	int32_t op;	 /* request: enum lab_op */
@@ -713,15 +719,72 @@ static int sysctl_rw(struct lab_msg *msg)
 	return rc;
 }
 
+/* The caller's children that joined the lab (fp_lab_enter), as pidfds:
+ * they end with the lab, whichever of the caller's threads forked them. */
+struct adopted {
+	int pidfd[MAX_ADOPTED];
+	int n;
+};
+
+/* Forget the children that have ended (their pidfd polls readable). */
+static void prune_adopted(struct adopted *a)
+{
+	int kept = 0;
+
+	for (int i = 0; i < a->n; i++) {
+		struct pollfd p = {.fd = a->pidfd[i], .events = POLLIN};
+
+		if (poll(&p, 1, 0) == 1)
+			close(a->pidfd[i]);
+		else
+			a->pidfd[kept++] = a->pidfd[i];
+	}
+	a->n = kept;
+}
+
+/* MAX_ADOPTED children alive at once is far beyond any test; past it a
+ * child is not tracked here, and only the caller's close stops it. */
+static void adopt(struct adopted *a, int pidfd)
+{
+	if (a->n == MAX_ADOPTED)
+		prune_adopted(a);
+	if (a->n == MAX_ADOPTED) {
+		close(pidfd);
+		return;
+	}
+	a->pidfd[a->n++] = pidfd;
+}
+
+/* The lab ends: so does every child that joined it. */
+static _Noreturn void end_lab(const struct adopted *a)
+{
+	for (int i = 0; i < a->n; i++)
+		syscall(SYS_pidfd_send_signal, a->pidfd[i], SIGKILL, NULL, 0U);
+	_exit(0);
+}
+
 /* Requests until the socketpair closes: our caller closed the lab, or
- * died, and the lab dies with it. */
+ * died, and the lab dies with it. A datagram that is not a whole request
+ * (a child that wrote to its copy of ctl) is dropped. */
 static _Noreturn void serve(int ctl)
 {
+	struct adopted children = {.n = 0};
 	struct lab_msg msg;
+	int fd, n;
 
 	for (;;) {
-		if (recv_msg(ctl, &msg, NULL, 0) < 0)
-			_exit(0);
+		n = recv_msg(ctl, &msg, &fd, 1);
+		if (n == -EPROTO)
+			continue;
+		if (n < 0)
+			end_lab(&children);
+		if (msg.op == LAB_ADOPT) {
+			if (n == 1)
+				adopt(&children, fd);
+			continue;
+		}
+		if (n == 1)
+			close(fd);
 		if (msg.op == LAB_SOCKET) {
 			serve_socket(ctl, &msg);
 			continue;
@@ -995,6 +1058,34 @@ int fp_lab_netns_fd(const struct fp_lab *lab)
 int fp_lab_userns_fd(const struct fp_lab *lab)
 {
 	return lab->userns_fd;
+}
+
+/* Between fork and exec, so system calls only. The child sends its own
+ * pidfd on its copy of ctl: a pidfd names this process and no later one
+ * with the same pid, and the helper, which sees EOF only once this copy
+ * too is closed by exec, has it before the lab can end. PR_SET_PDEATHSIG
+ * would follow the thread that forked, not the process or the lab; it
+ * remains the fallback where there are no pidfds (before Linux 5.3). */
+int fp_lab_enter(const struct fp_lab *lab)
+{
+	struct lab_msg msg;
+	int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0U), rc = 0;
+
+	memset(&msg, 0, sizeof(msg));
+	msg.op = LAB_ADOPT;
+	if (pidfd >= 0) {
+		rc = send_msg(lab->ctl, &msg, &pidfd, 1);
+		close(pidfd);
+	} else if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) {
+		rc = -errno;
+	}
+	if (rc < 0)
+		return rc;
+	if (lab->userns_fd >= 0 && setns(lab->userns_fd, CLONE_NEWUSER) < 0)
+		return -errno;
+	if (setns(lab->netns_fd, CLONE_NEWNET) < 0)
+		return -errno;
+	return 0;
 }
 
 /* One request, one response (and maybe a descriptor into *fd). Returns

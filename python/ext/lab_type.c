@@ -8,11 +8,9 @@
 #include "core.h"
 
 #include <sched.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
-#include <signal.h>
 #include <unistd.h>
 
 typedef struct {
@@ -182,18 +180,20 @@ static PyObject *lab_diag(LabObject *self, PyObject *args)
 }
 
 /*
- * enter(userns_fd, netns_fd): for a child between fork and exec (Popen's
- * preexec_fn): die with the parent, then join the lab's namespaces. Only
- * system calls: nothing here may take a lock another thread held at fork.
+ * _enter(): for a child between fork and exec (Popen's preexec_fn): the
+ * helper kills it when the lab ends, then it joins the lab's namespaces.
+ * Only system calls (fp_lab_enter): nothing here may take a lock another
+ * thread held at fork.
  */
-static PyObject *lab_enter(PyObject *Py_UNUSED(cls), PyObject *args)
+static PyObject *lab_enter(LabObject *self, PyObject *Py_UNUSED(ignored))
 {
-	int userns, netns;
-	if (!PyArg_ParseTuple(args, "ii:enter", &userns, &netns))
+	if (lab_open(self) < 0)
 		return NULL;
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if ((userns >= 0 && setns(userns, CLONE_NEWUSER) < 0) || setns(netns, CLONE_NEWNET) < 0)
+	int rc = fp_lab_enter(self->lab);
+	if (rc < 0) {
+		errno = -rc;
 		return PyErr_SetFromErrno(PyExc_OSError);
+	}
 	Py_RETURN_NONE;
 }
 
@@ -233,8 +233,8 @@ static PyMethodDef lab_methods[] = {
 	{"sysctl", (PyCFunction)lab_sysctl, METH_VARARGS, "sysctl(name, value=None) -> str or None"},
 	{"diag", (PyCFunction)lab_diag, METH_VARARGS,
 	 "diag(local_addr, local_port, remote_addr, remote_port) -> dict of the kernel's socket, or None"},
-	{"enter", (PyCFunction)lab_enter, METH_VARARGS | METH_STATIC,
-	 "enter(userns_fd, netns_fd): in a forked child, join the lab's namespaces"},
+	{"_enter", (PyCFunction)lab_enter, METH_NOARGS,
+	 "_enter(): in a forked child before exec, end with the lab and join its namespaces"},
 	{NULL},
 };
 

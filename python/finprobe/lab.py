@@ -7,7 +7,6 @@ owns 192.0.2.1 / 2001:db8::1 in one, finprobe speaks as 192.0.2.2 /
 the lab vanishes with the ``with`` block, an exception or the process.
 """
 
-import functools
 import itertools
 import socket
 import subprocess
@@ -101,11 +100,13 @@ class Lab:
         return self._core.sysctl(name, value)
 
     def popen(self, args, **kwargs):
-        """subprocess.Popen running inside the lab; ended when the lab closes."""
+        """subprocess.Popen running inside the lab, from any thread; it lives
+        until the lab closes (or its owner dies) and is ended then."""
         if "preexec_fn" in kwargs:
             raise ValueError("popen: preexec_fn is finprobe's (it enters the lab)")
-        enter = functools.partial(_core.Lab.enter, self._core.userns_fd, self._core.netns_fd)
-        proc = subprocess.Popen(args, preexec_fn=enter, **kwargs)
+        if self._core is None or self._core.closed:
+            raise _core.Error("the lab is closed")
+        proc = subprocess.Popen(args, preexec_fn=self._core._enter, **kwargs)
         self._processes.append(proc)
         return proc
 
