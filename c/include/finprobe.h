@@ -292,15 +292,19 @@ FP_API int fp_lab_userns_fd(const struct fp_lab *lab);
  * namespaces. Returns 0, or a negative errno (-EPIPE: the lab has ended). */
 FP_API int fp_lab_enter(const struct fp_lab *lab);
 /* A new socket(family, type, protocol) in the kernel namespace; the caller
- * owns the returned descriptor. Negative errno on failure. */
+ * owns the returned descriptor. Negative errno on failure: socket()'s in
+ * the lab, -EINTR when a signal came before the answer (call again: the
+ * descriptor that may come late is dropped), -ETIMEDOUT, -EPIPE or -EPROTO
+ * when the helper is silent, gone or garbled. */
 FP_API int fp_lab_socket(struct fp_lab *lab, int family, int type,
 			 int protocol);
 /* Read (value NULL) or write a sysctl of the kernel namespace, name as
  * "net.ipv4.tcp_fin_timeout". Only net.* names: the helper may be real root
  * and anything else would be the host's. Reads put the value, without its
  * newline, into out. Returns 0, -ENOENT for an unknown name, -EINVAL for a
- * name outside net.*, -ENOSPC when the value does not fit out, or a negative
- * errno. A lab serves one call at a time: callers sharing it serialize. */
+ * name outside net.*, -ENOSPC when the value does not fit out, -EINTR,
+ * -ETIMEDOUT, -EPIPE or -EPROTO as for fp_lab_socket, or a negative errno.
+ * A lab serves one call at a time: callers sharing it serialize. */
 FP_API int fp_lab_sysctl(struct fp_lab *lab, const char *name,
 			 const char *value, char *out, size_t out_len);
 
@@ -343,7 +347,10 @@ FP_API enum fp_state fp_diag_state_from_linux(int linux_state);
  * found is sought again as v4-mapped among AF_INET6 sockets (a dual-stack
  * server's). One exact request, not a dump. Returns 0 and *info, -ENOENT
  * when the kernel has no such socket (a listener on the port is not a
- * match), -EINVAL for a bad family or NULL pointer, or a negative errno.
+ * match), -EINVAL for a bad family or NULL pointer, -EINTR when a signal
+ * came before the answer (call again), -ETIMEDOUT after 5 s without one, or
+ * a negative errno. One call at a time on nl_fd: callers sharing it
+ * serialize.
  */
 FP_API int fp_diag_lookup(int nl_fd, int family, const uint8_t *local_addr,
 			  uint16_t local_port, const uint8_t *remote_addr,

@@ -8,7 +8,7 @@
  * namespace; fp_lab_enter() runs in a child the caller forks, which the
  * helper then kills when the lab ends; fp_lab_close() ends it all. A lab
  * serves one call at a time: callers sharing one between threads
- * serialize their calls.
+ * serialize their calls. Every wait for the helper is bounded.
  *
  * The helper (helper_main) builds the lab in build_lab's order:
  * enter_kernel_namespace (through a user namespace when the caller may not
@@ -51,6 +51,8 @@
 #define PROBE_IF "probe0"  /* finprobe's end */
 #define LOOPBACK_IFINDEX 1 /* lo is always the first device of a namespace */
 #define EXIT_WAIT_MS 1000  /* after EOF, then SIGKILL */
+#define CALL_WAIT_MS 10000 /* for an answer: the helper takes microseconds */
+#define OPEN_WAIT_MS 30000 /* for the lab: each of the helper's steps is bounded */
 #define NETLINK_WAIT_MS 5000 /* for the kernel's answer to a netlink request */
 #define READY_WAIT_MS 10000  /* for the local routes of the lab's addresses */
 #define MAX_ADOPTED 1024   /* children of the caller the helper kills at its end */
@@ -63,8 +65,9 @@ static const uint8_t lab_ip6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
 static const uint8_t local_ip6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 2};
 
 struct fp_lab {
-	pid_t pid; /* the helper */
-	int ctl;   /* our end of the socketpair to it */
+	pid_t pid;    /* the helper */
+	int ctl;      /* our end of the socketpair to it */
+	uint32_t seq; /* of the last request: an answer to an earlier one is stale */
 	int packet_fd, netns_fd, userns_fd;
 	char err[256];
 };
@@ -74,10 +77,11 @@ struct fp_lab {
 /* ------------------------------------------------------------------ */
 
 /* LAB_ADOPT comes from a child in fp_lab_enter(), with its pidfd, and is
- * not answered; every other request is. */
+ * not answered; every other request is, with its seq. */
 enum lab_op { LAB_SOCKET = 1, LAB_SYSCTL_READ, LAB_SYSCTL_WRITE, LAB_ADOPT };
 
 struct lab_msg {
+	uint32_t seq;	 /* request: lab_call's number; the answer repeats it */
 	int32_t op;	 /* request: enum lab_op */
 	int32_t err;	 /* response: 0 or the negative errno to return */
 	int32_t cause;	 /* response: the errno behind err, for the message */
@@ -893,15 +897,43 @@ static int start_helper(struct fp_lab *lab)
 	return lab->pid < 0 ? -e : 0;
 }
 
+/* Wait up to ms for fd to be readable: 0, -ETIMEDOUT, or -EINTR when a
+ * signal came first and intr is set (else the wait goes on). */
+static int wait_readable(int fd, int ms, int intr)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	uint64_t deadline = fp_now_ns() + (uint64_t)ms * 1000000u, now;
+	int n;
+
+	for (;;) {
+		n = poll(&p, 1, ms);
+		if (n > 0)
+			return 0;
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+		if (intr)
+			return -EINTR;
+		now = fp_now_ns();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		ms = (int)((deadline - now + 999999u) / 1000000u);
+	}
+}
+
 /* The helper's first message: the lab's descriptors, or what failed. */
 static int receive_lab(struct fp_lab *lab)
 {
 	struct lab_msg msg;
-	int fds[3], n = recv_msg(lab->ctl, &msg, fds, 3);
+	int fds[3], n = wait_readable(lab->ctl, OPEN_WAIT_MS, 0);
 
+	if (n == 0)
+		n = recv_msg(lab->ctl, &msg, fds, 3);
 	if (n < 0) {
 		snprintf(lab->err, sizeof(lab->err),
-			 "the lab helper died while building the lab: %s",
+			 n == -ETIMEDOUT ? "the lab helper did not finish the lab: %s"
+					 : "the lab helper died while building the lab: %s",
 			 strerror(-n));
 		return n;
 	}
@@ -1088,17 +1120,44 @@ int fp_lab_enter(const struct fp_lab *lab)
 	return 0;
 }
 
+/* The answer to request seq; answers to earlier requests, whose caller
+ * stopped waiting (-EINTR), are dropped with their descriptors. */
+static int receive_answer(struct fp_lab *lab, uint32_t seq,
+			  struct lab_msg *msg, int *fd)
+{
+	int rc;
+
+	for (;;) {
+		rc = wait_readable(lab->ctl, CALL_WAIT_MS, 1);
+		if (rc == 0)
+			rc = recv_msg(lab->ctl, msg, fd, fd ? 1 : 0);
+		if (rc < 0 || msg->seq == seq)
+			return rc;
+		if (rc == 1)
+			close(*fd);
+	}
+}
+
 /* One request, one response (and maybe a descriptor into *fd). Returns
- * 0 when the helper answered (its answer in msg->err), or a negative errno
- * with the message kept if it is gone. */
+ * 0 when the helper answered (its answer in msg->err), -EINTR when a
+ * signal came first (the helper may still carry the request out), or a
+ * negative errno with the message kept if it is gone or silent. */
 static int lab_call(struct fp_lab *lab, struct lab_msg *msg, int *fd)
 {
-	int rc = send_msg(lab->ctl, msg, NULL, 0);
+	uint32_t seq = ++lab->seq ? lab->seq : ++lab->seq; /* 0: no answer */
+	int rc;
 
+	msg->seq = seq;
+	rc = send_msg(lab->ctl, msg, NULL, 0);
 	if (rc == 0)
-		rc = recv_msg(lab->ctl, msg, fd, fd ? 1 : 0);
+		rc = receive_answer(lab, seq, msg, fd);
 	if (rc >= 0 && fd && msg->err == 0 && rc != 1)
 		rc = -EPROTO; /* a socket promised and none came */
+	if (rc == -EINTR) {
+		snprintf(lab->err, sizeof(lab->err),
+			 "interrupted while waiting for the lab helper");
+		return rc;
+	}
 	if (rc < 0) {
 		snprintf(lab->err, sizeof(lab->err),
 			 "no answer from the lab helper: %s", strerror(-rc));
