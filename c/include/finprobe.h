@@ -301,9 +301,16 @@ FP_API int fp_lab_socket(struct fp_lab *lab, int family, int type,
 /* Read (value NULL) or write a sysctl of the kernel namespace, name as
  * "net.ipv4.tcp_fin_timeout". Only net.* names: the helper may be real root
  * and anything else would be the host's. Reads put the value, without its
- * newline, into out. Returns 0, -ENOENT for an unknown name, -EINVAL for a
- * name outside net.*, -ENOSPC when the value does not fit out, -EINTR,
- * -ETIMEDOUT, -EPIPE or -EPROTO as for fp_lab_socket, or a negative errno.
+ * newline, into out. Returns 0, or:
+ *   -EDOM          name is not net.* (or holds a '/'); nothing was sent
+ *   -ENAMETOOLONG  name longer than 95 bytes
+ *   -E2BIG         value longer than 511 bytes
+ *   -ENOSPC        the value read does not fit out (or out is NULL)
+ *   -ENOENT        no such setting in the lab
+ *   -EISDIR        name is a group of settings ("net.ipv4")
+ *   -EINVAL        the kernel refused the value written
+ *   -EINTR, -ETIMEDOUT, -EPIPE, -EPROTO  as for fp_lab_socket
+ *   another negative errno of open, read or write in the lab (-EACCES ...)
  * A lab serves one call at a time: callers sharing it serialize. */
 FP_API int fp_lab_sysctl(struct fp_lab *lab, const char *name,
 			 const char *value, char *out, size_t out_len);

@@ -1190,30 +1190,37 @@ int fp_lab_socket(struct fp_lab *lab, int family, int type, int protocol)
 }
 
 /* Only net.* sysctls belong to a network namespace; the helper may be
- * real root, and kernel.* would change the host. */
+ * real root, and kernel.* would change the host. Each refusal has a code
+ * of its own, none of them -EINVAL, which is the kernel's refusal of a
+ * value. */
 static int check_sysctl(struct fp_lab *lab, const char *name, const char *value,
 			char *out, size_t out_len)
 {
 	const char *why = NULL;
+	int rc = 0;
 
-	if (!name || strncmp(name, "net.", 4) != 0 || strchr(name, '/'))
+	if (!name || strncmp(name, "net.", 4) != 0 || strchr(name, '/')) {
 		why = "is not a net.* sysctl";
-	else if (strlen(name) >= sizeof(((struct lab_msg *)0)->name))
+		rc = -EDOM;
+	} else if (strlen(name) >= sizeof(((struct lab_msg *)0)->name)) {
 		why = "is too long";
-	else if (value && strlen(value) >= sizeof(((struct lab_msg *)0)->value))
+		rc = -ENAMETOOLONG;
+	} else if (value &&
+		   strlen(value) >= sizeof(((struct lab_msg *)0)->value)) {
 		why = "has a value too long";
-	else if (!value && (!out || !out_len))
+		rc = -E2BIG;
+	} else if (!value && (!out || !out_len)) {
 		why = "is read without room for the value";
-	if (!why)
-		return 0;
-	snprintf(lab->err, sizeof(lab->err), "sysctl \"%s\" %s",
-		 name ? name : "(null)", why);
-	return -EINVAL;
+		rc = -ENOSPC;
+	}
+	if (rc < 0)
+		snprintf(lab->err, sizeof(lab->err), "sysctl \"%s\" %s",
+			 name ? name : "(null)", why);
+	return rc;
 }
 
-/* -EINVAL for a name outside net.* or too long, -ENOENT for an unknown
- * one, -ENOSPC when the value does not fit out, else the errno of open,
- * read or write in the lab. */
+/* The codes are listed in finprobe.h; -EINVAL is only ever the kernel's
+ * (a value it refused). */
 int fp_lab_sysctl(struct fp_lab *lab, const char *name, const char *value,
 		  char *out, size_t out_len)
 {

@@ -222,11 +222,37 @@ static void test_sysctl_read_write_unknown(void)
 	CHECK_STR(sysctl_get(lab, FIN_TIMEOUT), "5");
 	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.no_such", NULL, v, 64), -ENOENT);
 	CHECK(strstr(fp_lab_error(lab), "net.ipv4.no_such") != NULL);
-	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, "x", NULL, 0), -EINVAL);
-	CHECK_EQ(fp_lab_sysctl(lab, "kernel.hostname", NULL, v, 64), -EINVAL);
 	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, NULL, v, 1), -ENOSPC);
+	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, NULL, NULL, 0), -ENOSPC);
 	/* the lab's own settings, as the helper made them */
 	CHECK_STR(sysctl_get(lab, "net.ipv6.conf.lab0.accept_dad"), "0");
+	fp_lab_close(lab);
+}
+
+/* Each refusal has its own code: -EINVAL is only the kernel's refusal of a
+ * value, never a name finprobe would not send. */
+static void test_sysctl_refusals_have_distinct_codes(void)
+{
+	struct fp_lab *lab = open_lab();
+	char v[64], long_name[200], long_value[600];
+
+	if (!lab)
+		return;
+	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, "x", NULL, 0), -EINVAL);
+	CHECK(strstr(fp_lab_error(lab), "writing sysctl") != NULL);
+	CHECK_EQ(fp_lab_sysctl(lab, "kernel.hostname", NULL, v, 64), -EDOM);
+	CHECK_EQ(fp_lab_sysctl(lab, "kernel.hostname", "x", NULL, 0), -EDOM);
+	CHECK_EQ(fp_lab_sysctl(lab, NULL, NULL, v, 64), -EDOM);
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4", NULL, v, 64), -EISDIR);
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4", "1", NULL, 0), -EISDIR);
+	memset(long_name, 'a', sizeof(long_name));
+	memcpy(long_name, "net.", 4);
+	long_name[sizeof(long_name) - 1] = '\0';
+	CHECK_EQ(fp_lab_sysctl(lab, long_name, NULL, v, 64), -ENAMETOOLONG);
+	memset(long_value, '1', sizeof(long_value));
+	long_value[sizeof(long_value) - 1] = '\0';
+	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, long_value, NULL, 0), -E2BIG);
+	CHECK_STR(sysctl_get(lab, FIN_TIMEOUT), "60");
 	fp_lab_close(lab);
 }
 
@@ -821,6 +847,7 @@ int main(void)
 	RUN(test_open_gives_descriptors);
 	RUN(test_listeners_bind_lab_addresses);
 	RUN(test_sysctl_read_write_unknown);
+	RUN(test_sysctl_refusals_have_distinct_codes);
 	RUN(test_entered_child_outlives_its_thread_not_the_lab);
 	RUN(test_lab0_offloads_off);
 	RUN(test_syn_reaches_packet_socket);

@@ -266,31 +266,71 @@ static int call_sysctl(LabObject *self, void *arg)
 	return fp_lab_sysctl(self->lab, c->name, c->value, c->out, sizeof(c->out));
 }
 
+/* The UTF-8 of text, or NULL with ValueError naming what if it holds a NUL
+ * (C would stop there: "9\0" "12" would write 9). */
+static const char *text_without_nul(const char *what, PyObject *text)
+{
+	Py_ssize_t len;
+	const char *utf8 = PyUnicode_AsUTF8AndSize(text, &len);
+
+	if (utf8 && (Py_ssize_t)strlen(utf8) != len) {
+		PyErr_Format(PyExc_ValueError, "sysctl: the %s %R holds a NUL character", what, text);
+		return NULL;
+	}
+	return utf8;
+}
+
+/* fp_lab_sysctl's codes (finprobe.h) as the exceptions the API promises. */
+static PyObject *sysctl_error(int rc, PyObject *name, PyObject *value)
+{
+	switch (rc) {
+	case -ENOENT:
+		return PyErr_Format(PyExc_ValueError, "sysctl: no such setting %R in the lab", name);
+	case -EISDIR:
+		return PyErr_Format(PyExc_ValueError, "sysctl: %R is a group of settings, not one", name);
+	case -EDOM:
+		return PyErr_Format(PyExc_ValueError,
+				    "sysctl: %R is not a net.* setting: only those belong to the lab's namespace",
+				    name);
+	case -ENAMETOOLONG:
+		return PyErr_Format(PyExc_ValueError, "sysctl: the name %R is too long", name);
+	case -E2BIG:
+		return PyErr_Format(PyExc_ValueError, "sysctl: the value %R for %R is too long", value, name);
+	case -EINVAL:
+		if (value)
+			return PyErr_Format(PyExc_ValueError,
+					    "sysctl: the kernel refused the value %R for %R (EINVAL)", value, name);
+		break;
+	}
+	PyObject *text = PyUnicode_FromFormat("sysctl %U: %s", name, strerror(-rc));
+	if (text) {
+		PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iO", -rc, text);
+		if (exc) {
+			PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+			Py_DECREF(exc);
+		}
+		Py_DECREF(text);
+	}
+	return NULL;
+}
+
 /* sysctl(name, value=None) -> str (read) or None (written; value str or int). */
 static PyObject *lab_sysctl(LabObject *self, PyObject *args)
 {
-	const char *name;
-	PyObject *value = Py_None, *text = NULL, *result = NULL;
+	PyObject *name, *value = Py_None, *text = NULL, *result = NULL;
 	struct sysctl_call c = {.value = NULL};
 	int rc;
 
-	if (!PyArg_ParseTuple(args, "s|O:sysctl", &name, &value) || lab_open(self) < 0)
+	if (!PyArg_ParseTuple(args, "U|O:sysctl", &name, &value) || lab_open(self) < 0)
 		return NULL;
 	if (value != Py_None && !(text = PyObject_Str(value)))
 		return NULL;
-	c.name = name;
-	if (text)
-		c.value = PyUnicode_AsUTF8(text);
-	if ((!text || c.value) && locked_call(self, call_sysctl, &c, &rc) == 0) {
-		if (rc == -ENOENT)
-			PyErr_Format(PyExc_ValueError, "sysctl: no such setting %R in the lab",
-				     PyTuple_GET_ITEM(args, 0));
-		else if (rc == -EINVAL)
-			PyErr_Format(PyExc_ValueError,
-				     "sysctl: %R is not a net.* setting: only those belong to the lab's namespace",
-				     PyTuple_GET_ITEM(args, 0));
-		else if (rc < 0)
-			PyErr_Format(PyExc_OSError, "sysctl %s: %s", name, strerror(-rc));
+	c.name = text_without_nul("name", name);
+	if (c.name && text)
+		c.value = text_without_nul("value", text);
+	if (c.name && (!text || c.value) && locked_call(self, call_sysctl, &c, &rc) == 0) {
+		if (rc < 0)
+			sysctl_error(rc, name, text);
 		else if (text)
 			result = Py_NewRef(Py_None);
 		else

@@ -39,7 +39,9 @@ class Lab:
     _sockets = ()
 
     def __init__(self, ipv6=False, *, time_wait=60.0):
-        self.ipv6 = bool(ipv6)
+        if not isinstance(ipv6, bool):
+            raise TypeError(f"ipv6 must be a bool, not {type(ipv6).__name__}")
+        self.ipv6 = ipv6
         self.time_wait = _args.seconds("time_wait", time_wait)
         self.peer_addr = "2001:db8::1" if self.ipv6 else "192.0.2.1"
         self.local_addr = "2001:db8::2" if self.ipv6 else "192.0.2.2"
@@ -111,9 +113,12 @@ class Lab:
             raise
 
     def sysctl(self, name, value=None):
-        """Read (-> str) or set a sysctl of the lab's namespace ("net.ipv4.tcp_fin_timeout")."""
+        """Read (-> str) or set a sysctl of the lab's namespace ("net.ipv4.tcp_fin_timeout");
+        ValueError when the kernel refuses the value or the name is not the lab's."""
         if not isinstance(name, str):
             raise TypeError(f"sysctl name must be a str, not {type(name).__name__}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            raise TypeError(f"sysctl value must be a str or an int, not {type(value).__name__}")
         return self._core.sysctl(name, value)
 
     def popen(self, args, **kwargs):
@@ -216,6 +221,8 @@ class Lab:
         """conn's (local, remote), once it is known to be this Lab's."""
         if not isinstance(conn, _core.Connection):
             raise TypeError(f"expected a Connection, not {type(conn).__name__}")
+        if conn not in self._connections:
+            raise ValueError(f"{conn!r} is not this Lab's connection: ask the Lab it was made in")
         return conn.local, conn.remote
 
 
