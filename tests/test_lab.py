@@ -15,7 +15,7 @@ import pytest
 
 import finprobe as fp
 
-from labtools import PACKAGE_DIR, PYTHON, netns_inodes, run_script, wait_gone
+from labtools import PACKAGE_DIR, PYTHON, netns_inodes, run_script, wait_gone, wait_netns_gone
 
 
 def host_interfaces():
@@ -41,10 +41,11 @@ def test_lab_leaves_nothing_on_the_host():
     before_ifaces, before_ns = host_interfaces(), netns_inodes()
     with fp.Lab() as lab:
         proc = lab.popen(["sleep", "300"])
-        assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino not in before_ns
+        inode = os.stat(f"/proc/{proc.pid}/ns/net").st_ino
+        assert inode not in before_ns
     assert wait_gone([proc.pid])
     assert host_interfaces() == before_ifaces
-    assert netns_inodes() <= before_ns
+    assert wait_netns_gone(inode)
 
 
 def test_popen_runs_a_real_server_inside_the_lab(lab):
@@ -94,27 +95,22 @@ def test_host_sysctl_is_untouched_by_a_lab():
 
 
 def test_an_exception_in_the_with_block_leaves_nothing_behind():
-    before = netns_inodes()
     script = run_script(LAB_WITH_A_SERVER + "\n    with lab:\n        raise RuntimeError('test failed')\n")
     out, err = script.communicate(timeout=10)
     assert "RuntimeError" in err
-    pid = int(out.split()[0])
+    pid, inode = map(int, out.split())
     assert wait_gone([pid])
-    assert netns_inodes() <= before
+    assert wait_netns_gone(inode)
 
 
 def test_sigkill_of_the_process_leaves_nothing_behind():
-    before = netns_inodes()
     script = run_script(LAB_WITH_A_SERVER + "\n    time.sleep(60)\n")
     pid, inode = map(int, script.stdout.readline().split())
     assert inode in netns_inodes()
     script.send_signal(signal.SIGKILL)
-    script.wait()
+    script.communicate()
     assert wait_gone([pid])
-    deadline = time.monotonic() + 3
-    while inode in netns_inodes() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert netns_inodes() <= before
+    assert wait_netns_gone(inode)
 
 
 def test_ctrl_c_interrupts_a_wait():
