@@ -192,6 +192,7 @@ def test_read_pcap_errors(tmp_path):
 # ---- the Lab's capture ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("lab", [{"capture": True}], indirect=True)
 def test_lab_capture_holds_every_segment_claimed_or_not(lab):
     conn = exchange(lab)
     # a kernel socket's SYN to a port finprobe does not listen on: nobody claims it

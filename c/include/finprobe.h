@@ -292,16 +292,33 @@ FP_API int fp_lab_packet_fd(const struct fp_lab *lab);
 FP_API int fp_lab_netns_fd(const struct fp_lab *lab);
 /* The user namespace the lab lives in, or -1 when the caller was root. */
 FP_API int fp_lab_userns_fd(const struct fp_lab *lab);
+/* In a child the caller forked, before exec (system calls only, safe after
+ * fork in a threaded process): hand the child to the helper, which kills it
+ * (SIGKILL) when the lab ends, by fp_lab_close() or the caller's death,
+ * whichever thread forked it; then join the lab's user (if any) and network
+ * namespaces. Returns 0, or a negative errno (-EPIPE: the lab has ended). */
+FP_API int fp_lab_enter(const struct fp_lab *lab);
 /* A new socket(family, type, protocol) in the kernel namespace; the caller
- * owns the returned descriptor. Negative errno on failure. */
+ * owns the returned descriptor. Negative errno on failure: socket()'s in
+ * the lab, -EINTR when a signal came before the answer (call again: the
+ * descriptor that may come late is dropped), -ETIMEDOUT, -EPIPE or -EPROTO
+ * when the helper is silent, gone or garbled. */
 FP_API int fp_lab_socket(struct fp_lab *lab, int family, int type,
 			 int protocol);
 /* Read (value NULL) or write a sysctl of the kernel namespace, name as
  * "net.ipv4.tcp_fin_timeout". Only net.* names: the helper may be real root
  * and anything else would be the host's. Reads put the value, without its
- * newline, into out. Returns 0, -ENOENT for an unknown name, -EINVAL for a
- * name outside net.*, -ENOSPC when the value does not fit out, or a negative
- * errno. A lab serves one call at a time: callers sharing it serialize. */
+ * newline, into out. Returns 0, or:
+ *   -EDOM          name is not net.* (or holds a '/'); nothing was sent
+ *   -ENAMETOOLONG  name longer than 95 bytes
+ *   -E2BIG         value longer than 511 bytes
+ *   -ENOSPC        the value read does not fit out (or out is NULL)
+ *   -ENOENT        no such setting in the lab
+ *   -EISDIR        name is a group of settings ("net.ipv4")
+ *   -EINVAL        the kernel refused the value written
+ *   -EINTR, -ETIMEDOUT, -EPIPE, -EPROTO  as for fp_lab_socket
+ *   another negative errno of open, read or write in the lab (-EACCES ...)
+ * A lab serves one call at a time: callers sharing it serialize. */
 FP_API int fp_lab_sysctl(struct fp_lab *lab, const char *name,
 			 const char *value, char *out, size_t out_len);
 
@@ -344,7 +361,10 @@ FP_API enum fp_state fp_diag_state_from_linux(int linux_state);
  * found is sought again as v4-mapped among AF_INET6 sockets (a dual-stack
  * server's). One exact request, not a dump. Returns 0 and *info, -ENOENT
  * when the kernel has no such socket (a listener on the port is not a
- * match), -EINVAL for a bad family or NULL pointer, or a negative errno.
+ * match), -EINVAL for a bad family or NULL pointer, -EINTR when a signal
+ * came before the answer (call again), -ETIMEDOUT after 5 s without one, or
+ * a negative errno. One call at a time on nl_fd: callers sharing it
+ * serialize.
  */
 FP_API int fp_diag_lookup(int nl_fd, int family, const uint8_t *local_addr,
 			  uint16_t local_port, const uint8_t *remote_addr,

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -40,6 +41,9 @@ enum {
 	LINUX_TCP_BOUND_INACTIVE, /* 6.8: bound, neither listening nor open */
 	LINUX_TCP_MAX_STATES,
 };
+
+/* The kernel answers within microseconds; this bounds a lost answer. */
+#define DIAG_WAIT_MS 5000
 
 /* Every state a 4-tuple can be in; BOUND_INACTIVE has no remote end. */
 #define DIAG_STATES (((1U << LINUX_TCP_BOUND_INACTIVE) - 1) & ~1U)
@@ -184,9 +188,22 @@ static int send_exact_request(int fd, const struct lookup *l, unsigned seq)
 	return 0;
 }
 
+/* Wait up to DIAG_WAIT_MS for the answer: 0, -ETIMEDOUT, or -EINTR for a
+ * signal (the caller's to handle: a Ctrl-C must not wait for the kernel). */
+static int wait_answer(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	int n = poll(&p, 1, DIAG_WAIT_MS);
+
+	if (n > 0)
+		return 0;
+	return n == 0 ? -ETIMEDOUT : -errno;
+}
+
 /* One exact request and its one answer: a socket, or ENOENT. A listener
  * the kernel offers for a 4-tuple it has no connection for does not match
- * (same_socket), so it reads as no socket. */
+ * (same_socket), so it reads as no socket. An answer with another seq is
+ * an earlier call's, which stopped waiting: skipped. */
 static int lookup_family(int fd, struct lookup *l)
 {
 	static const size_t len = 32768;
@@ -202,15 +219,22 @@ static int lookup_family(int fd, struct lookup *l)
 	rc = send_exact_request(fd, l, seq);
 	if (rc < 0)
 		return rc;
-	do
-		n = recv(fd, buf, len, 0);
-	while (n < 0 && errno == EINTR);
-	if (n <= 0)
-		return n < 0 ? -errno : -EPROTO;
-	rc = mnl_cb_run(buf, (size_t)n, seq, 0, on_diag_msg, l);
-	if (rc == MNL_CB_ERROR && errno != ENOENT)
-		return -errno;
-	return l->found ? 0 : -ENOENT;
+	for (;;) {
+		rc = wait_answer(fd);
+		if (rc < 0)
+			return rc;
+		n = recv(fd, buf, len, MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EPROTO;
+		rc = mnl_cb_run(buf, (size_t)n, seq, 0, on_diag_msg, l);
+		if (rc == MNL_CB_ERROR && errno == EPROTO)
+			continue; /* libmnl: seq mismatch, a stale answer */
+		if (rc == MNL_CB_ERROR && errno != ENOENT)
+			return -errno;
+		return l->found ? 0 : -ENOENT;
+	}
 }
 
 /* A dual-stack AF_INET6 socket (python -m http.server's) holds an IPv4

@@ -5,8 +5,10 @@
  * that builds the lab and hands back descriptors; fp_lab_packet_fd(),
  * fp_lab_netns_fd() and fp_lab_userns_fd() give them out; fp_lab_socket()
  * and fp_lab_sysctl() are requests the helper serves inside the kernel
- * namespace; fp_lab_close() ends it all. A lab serves one call at a time:
- * callers sharing one between threads serialize their calls.
+ * namespace; fp_lab_enter() runs in a child the caller forks, which the
+ * helper then kills when the lab ends; fp_lab_close() ends it all. A lab
+ * serves one call at a time: callers sharing one between threads
+ * serialize their calls. Every wait for the helper is bounded.
  *
  * The helper (helper_main) builds the lab in build_lab's order:
  * enter_kernel_namespace (through a user namespace when the caller may not
@@ -31,8 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +52,11 @@
 #define PROBE_IF "probe0"  /* finprobe's end */
 #define LOOPBACK_IFINDEX 1 /* lo is always the first device of a namespace */
 #define EXIT_WAIT_MS 1000  /* after EOF, then SIGKILL */
+#define CALL_WAIT_MS 10000 /* for an answer: the helper takes microseconds */
+#define OPEN_WAIT_MS 30000 /* for the lab: each of the helper's steps is bounded */
+#define NETLINK_WAIT_MS 5000 /* for the kernel's answer to a netlink request */
+#define READY_WAIT_MS 10000  /* for the local routes of the lab's addresses */
+#define MAX_ADOPTED 1024   /* children of the caller the helper kills at its end */
 
 static const uint8_t peer_mac[ETH_ALEN] = FP_LAB_PEER_MAC;
 static const uint8_t local_mac[ETH_ALEN] = FP_LAB_LOCAL_MAC;
@@ -57,8 +66,9 @@ static const uint8_t lab_ip6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
 static const uint8_t local_ip6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 2};
 
 struct fp_lab {
-	pid_t pid; /* the helper */
-	int ctl;   /* our end of the socketpair to it */
+	pid_t pid;    /* the helper */
+	int ctl;      /* our end of the socketpair to it */
+	uint32_t seq; /* of the last request: an answer to an earlier one is stale */
 	int packet_fd, netns_fd, userns_fd;
 	char err[256];
 };
@@ -67,9 +77,12 @@ struct fp_lab {
 /* The protocol: one struct lab_msg a datagram, each way               */
 /* ------------------------------------------------------------------ */
 
-enum lab_op { LAB_SOCKET = 1, LAB_SYSCTL_READ, LAB_SYSCTL_WRITE };
+/* LAB_ADOPT comes from a child in fp_lab_enter(), with its pidfd, and is
+ * not answered; every other request is, with its seq. */
+enum lab_op { LAB_SOCKET = 1, LAB_SYSCTL_READ, LAB_SYSCTL_WRITE, LAB_ADOPT };
 
 struct lab_msg {
+	uint32_t seq;	 /* request: lab_call's number; the answer repeats it */
 	int32_t op;	 /* request: enum lab_op */
 	int32_t err;	 /* response: 0 or the negative errno to return */
 	int32_t cause;	 /* response: the errno behind err, for the message */
@@ -253,9 +266,24 @@ static int enter_user_namespace(struct helper *h)
 	return 0;
 }
 
+/* Every wait for the kernel's answer on it is bounded (recv: EAGAIN). */
 static int rtnl_socket(void)
 {
-	return socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	struct timeval wait = {.tv_sec = NETLINK_WAIT_MS / 1000};
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+
+	if (fd >= 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* errno of a failed netlink recv, a timeout named as one. */
+static int recv_errno(void)
+{
+	return errno == EAGAIN || errno == EWOULDBLOCK ? ETIMEDOUT : errno;
 }
 
 static int enter_kernel_namespace(struct helper *h)
@@ -362,7 +390,7 @@ static int batch_run(struct helper *h, int fd, struct nl_batch *b)
 	do {
 		n = recv(fd, buf, sizeof(buf), 0);
 		if (n < 0 && errno != EINTR)
-			return failed(h, b->what[b->n - 1], errno);
+			return failed(h, b->what[b->n - 1], recv_errno());
 		rc = n > 0 ? batch_ack(h, b, (const char *)buf, (int)n) : 0;
 	} while (rc == 0);
 	return rc < 0 ? -1 : 0;
@@ -509,6 +537,104 @@ static int lab0_offloads_off(struct helper *h)
 	return 0;
 }
 
+/* The answer to RTM_GETROUTE request seq: 1 for a local route (RTN_LOCAL),
+ * 0 for another, -1 failed; notifications and other answers are skipped. */
+static int local_route_answer(struct helper *h, unsigned seq)
+{
+	uint32_t buf[2048];
+	const struct nlmsghdr *nlh;
+	const struct nlmsgerr *e;
+	int len;
+
+	for (;;) {
+		len = (int)recv(h->rtnl_kernel, buf, sizeof(buf), 0);
+		if (len < 0 && (errno == EINTR || errno == ENOBUFS))
+			continue; /* ENOBUFS: notifications were lost, not us */
+		if (len < 0)
+			return failed(h, "asking for the lab's routes", recv_errno());
+		nlh = (const struct nlmsghdr *)buf;
+		for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+			if (nlh->nlmsg_seq != seq)
+				continue;
+			if (nlh->nlmsg_type == RTM_NEWROUTE)
+				return ((const struct rtmsg *)mnl_nlmsg_get_payload(nlh))
+					       ->rtm_type == RTN_LOCAL;
+			if (nlh->nlmsg_type != NLMSG_ERROR)
+				continue;
+			e = mnl_nlmsg_get_payload(nlh);
+			if (e->error == -ENETUNREACH || e->error == 0)
+				return 0;
+			return failed(h, "asking for the lab's routes", -e->error);
+		}
+	}
+}
+
+/* How the kernel routes a packet to addr, as its input path would. */
+static int routed_locally(struct helper *h, int family, const uint8_t *addr,
+			  unsigned seq)
+{
+	uint32_t buf[MNL_NLMSG_HDRLEN / 4 + 16];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct rtmsg *rtm;
+	size_t len = family == AF_INET ? 4 : 16;
+
+	nlh->nlmsg_type = RTM_GETROUTE;
+	nlh->nlmsg_flags = NLM_F_REQUEST;
+	nlh->nlmsg_seq = seq;
+	rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	rtm->rtm_family = (uint8_t)family;
+	rtm->rtm_dst_len = (uint8_t)(len * 8);
+	mnl_attr_put(nlh, RTA_DST, len, addr);
+	if (send(h->rtnl_kernel, nlh, nlh->nlmsg_len, 0) < 0)
+		return failed(h, "asking for the lab's routes", errno);
+	return local_route_answer(h, seq);
+}
+
+/* Notifications that woke us: the next look is a fresh request anyway. */
+static void drain_notifications(int fd)
+{
+	uint32_t buf[2048];
+
+	while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0 || errno == ENOBUFS)
+		;
+}
+
+/* The lab is handed over only once the kernel delivers packets to its
+ * addresses. IPv4 installs the local route with the address; IPv6 only in
+ * addrconf's DAD work, even for an IFA_F_NODAD address (inet6_addr_add ->
+ * addrconf_dad_start -> addrconf_dad_work -> addrconf_dad_completed ->
+ * ipv6_ifa_notify -> ip6_ins_rt), a workqueue item that takes the RTNL
+ * lock. On a busy machine it ran after our first SYN, about one fresh IPv6
+ * lab in a hundred: with no local route, the SYN was routed out through
+ * 2001:db8::/64 and dropped (forwarding is off), never answered. Woken by
+ * route notifications, joined before the first look; bounded. */
+static int wait_local_routes(struct helper *h)
+{
+	struct pollfd p = {.fd = h->rtnl_kernel, .events = POLLIN};
+	uint64_t deadline = fp_now_ns() + (uint64_t)READY_WAIT_MS * 1000000u;
+	unsigned group = RTNLGRP_IPV6_ROUTE, seq = 100;
+	int v4, v6;
+
+	/* without notifications the 10 ms polls below still look again */
+	setsockopt(h->rtnl_kernel, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group,
+		   sizeof(group));
+	for (;;) {
+		drain_notifications(h->rtnl_kernel);
+		v4 = routed_locally(h, AF_INET, lab_ip4, ++seq);
+		v6 = v4 < 0 ? -1 : routed_locally(h, AF_INET6, lab_ip6, ++seq);
+		if (v6 < 0)
+			return -1;
+		if (v4 && v6)
+			return 0;
+		if (fp_now_ns() >= deadline)
+			return failed(h,
+				      "waiting for the kernel to deliver to "
+				      "192.0.2.1 and 2001:db8::1 (local routes)",
+				      ETIMEDOUT);
+		poll(&p, 1, 10);
+	}
+}
+
 /* Through the kernel namespace's rtnetlink socket, wherever we stand. */
 static int setup_kernel(struct helper *h)
 {
@@ -529,7 +655,7 @@ static int setup_kernel(struct helper *h)
 		      "adding neighbour 192.0.2.2 on " LAB_IF);
 	add_neighbour(&b, lab0, AF_INET6, local_ip6,
 		      "adding neighbour 2001:db8::2 on " LAB_IF);
-	if (batch_run(h, h->rtnl_kernel, &b) < 0)
+	if (batch_run(h, h->rtnl_kernel, &b) < 0 || wait_local_routes(h) < 0)
 		return -1;
 	close(h->rtnl_kernel);
 	h->rtnl_kernel = -1;
@@ -598,15 +724,72 @@ static int sysctl_rw(struct lab_msg *msg)
 	return rc;
 }
 
+/* The caller's children that joined the lab (fp_lab_enter), as pidfds:
+ * they end with the lab, whichever of the caller's threads forked them. */
+struct adopted {
+	int pidfd[MAX_ADOPTED];
+	int n;
+};
+
+/* Forget the children that have ended (their pidfd polls readable). */
+static void prune_adopted(struct adopted *a)
+{
+	int kept = 0;
+
+	for (int i = 0; i < a->n; i++) {
+		struct pollfd p = {.fd = a->pidfd[i], .events = POLLIN};
+
+		if (poll(&p, 1, 0) == 1)
+			close(a->pidfd[i]);
+		else
+			a->pidfd[kept++] = a->pidfd[i];
+	}
+	a->n = kept;
+}
+
+/* MAX_ADOPTED children alive at once is far beyond any test; past it a
+ * child is not tracked here, and only the caller's close stops it. */
+static void adopt(struct adopted *a, int pidfd)
+{
+	if (a->n == MAX_ADOPTED)
+		prune_adopted(a);
+	if (a->n == MAX_ADOPTED) {
+		close(pidfd);
+		return;
+	}
+	a->pidfd[a->n++] = pidfd;
+}
+
+/* The lab ends: so does every child that joined it. */
+static _Noreturn void end_lab(const struct adopted *a)
+{
+	for (int i = 0; i < a->n; i++)
+		syscall(SYS_pidfd_send_signal, a->pidfd[i], SIGKILL, NULL, 0U);
+	_exit(0);
+}
+
 /* Requests until the socketpair closes: our caller closed the lab, or
- * died, and the lab dies with it. */
+ * died, and the lab dies with it. A datagram that is not a whole request
+ * (a child that wrote to its copy of ctl) is dropped. */
 static _Noreturn void serve(int ctl)
 {
+	struct adopted children = {.n = 0};
 	struct lab_msg msg;
+	int fd, n;
 
 	for (;;) {
-		if (recv_msg(ctl, &msg, NULL, 0) < 0)
-			_exit(0);
+		n = recv_msg(ctl, &msg, &fd, 1);
+		if (n == -EPROTO)
+			continue;
+		if (n < 0)
+			end_lab(&children);
+		if (msg.op == LAB_ADOPT) {
+			if (n == 1)
+				adopt(&children, fd);
+			continue;
+		}
+		if (n == 1)
+			close(fd);
 		if (msg.op == LAB_SOCKET) {
 			serve_socket(ctl, &msg);
 			continue;
@@ -633,15 +816,22 @@ static void reset_signals(void)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-/* Keep stdio and ctl (moved to 3), close every other inherited
- * descriptor: another lab's socketpair or packet socket held here would
- * keep that lab alive. */
+/* Keep ctl (moved to 3) and nothing else the caller had: stdio becomes
+ * /dev/null, every other descriptor is closed. A caller whose fd 0 was
+ * closed got fd 0 from socketpair() for its own end, and a helper keeping
+ * that would hold its own peer and never see EOF; another lab's
+ * socketpair or packet socket held here would keep that lab alive. */
 static void close_stray_fds(int ctl)
 {
 	long max;
+	int null;
 
 	if (ctl != 3 && dup2(ctl, 3) < 0)
 		_exit(1); /* the caller reads EOF: "the lab helper died" */
+	null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	for (int fd = 0; fd < 3; fd++)
+		if (null < 0 || dup2(null, fd) < 0)
+			close(fd); /* no /dev/null: closed is as good */
 	if (syscall(SYS_close_range, 4U, ~0U, 0U) == 0)
 		return;
 	max = sysconf(_SC_OPEN_MAX); /* kernels before 5.9 */
@@ -708,15 +898,43 @@ static int start_helper(struct fp_lab *lab)
 	return lab->pid < 0 ? -e : 0;
 }
 
+/* Wait up to ms for fd to be readable: 0, -ETIMEDOUT, or -EINTR when a
+ * signal came first and intr is set (else the wait goes on). */
+static int wait_readable(int fd, int ms, int intr)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	uint64_t deadline = fp_now_ns() + (uint64_t)ms * 1000000u, now;
+	int n;
+
+	for (;;) {
+		n = poll(&p, 1, ms);
+		if (n > 0)
+			return 0;
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+		if (intr)
+			return -EINTR;
+		now = fp_now_ns();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		ms = (int)((deadline - now + 999999u) / 1000000u);
+	}
+}
+
 /* The helper's first message: the lab's descriptors, or what failed. */
 static int receive_lab(struct fp_lab *lab)
 {
 	struct lab_msg msg;
-	int fds[3], n = recv_msg(lab->ctl, &msg, fds, 3);
+	int fds[3], n = wait_readable(lab->ctl, OPEN_WAIT_MS, 0);
 
+	if (n == 0)
+		n = recv_msg(lab->ctl, &msg, fds, 3);
 	if (n < 0) {
 		snprintf(lab->err, sizeof(lab->err),
-			 "the lab helper died while building the lab: %s",
+			 n == -ETIMEDOUT ? "the lab helper did not finish the lab: %s"
+					 : "the lab helper died while building the lab: %s",
 			 strerror(-n));
 		return n;
 	}
@@ -875,17 +1093,72 @@ int fp_lab_userns_fd(const struct fp_lab *lab)
 	return lab->userns_fd;
 }
 
+/* Between fork and exec, so system calls only. The child sends its own
+ * pidfd on its copy of ctl: a pidfd names this process and no later one
+ * with the same pid, and the helper, which sees EOF only once this copy
+ * too is closed by exec, has it before the lab can end. PR_SET_PDEATHSIG
+ * would follow the thread that forked, not the process or the lab; it
+ * remains the fallback where there are no pidfds (before Linux 5.3). */
+int fp_lab_enter(const struct fp_lab *lab)
+{
+	struct lab_msg msg;
+	int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0U), rc = 0;
+
+	memset(&msg, 0, sizeof(msg));
+	msg.op = LAB_ADOPT;
+	if (pidfd >= 0) {
+		rc = send_msg(lab->ctl, &msg, &pidfd, 1);
+		close(pidfd);
+	} else if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) {
+		rc = -errno;
+	}
+	if (rc < 0)
+		return rc;
+	if (lab->userns_fd >= 0 && setns(lab->userns_fd, CLONE_NEWUSER) < 0)
+		return -errno;
+	if (setns(lab->netns_fd, CLONE_NEWNET) < 0)
+		return -errno;
+	return 0;
+}
+
+/* The answer to request seq; answers to earlier requests, whose caller
+ * stopped waiting (-EINTR), are dropped with their descriptors. */
+static int receive_answer(struct fp_lab *lab, uint32_t seq,
+			  struct lab_msg *msg, int *fd)
+{
+	int rc;
+
+	for (;;) {
+		rc = wait_readable(lab->ctl, CALL_WAIT_MS, 1);
+		if (rc == 0)
+			rc = recv_msg(lab->ctl, msg, fd, fd ? 1 : 0);
+		if (rc < 0 || msg->seq == seq)
+			return rc;
+		if (rc == 1)
+			close(*fd);
+	}
+}
+
 /* One request, one response (and maybe a descriptor into *fd). Returns
- * 0 when the helper answered (its answer in msg->err), or a negative errno
- * with the message kept if it is gone. */
+ * 0 when the helper answered (its answer in msg->err), -EINTR when a
+ * signal came first (the helper may still carry the request out), or a
+ * negative errno with the message kept if it is gone or silent. */
 static int lab_call(struct fp_lab *lab, struct lab_msg *msg, int *fd)
 {
-	int rc = send_msg(lab->ctl, msg, NULL, 0);
+	uint32_t seq = ++lab->seq ? lab->seq : ++lab->seq; /* 0: no answer */
+	int rc;
 
+	msg->seq = seq;
+	rc = send_msg(lab->ctl, msg, NULL, 0);
 	if (rc == 0)
-		rc = recv_msg(lab->ctl, msg, fd, fd ? 1 : 0);
+		rc = receive_answer(lab, seq, msg, fd);
 	if (rc >= 0 && fd && msg->err == 0 && rc != 1)
 		rc = -EPROTO; /* a socket promised and none came */
+	if (rc == -EINTR) {
+		snprintf(lab->err, sizeof(lab->err),
+			 "interrupted while waiting for the lab helper");
+		return rc;
+	}
 	if (rc < 0) {
 		snprintf(lab->err, sizeof(lab->err),
 			 "no answer from the lab helper: %s", strerror(-rc));
@@ -918,30 +1191,37 @@ int fp_lab_socket(struct fp_lab *lab, int family, int type, int protocol)
 }
 
 /* Only net.* sysctls belong to a network namespace; the helper may be
- * real root, and kernel.* would change the host. */
+ * real root, and kernel.* would change the host. Each refusal has a code
+ * of its own, none of them -EINVAL, which is the kernel's refusal of a
+ * value. */
 static int check_sysctl(struct fp_lab *lab, const char *name, const char *value,
 			char *out, size_t out_len)
 {
 	const char *why = NULL;
+	int rc = 0;
 
-	if (!name || strncmp(name, "net.", 4) != 0 || strchr(name, '/'))
+	if (!name || strncmp(name, "net.", 4) != 0 || strchr(name, '/')) {
 		why = "is not a net.* sysctl";
-	else if (strlen(name) >= sizeof(((struct lab_msg *)0)->name))
+		rc = -EDOM;
+	} else if (strlen(name) >= sizeof(((struct lab_msg *)0)->name)) {
 		why = "is too long";
-	else if (value && strlen(value) >= sizeof(((struct lab_msg *)0)->value))
+		rc = -ENAMETOOLONG;
+	} else if (value &&
+		   strlen(value) >= sizeof(((struct lab_msg *)0)->value)) {
 		why = "has a value too long";
-	else if (!value && (!out || !out_len))
+		rc = -E2BIG;
+	} else if (!value && (!out || !out_len)) {
 		why = "is read without room for the value";
-	if (!why)
-		return 0;
-	snprintf(lab->err, sizeof(lab->err), "sysctl \"%s\" %s",
-		 name ? name : "(null)", why);
-	return -EINVAL;
+		rc = -ENOSPC;
+	}
+	if (rc < 0)
+		snprintf(lab->err, sizeof(lab->err), "sysctl \"%s\" %s",
+			 name ? name : "(null)", why);
+	return rc;
 }
 
-/* -EINVAL for a name outside net.* or too long, -ENOENT for an unknown
- * one, -ENOSPC when the value does not fit out, else the errno of open,
- * read or write in the lab. */
+/* The codes are listed in finprobe.h; -EINVAL is only ever the kernel's
+ * (a value it refused). */
 int fp_lab_sysctl(struct fp_lab *lab, const char *name, const char *value,
 		  char *out, size_t out_len)
 {

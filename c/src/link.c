@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -279,12 +280,15 @@ static int route_query(struct mnl_socket *nl, uint8_t family, const uint8_t *rem
 	if (oif)
 		mnl_attr_put_u32(nlh, RTA_OIF, (uint32_t)oif);
 	mnl_attr_put_u32(nlh, RTA_MARK, FP_RAW_MARK); /* as our packets will be routed */
-	if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0 ||
+	/* the kernel answers at once; a lost answer must not hang the caller */
+	struct timeval wait = {.tv_sec = 5};
+	if (setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait)) < 0 ||
+	    mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0 ||
 	    mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0)
 		return -errno;
 	ssize_t n = mnl_socket_recvfrom(nl, buf, sizeof(buf));
 	if (n < 0)
-		return -errno;
+		return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
 	if (mnl_cb_run(buf, (size_t)n, 1, mnl_socket_get_portid(nl), route_answer, r) < 0)
 		return errno ? -errno : -EIO;
 	return 0;

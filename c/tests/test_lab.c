@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <netpacket/packet.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
@@ -221,12 +222,102 @@ static void test_sysctl_read_write_unknown(void)
 	CHECK_STR(sysctl_get(lab, FIN_TIMEOUT), "5");
 	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4.no_such", NULL, v, 64), -ENOENT);
 	CHECK(strstr(fp_lab_error(lab), "net.ipv4.no_such") != NULL);
-	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, "x", NULL, 0), -EINVAL);
-	CHECK_EQ(fp_lab_sysctl(lab, "kernel.hostname", NULL, v, 64), -EINVAL);
 	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, NULL, v, 1), -ENOSPC);
+	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, NULL, NULL, 0), -ENOSPC);
 	/* the lab's own settings, as the helper made them */
 	CHECK_STR(sysctl_get(lab, "net.ipv6.conf.lab0.accept_dad"), "0");
 	fp_lab_close(lab);
+}
+
+/* Each refusal has its own code: -EINVAL is only the kernel's refusal of a
+ * value, never a name finprobe would not send. */
+static void test_sysctl_refusals_have_distinct_codes(void)
+{
+	struct fp_lab *lab = open_lab();
+	char v[64], long_name[200], long_value[600];
+
+	if (!lab)
+		return;
+	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, "x", NULL, 0), -EINVAL);
+	CHECK(strstr(fp_lab_error(lab), "writing sysctl") != NULL);
+	CHECK_EQ(fp_lab_sysctl(lab, "kernel.hostname", NULL, v, 64), -EDOM);
+	CHECK_EQ(fp_lab_sysctl(lab, "kernel.hostname", "x", NULL, 0), -EDOM);
+	CHECK_EQ(fp_lab_sysctl(lab, NULL, NULL, v, 64), -EDOM);
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4", NULL, v, 64), -EISDIR);
+	CHECK_EQ(fp_lab_sysctl(lab, "net.ipv4", "1", NULL, 0), -EISDIR);
+	memset(long_name, 'a', sizeof(long_name));
+	memcpy(long_name, "net.", 4);
+	long_name[sizeof(long_name) - 1] = '\0';
+	CHECK_EQ(fp_lab_sysctl(lab, long_name, NULL, v, 64), -ENAMETOOLONG);
+	memset(long_value, '1', sizeof(long_value));
+	long_value[sizeof(long_value) - 1] = '\0';
+	CHECK_EQ(fp_lab_sysctl(lab, FIN_TIMEOUT, long_value, NULL, 0), -E2BIG);
+	CHECK_STR(sysctl_get(lab, FIN_TIMEOUT), "60");
+	fp_lab_close(lab);
+}
+
+/* A child forked by a thread that then ends, entered into the lab. */
+struct forker {
+	struct fp_lab *lab;
+	pid_t child;
+};
+
+static void *fork_entered_child(void *arg)
+{
+	struct forker *f = arg;
+
+	f->child = fork();
+	if (f->child == 0) {
+		if (fp_lab_enter(f->lab) == 0)
+			execlp("sleep", "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	return NULL;
+}
+
+/* 1 when pid ended (reaped) within ms, with its status in *status. */
+static int reaped_within(pid_t pid, int ms, int *status)
+{
+	for (int i = 0; i < ms; i++) {
+		if (waitpid(pid, status, WNOHANG) == pid)
+			return 1;
+		usleep(1000);
+	}
+	return 0;
+}
+
+/* PR_SET_PDEATHSIG would kill the child with the thread that forked it;
+ * the helper keeps it until the lab ends, then kills it. */
+static void test_entered_child_outlives_its_thread_not_the_lab(void)
+{
+	struct forker f = {.lab = open_lab(), .child = -1};
+	char path[64];
+	struct stat a, b;
+	pthread_t thread;
+	int status = 0, reaped;
+
+	if (!f.lab)
+		return;
+	CHECK_EQ(pthread_create(&thread, NULL, fork_entered_child, &f), 0);
+	pthread_join(thread, NULL);
+	CHECK(f.child > 0);
+	if (f.child <= 0) {
+		fp_lab_close(f.lab);
+		return;
+	}
+	CHECK(!reaped_within(f.child, 200, &status)); /* the thread is gone */
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)f.child);
+	CHECK_EQ(fstat(fp_lab_netns_fd(f.lab), &a), 0);
+	CHECK_EQ(stat(path, &b), 0);
+	CHECK_EQ(a.st_ino, b.st_ino);
+	fp_lab_close(f.lab);
+	reaped = reaped_within(f.child, 3000, &status);
+	if (!reaped) {
+		kill(f.child, SIGKILL); /* leave nothing behind */
+		waitpid(f.child, &status, 0);
+	}
+	CHECK(reaped);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 }
 
 /* Offloads off on lab0, read back with the legacy ethtool "get"s. */
@@ -756,6 +847,8 @@ int main(void)
 	RUN(test_open_gives_descriptors);
 	RUN(test_listeners_bind_lab_addresses);
 	RUN(test_sysctl_read_write_unknown);
+	RUN(test_sysctl_refusals_have_distinct_codes);
+	RUN(test_entered_child_outlives_its_thread_not_the_lab);
 	RUN(test_lab0_offloads_off);
 	RUN(test_syn_reaches_packet_socket);
 	RUN(test_diag_finds_syn_sent);

@@ -322,11 +322,12 @@ static PyObject *trace_row(core_state *st, const struct fp_record *rec)
 			     rec->taken || !in, rec->pkt, (Py_ssize_t)rec->len);
 }
 
-/* A copy of the trace's records from start (negative: that many from the
- * end) to its end, and of its transitions, made under the engine's mutex
- * (the engine appends while the connection is open; afterwards nothing
- * does, and the mutex costs nothing). NULL with an exception. */
-static struct fp_trace *trace_copy(ConnectionObject *self, Py_ssize_t start)
+/* A copy of the trace's records [start, stop) (a Python slice's meaning:
+ * negative counts from the end) and of its transitions, made under the
+ * engine's mutex (the engine appends while the connection is open;
+ * afterwards nothing does, and the mutex costs nothing). NULL with an
+ * exception. */
+static struct fp_trace *trace_copy(ConnectionObject *self, Py_ssize_t start, Py_ssize_t stop)
 {
 	struct fp_trace *copy = NULL;
 	int rc = 0;
@@ -337,12 +338,8 @@ static struct fp_trace *trace_copy(ConnectionObject *self, Py_ssize_t start)
 	EngineObject *engine = self->engine; /* NULL only while the collector clears us */
 	if (engine)
 		core_lock(&engine->lock);
-	size_t n = fp_trace_len(self->trace), from;
-	if (start < 0)
-		from = (size_t)-start < n ? n - (size_t)-start : 0;
-	else
-		from = (size_t)start < n ? (size_t)start : n;
-	rc = fp_trace_copy(self->trace, from, n, &copy);
+	PySlice_AdjustIndices((Py_ssize_t)fp_trace_len(self->trace), &start, &stop, 1); /* arithmetic only */
+	rc = fp_trace_copy(self->trace, (size_t)start, (size_t)(stop > start ? stop : start), &copy);
 	if (engine)
 		core_unlock(&engine->lock);
 	if (rc < 0) {
@@ -352,14 +349,18 @@ static struct fp_trace *trace_copy(ConnectionObject *self, Py_ssize_t start)
 	return copy;
 }
 
-/* _trace(start=0): the rows of the trace from start (negative: the last
- * -start), readable after close(). */
+/* _trace(start=0, stop=None): the rows [start:stop] of the trace, as a
+ * slice of a list would give them; readable after close(). */
 static PyObject *connection_trace(ConnectionObject *self, PyObject *args)
 {
-	Py_ssize_t start = 0;
-	if (!PyArg_ParseTuple(args, "|n:_trace", &start))
+	Py_ssize_t start = 0, stop = PY_SSIZE_T_MAX;
+	PyObject *stop_arg = Py_None;
+	if (!PyArg_ParseTuple(args, "|nO:_trace", &start, &stop_arg))
 		return NULL;
-	struct fp_trace *copy = trace_copy(self, start);
+	if (stop_arg != Py_None && (stop = PyNumber_AsSsize_t(stop_arg, PyExc_OverflowError)) == -1 &&
+	    PyErr_Occurred())
+		return NULL;
+	struct fp_trace *copy = trace_copy(self, start, stop);
 	if (!copy)
 		return NULL;
 	core_state *st = core_state_of_type(Py_TYPE(self));
@@ -382,7 +383,7 @@ static PyObject *connection_trace(ConnectionObject *self, PyObject *args)
 static PyObject *connection_transitions(ConnectionObject *self, PyObject *Py_UNUSED(ignored))
 {
 	const struct fp_transition *t;
-	struct fp_trace *copy = trace_copy(self, PY_SSIZE_T_MAX); /* no records */
+	struct fp_trace *copy = trace_copy(self, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX); /* no records */
 	if (!copy)
 		return NULL;
 	size_t n = fp_trace_transitions(copy, &t);
@@ -467,6 +468,17 @@ static PyObject *get_remote(ConnectionObject *self, void *c)
 	return tuple_now(self, &t) < 0 ? NULL : endpoint(t.family, t.remote, t.remote_port);
 }
 
+static PyObject *get_trace_len(ConnectionObject *self, void *c)
+{
+	size_t n = 0;
+	if (self->trace && self->engine) {
+		core_lock(&self->engine->lock);
+		n = fp_trace_len(self->trace);
+		core_unlock(&self->engine->lock);
+	}
+	return PyLong_FromSize_t(n);
+}
+
 static PyObject *get_closed(ConnectionObject *self, void *c)
 {
 	return PyBool_FromLong(connection_is_closed(self));
@@ -504,6 +516,7 @@ static PyGetSetDef connection_getset[] = {
 	{"rcv_wnd", (getter)get_rcv_wnd, NULL, "our receive window", NULL},
 	{"local", (getter)get_local, NULL, "(address, port) of our end", NULL},
 	{"remote", (getter)get_remote, NULL, "(address, port) of the peer", NULL},
+	{"_trace_len", (getter)get_trace_len, NULL, "segments in the trace, both ways", NULL},
 	{"closed", (getter)get_closed, NULL, "whether close() released the connection", NULL},
 	{"pending", (getter)get_pending, NULL, "received segments not taken yet", NULL},
 	{"time_wait_left", (getter)get_time_wait_left, NULL, "seconds left in TIME_WAIT, or None", NULL},
@@ -526,8 +539,8 @@ static PyMethodDef connection_methods[] = {
 	 "timeout: seconds, an int or a float >= 0 (ValueError) and at most threading.TIMEOUT_MAX "
 	 "(OverflowError)."},
 	{"_trace", (PyCFunction)connection_trace, METH_VARARGS,
-	 "_trace(start=0) -> [(Segment, state after, taken, IP packet)] both ways, in order, from "
-	 "start (negative: the last -start); readable after close()"},
+	 "_trace(start=0, stop=None) -> [(Segment, state after, taken, IP packet)] both ways, in "
+	 "order, sliced as a list is; readable after close()"},
 	{"transitions", (PyCFunction)connection_transitions, METH_NOARGS,
 	 "transitions() -> [(ts, from, to, why)] of our state machine; readable after close()"},
 	{"close", (PyCFunction)connection_close, METH_NOARGS,

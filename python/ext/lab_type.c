@@ -4,22 +4,90 @@
  *
  * The pure-Python fp.Lab composes it with an Engine on packet_fd; this type
  * only owns descriptors and answers questions about the kernel's side.
+ *
+ * Threads may share a Lab: every call that talks to the helper or to
+ * sock_diag takes the object's lock (lab_lock, the _bz2module.c way), runs
+ * with the GIL released, and waits boundedly (lab.c's and diag.c's
+ * timeouts). A signal that interrupts such a wait is handed to Python
+ * (PyErr_CheckSignals), so Ctrl-C gets through; if its handler raises
+ * nothing, the call is made again. No Python object is made or freed under
+ * the lock.
  */
 #include "core.h"
 
 #include <sched.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
-#include <signal.h>
 #include <unistd.h>
+
+#define LOCK_SLICE_US 50000	  /* then look for signals again */
+#define LOCK_WAIT_NS 60000000000ULL /* beyond every holder's own bound */
 
 typedef struct {
 	PyObject_HEAD
 	struct fp_lab *lab; /* NULL once closed */
-	int diag_fd;
+	int diag_fd;	    /* NETLINK_SOCK_DIAG in the lab, made on first use */
+	PyThread_type_lock lock; /* held by the thread talking to the helper */
 } LabObject;
+
+static PyObject *closed_error(LabObject *self)
+{
+	PyErr_SetString(core_state_of_type(Py_TYPE(self))->error, "the lab is closed");
+	return NULL;
+}
+
+/* Take self->lock: at once if free, else with the GIL released, in slices
+ * between which pending signals run (Ctrl-C raises here). Returns 0, or -1
+ * with an exception. */
+static int lab_lock(LabObject *self)
+{
+	uint64_t deadline = fp_now_ns() + LOCK_WAIT_NS;
+	PyLockStatus got;
+
+	if (PyThread_acquire_lock(self->lock, NOWAIT_LOCK))
+		return 0;
+	for (;;) {
+		Py_BEGIN_ALLOW_THREADS
+		got = PyThread_acquire_lock_timed(self->lock, LOCK_SLICE_US, 1);
+		Py_END_ALLOW_THREADS
+		if (got == PY_LOCK_ACQUIRED)
+			return 0;
+		if (PyErr_CheckSignals() < 0)
+			return -1;
+		if (fp_now_ns() >= deadline) {
+			PyErr_SetString(core_state_of_type(Py_TYPE(self))->error,
+					"the lab is busy: another thread's call did not end within 60 s");
+			return -1;
+		}
+	}
+}
+
+/* A call to lab.c or diag.c, run by locked_call. */
+typedef int (*lab_call_fn)(LabObject *self, void *arg);
+
+/* call(self, arg) under the lock with the GIL released. Returns 0 with its
+ * result in *rc, or -1 with an exception (the lab closed, a signal's). */
+static int locked_call(LabObject *self, lab_call_fn call, void *arg, int *rc)
+{
+	for (;;) {
+		if (lab_lock(self) < 0)
+			return -1;
+		if (!self->lab) {
+			PyThread_release_lock(self->lock);
+			closed_error(self);
+			return -1;
+		}
+		Py_BEGIN_ALLOW_THREADS
+		*rc = call(self, arg);
+		PyThread_release_lock(self->lock);
+		Py_END_ALLOW_THREADS
+		if (*rc != -EINTR)
+			return 0;
+		if (PyErr_CheckSignals() < 0)
+			return -1;
+	}
+}
 
 static PyObject *lab_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -30,6 +98,11 @@ static PyObject *lab_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	if (!self)
 		return NULL;
 	self->diag_fd = -1;
+	self->lock = PyThread_allocate_lock();
+	if (!self->lock) {
+		Py_DECREF(self);
+		return PyErr_NoMemory();
+	}
 	char err[256] = "";
 	int rc;
 	Py_BEGIN_ALLOW_THREADS
@@ -47,24 +120,28 @@ static PyObject *lab_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	return PyErr_Format(st->error, "cannot make a lab: %s (%s)", err, strerror(-rc));
 }
 
+/* Close everything with the GIL released; the caller holds the lock, or
+ * is the last owner (dealloc). */
 static void lab_release(LabObject *self)
 {
-	if (self->diag_fd >= 0)
-		close(self->diag_fd);
+	struct fp_lab *lab = self->lab;
+	int diag_fd = self->diag_fd;
+
+	self->lab = NULL;
 	self->diag_fd = -1;
-	if (self->lab) {
-		struct fp_lab *lab = self->lab;
-		self->lab = NULL;
-		Py_BEGIN_ALLOW_THREADS
-		fp_lab_close(lab);
-		Py_END_ALLOW_THREADS
-	}
+	Py_BEGIN_ALLOW_THREADS
+	if (diag_fd >= 0)
+		close(diag_fd);
+	fp_lab_close(lab);
+	Py_END_ALLOW_THREADS
 }
 
 static void lab_dealloc(LabObject *self)
 {
 	PyTypeObject *tp = Py_TYPE(self);
-	lab_release(self);
+	lab_release(self); /* no other thread holds a reference, nor the lock */
+	if (self->lock)
+		PyThread_free_lock(self->lock);
 	tp->tp_free(self);
 	Py_DECREF(tp);
 }
@@ -73,53 +150,197 @@ static int lab_open(LabObject *self)
 {
 	if (self->lab)
 		return 0;
-	PyErr_SetString(core_state_of_type(Py_TYPE(self))->error, "the lab is closed");
+	closed_error(self);
 	return -1;
 }
 
+/* Waits for a call of another thread to end first. */
 static PyObject *lab_close(LabObject *self, PyObject *Py_UNUSED(ignored))
 {
+	if (lab_lock(self) < 0)
+		return NULL;
 	lab_release(self);
+	PyThread_release_lock(self->lock);
 	Py_RETURN_NONE;
 }
 
+/* ---- socket ---------------------------------------------------------------- */
+
+struct socket_call {
+	int family, type, protocol;
+};
+
+static int call_socket(LabObject *self, void *arg)
+{
+	struct socket_call *c = arg;
+	return fp_lab_socket(self->lab, c->family, c->type | SOCK_CLOEXEC, c->protocol);
+}
+
+/* An empty socket.socket (no descriptor yet), made as socket.socket's own
+ * __init__ would be, but without running any Python code. */
+static PyObject *empty_socket(PyTypeObject **base)
+{
+	PyObject *module = PyImport_ImportModule("socket");
+	PyObject *cls = module ? PyObject_GetAttrString(module, "socket") : NULL;
+	PyObject *sock = NULL, *empty = NULL;
+
+	Py_XDECREF(module);
+	if (cls && (!PyType_Check(cls) || !((PyTypeObject *)cls)->tp_base ||
+		    !((PyTypeObject *)cls)->tp_base->tp_init))
+		PyErr_SetString(PyExc_TypeError, "socket.socket is not the standard library's");
+	else if (cls && (empty = PyTuple_New(0)))
+		sock = ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, empty, NULL);
+	Py_XDECREF(empty);
+	PyObject *zero = sock ? PyLong_FromLong(0) : NULL;
+	if (sock && (!zero || PyObject_SetAttrString(sock, "_io_refs", zero) < 0 ||
+		     PyObject_SetAttrString(sock, "_closed", Py_False) < 0))
+		Py_CLEAR(sock);
+	Py_XDECREF(zero);
+	if (sock)
+		*base = ((PyTypeObject *)cls)->tp_base;
+	Py_XDECREF(cls);
+	return sock;
+}
+
+/* Give fd to sock (_socket.socket.__init__, C only). On failure fd is
+ * closed unless sock took it: it is owned the whole time. */
+static int adopt_fd(PyObject *sock, PyTypeObject *base, const struct socket_call *c, int fd)
+{
+	PyObject *args = Py_BuildValue("(iiii)", c->family, c->type, c->protocol, fd);
+	int rc = args ? base->tp_init(sock, args, NULL) : -1;
+
+	Py_XDECREF(args);
+	if (rc == 0)
+		return 0;
+	PyObject *type, *value, *tb;
+	PyErr_Fetch(&type, &value, &tb);
+	PyObject *held = PyObject_CallMethod(sock, "fileno", NULL);
+	if (!held || PyLong_AsLong(held) != fd)
+		close(fd);
+	Py_XDECREF(held);
+	PyErr_Clear();
+	PyErr_Restore(type, value, tb);
+	return -1;
+}
+
+/* socket(family, type, protocol=0) -> socket.socket made in the kernel's
+ * namespace. The object exists before the descriptor does, and takes it
+ * before any Python code can run (and raise KeyboardInterrupt). */
 static PyObject *lab_socket(LabObject *self, PyObject *args)
 {
-	int family, type, protocol = 0;
-	if (!PyArg_ParseTuple(args, "ii|i:socket", &family, &type, &protocol) || lab_open(self) < 0)
+	struct socket_call c = {.protocol = 0};
+	PyTypeObject *base = NULL;
+	int fd;
+
+	if (!PyArg_ParseTuple(args, "ii|i:socket", &c.family, &c.type, &c.protocol) || lab_open(self) < 0)
 		return NULL;
-	int fd = fp_lab_socket(self->lab, family, type | SOCK_CLOEXEC, protocol);
+	PyObject *sock = empty_socket(&base);
+	if (!sock)
+		return NULL;
+	if (locked_call(self, call_socket, &c, &fd) < 0) {
+		Py_DECREF(sock);
+		return NULL;
+	}
 	if (fd < 0) {
+		Py_DECREF(sock);
 		errno = -fd;
 		return PyErr_SetFromErrno(PyExc_OSError);
 	}
-	return PyLong_FromLong(fd);
+	if (adopt_fd(sock, base, &c, fd) < 0) {
+		Py_DECREF(sock);
+		return NULL;
+	}
+	return sock;
 }
 
-static PyObject *lab_sysctl(LabObject *self, PyObject *args)
+/* ---- sysctl ---------------------------------------------------------------- */
+
+struct sysctl_call {
+	const char *name, *value; /* UTF-8 of str objects the caller holds */
+	char out[4096];
+};
+
+static int call_sysctl(LabObject *self, void *arg)
 {
-	const char *name;
-	PyObject *value = Py_None;
-	if (!PyArg_ParseTuple(args, "s|O:sysctl", &name, &value) || lab_open(self) < 0)
+	struct sysctl_call *c = arg;
+	return fp_lab_sysctl(self->lab, c->name, c->value, c->out, sizeof(c->out));
+}
+
+/* The UTF-8 of text, or NULL with ValueError naming what if it holds a NUL
+ * (C would stop there: "9\0" "12" would write 9). */
+static const char *text_without_nul(const char *what, PyObject *text)
+{
+	Py_ssize_t len;
+	const char *utf8 = PyUnicode_AsUTF8AndSize(text, &len);
+
+	if (utf8 && (Py_ssize_t)strlen(utf8) != len) {
+		PyErr_Format(PyExc_ValueError, "sysctl: the %s %R holds a NUL character", what, text);
 		return NULL;
-	PyObject *text = value == Py_None ? NULL : PyObject_Str(value);
-	if (value != Py_None && !text)
-		return NULL;
-	char out[4096] = "";
-	int rc = fp_lab_sysctl(self->lab, name, text ? PyUnicode_AsUTF8(text) : NULL, out, sizeof(out));
-	Py_XDECREF(text);
-	if (rc == -ENOENT)
-		return PyErr_Format(PyExc_ValueError, "sysctl: no such setting %R in the lab", PyTuple_GET_ITEM(args, 0));
-	if (rc == -EINVAL)
+	}
+	return utf8;
+}
+
+/* fp_lab_sysctl's codes (finprobe.h) as the exceptions the API promises. */
+static PyObject *sysctl_error(int rc, PyObject *name, PyObject *value)
+{
+	switch (rc) {
+	case -ENOENT:
+		return PyErr_Format(PyExc_ValueError, "sysctl: no such setting %R in the lab", name);
+	case -EISDIR:
+		return PyErr_Format(PyExc_ValueError, "sysctl: %R is a group of settings, not one", name);
+	case -EDOM:
 		return PyErr_Format(PyExc_ValueError,
 				    "sysctl: %R is not a net.* setting: only those belong to the lab's namespace",
-				    PyTuple_GET_ITEM(args, 0));
-	if (rc < 0)
-		return PyErr_Format(PyExc_OSError, "sysctl %s: %s", name, strerror(-rc));
-	if (value != Py_None)
-		Py_RETURN_NONE;
-	return PyUnicode_FromString(out);
+				    name);
+	case -ENAMETOOLONG:
+		return PyErr_Format(PyExc_ValueError, "sysctl: the name %R is too long", name);
+	case -E2BIG:
+		return PyErr_Format(PyExc_ValueError, "sysctl: the value %R for %R is too long", value, name);
+	case -EINVAL:
+		if (value)
+			return PyErr_Format(PyExc_ValueError,
+					    "sysctl: the kernel refused the value %R for %R (EINVAL)", value, name);
+		break;
+	}
+	PyObject *text = PyUnicode_FromFormat("sysctl %U: %s", name, strerror(-rc));
+	if (text) {
+		PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iO", -rc, text);
+		if (exc) {
+			PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+			Py_DECREF(exc);
+		}
+		Py_DECREF(text);
+	}
+	return NULL;
 }
+
+/* sysctl(name, value=None) -> str (read) or None (written; value str or int). */
+static PyObject *lab_sysctl(LabObject *self, PyObject *args)
+{
+	PyObject *name, *value = Py_None, *text = NULL, *result = NULL;
+	struct sysctl_call c = {.value = NULL};
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "U|O:sysctl", &name, &value) || lab_open(self) < 0)
+		return NULL;
+	if (value != Py_None && !(text = PyObject_Str(value)))
+		return NULL;
+	c.name = text_without_nul("name", name);
+	if (c.name && text)
+		c.value = text_without_nul("value", text);
+	if (c.name && (!text || c.value) && locked_call(self, call_sysctl, &c, &rc) == 0) {
+		if (rc < 0)
+			sysctl_error(rc, name, text);
+		else if (text)
+			result = Py_NewRef(Py_None);
+		else
+			result = PyUnicode_FromString(c.out);
+	}
+	Py_XDECREF(text);
+	return result;
+}
+
+/* ---- diag ------------------------------------------------------------------ */
 
 static const char *timer_name(enum fp_diag_timer t)
 {
@@ -148,52 +369,74 @@ static PyObject *info_dict(const struct fp_diag_info *info)
 	return d;
 }
 
+struct diag_call {
+	int family;
+	uint8_t laddr[16], raddr[16];
+	uint16_t lport, rport;
+	struct fp_diag_info info;
+};
+
+/* The sock_diag socket is made on first use, under the lock like its use:
+ * one thread's request and answer never meet another's. */
+static int call_diag(LabObject *self, void *arg)
+{
+	struct diag_call *c = arg;
+
+	if (self->diag_fd < 0) {
+		int fd = fp_lab_socket(self->lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+		if (fd < 0)
+			return fd;
+		self->diag_fd = fd;
+	}
+	return fp_diag_lookup(self->diag_fd, c->family, c->laddr, c->lport, c->raddr, c->rport, &c->info);
+}
+
 /* diag(local_addr, local_port, remote_addr, remote_port) -> dict or None,
  * the tuple seen from the kernel. */
 static PyObject *lab_diag(LabObject *self, PyObject *args)
 {
 	PyObject *la, *ra;
-	int lp, rp;
-	uint8_t laddr[16], raddr[16], lf, rf;
+	int lp, rp, rc;
+	uint8_t lf, rf;
+	struct diag_call c;
+
 	if (!PyArg_ParseTuple(args, "OiOi:diag", &la, &lp, &ra, &rp) || lab_open(self) < 0 ||
-	    core_parse_address("local_addr", la, laddr, &lf) < 0 ||
-	    core_parse_address("remote_addr", ra, raddr, &rf) < 0)
+	    core_parse_address("local_addr", la, c.laddr, &lf) < 0 ||
+	    core_parse_address("remote_addr", ra, c.raddr, &rf) < 0)
 		return NULL;
-	if (self->diag_fd < 0) {
-		self->diag_fd = fp_lab_socket(self->lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-		if (self->diag_fd < 0) {
-			errno = -self->diag_fd;
-			self->diag_fd = -1;
-			return PyErr_SetFromErrno(PyExc_OSError);
-		}
-	}
-	struct fp_diag_info info;
-	int rc;
-	Py_BEGIN_ALLOW_THREADS
-	rc = fp_diag_lookup(self->diag_fd, lf == 4 ? AF_INET : AF_INET6, laddr, (uint16_t)lp, raddr, (uint16_t)rp, &info);
-	Py_END_ALLOW_THREADS
+	if (lf != rf)
+		return PyErr_Format(PyExc_ValueError, "diag: %R and %R are of different families", la, ra);
+	if (lp < 0 || lp > 65535 || rp < 0 || rp > 65535)
+		return PyErr_Format(PyExc_ValueError, "diag: ports must be in 0..65535, got %d and %d", lp, rp);
+	c.family = lf == 4 ? AF_INET : AF_INET6;
+	c.lport = (uint16_t)lp;
+	c.rport = (uint16_t)rp;
+	if (locked_call(self, call_diag, &c, &rc) < 0)
+		return NULL;
 	if (rc == -ENOENT)
 		Py_RETURN_NONE;
 	if (rc < 0) {
 		errno = -rc;
 		return PyErr_SetFromErrno(PyExc_OSError);
 	}
-	return info_dict(&info);
+	return info_dict(&c.info);
 }
 
 /*
- * enter(userns_fd, netns_fd): for a child between fork and exec (Popen's
- * preexec_fn): die with the parent, then join the lab's namespaces. Only
- * system calls: nothing here may take a lock another thread held at fork.
+ * _enter(): for a child between fork and exec (Popen's preexec_fn): the
+ * helper kills it when the lab ends, then it joins the lab's namespaces.
+ * Only system calls (fp_lab_enter): the lock and anything else another
+ * thread held at fork stay untouched.
  */
-static PyObject *lab_enter(PyObject *Py_UNUSED(cls), PyObject *args)
+static PyObject *lab_enter(LabObject *self, PyObject *Py_UNUSED(ignored))
 {
-	int userns, netns;
-	if (!PyArg_ParseTuple(args, "ii:enter", &userns, &netns))
+	if (lab_open(self) < 0)
 		return NULL;
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if ((userns >= 0 && setns(userns, CLONE_NEWUSER) < 0) || setns(netns, CLONE_NEWNET) < 0)
+	int rc = fp_lab_enter(self->lab);
+	if (rc < 0) {
+		errno = -rc;
 		return PyErr_SetFromErrno(PyExc_OSError);
+	}
 	Py_RETURN_NONE;
 }
 
@@ -229,12 +472,12 @@ static PyGetSetDef lab_getset[] = {
 static PyMethodDef lab_methods[] = {
 	{"close", (PyCFunction)lab_close, METH_NOARGS, "end the helper: namespaces and veth go"},
 	{"socket", (PyCFunction)lab_socket, METH_VARARGS,
-	 "socket(family, type, protocol=0) -> fd made in the kernel's namespace"},
+	 "socket(family, type, protocol=0) -> socket.socket made in the kernel's namespace"},
 	{"sysctl", (PyCFunction)lab_sysctl, METH_VARARGS, "sysctl(name, value=None) -> str or None"},
 	{"diag", (PyCFunction)lab_diag, METH_VARARGS,
 	 "diag(local_addr, local_port, remote_addr, remote_port) -> dict of the kernel's socket, or None"},
-	{"enter", (PyCFunction)lab_enter, METH_VARARGS | METH_STATIC,
-	 "enter(userns_fd, netns_fd): in a forked child, join the lab's namespaces"},
+	{"_enter", (PyCFunction)lab_enter, METH_NOARGS,
+	 "_enter(): in a forked child before exec, end with the lab and join its namespaces"},
 	{NULL},
 };
 

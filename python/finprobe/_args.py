@@ -6,6 +6,7 @@ import os
 import random
 import re
 import tempfile
+import threading
 
 
 def port(name, value):
@@ -17,10 +18,16 @@ def port(name, value):
 
 
 def seconds(name, value):
+    """A duration as the C side takes it (float seconds, turned into uint64
+    nanoseconds and added to the monotonic clock): at most
+    threading.TIMEOUT_MAX, as threading.Event.wait takes, else OverflowError;
+    what C could not count would become another duration."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     if not 0 <= value < float("inf"):
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    if value > threading.TIMEOUT_MAX:
+        raise OverflowError(f"{name} must be at most {threading.TIMEOUT_MAX:g} seconds, got {value!r}")
     return float(value)
 
 

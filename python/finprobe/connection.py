@@ -11,6 +11,7 @@ from .state import State
 from .trace import Trace
 
 DEFAULT_SYN_OPTIONS = (("mss", 1460),)
+REPORT_ROWS = 20  # segments a failed expect shows
 
 _UNSET = object()
 
@@ -117,7 +118,7 @@ class Connection(_core.Connection):
         return Trace.of_connection(self)
 
     def _report(self, message):
-        return f"{message}\n{self.trace.ladder_text(last=20)}"
+        return f"{message}\n{Trace.of_connection(self, last=REPORT_ROWS).ladder_text()}"
 
     def __enter__(self):
         return self

@@ -37,7 +37,7 @@ class Target:
     """A remote TCP endpoint that finprobe connects to; see shared/API.md,
     "Remote targets, over raw sockets"."""
 
-    def __init__(self, host, port, *, iface=None, src=None, time_wait=60.0):
+    def __init__(self, host, port, *, iface=None, src=None, time_wait=60.0, capture=False):
         _args.port("port", port)
         if iface is not None and not isinstance(iface, str):
             raise TypeError(f"iface must be an interface name as str, not {type(iface).__name__}")
@@ -53,7 +53,8 @@ class Target:
                                                            ifindex=_ifindex(iface))
         self.iface = socket.if_indextoname(ifindex)
         try:
-            self._engine.capture_start()  # target.capture() needs it; to become opt-in
+            if capture:
+                self._engine.capture_start()
             self._guard = _core.Guard()
         except BaseException:
             self._engine.close()
@@ -95,7 +96,7 @@ class Target:
         """fp.Trace of every segment finprobe sent to or received from the target,
         claimed by a connection or not, setup and teardown included (until close)."""
         self._engine.poll(0)
-        return _trace.Trace.of_capture(self._engine.capture())
+        return _trace.capture_of(self, "fp.Target(..., capture=True)")
 
     # ---- connections ---------------------------------------------------------
 

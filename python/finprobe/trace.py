@@ -29,9 +29,20 @@ _recorders = []  # objects with opened(source) and closing(source)
 
 
 def _source_opened(source):
-    """A Lab or Target started: recorders may keep it."""
+    """A Lab or Target started: recorders may keep it. Its capture, off by
+    default (it grows with every segment), runs while anyone records."""
+    if _recorders:
+        source._engine.capture_start()
     for recorder in list(_recorders):
         recorder.opened(source)
+
+
+def capture_of(source, how):
+    """The Trace of a Lab's or Target's capture; fp.Error if it keeps none."""
+    rows = source._engine.capture()
+    if rows is None:
+        raise _core.Error(f"{source!r} keeps no capture: make it with {how}")
+    return Trace.of_capture(rows)
 
 
 def _source_closing(source):
@@ -78,17 +89,35 @@ class Trace(collections.abc.Sequence):
         self.wall_clock = bool(wall_clock)
         self.peer_modelled = False  # peer_states come from finprobe.model, not the peer
         self.skipped = 0  # packets of a file that were not TCP segments
+        self.earlier = 0  # segments of the connection before these (a tail's)
+        self._base = None  # (ISNs, first stamp) of a tail, from its connection's start
 
     @classmethod
-    def of_connection(cls, conn):
+    def of_connection(cls, conn, last=None):
         """A connection's trace; the peer's states are RFC 9293's model of it
-        (finprobe.model), marked as such in the ladders."""
+        (finprobe.model), marked as such in the ladders. With ``last``, only
+        the last segments (a failure report's): where there are more, only
+        those are built, numbered from the connection's first segments, and
+        without the model, which would need them all."""
+        total = conn._trace_len
+        if last is not None and total > last:
+            return cls._of_connection_tail(conn, last, total)
         rows = conn._trace()
         segments = [r[0] for r in rows]
         trace = cls(segments, [r[1] for r in rows], conn.transitions(),
                     peer_states=model.peer_states(segments, [s.direction for s in segments]),
                     packets=[r[3] if len(r) > 3 else None for r in rows])
         trace.peer_modelled = True
+        return trace
+
+    @classmethod
+    def _of_connection_tail(cls, conn, last, total):
+        head = Trace([r[0] for r in conn._trace(0, 2)])  # the handshake: ISNs, the first stamp
+        rows = conn._trace(-last)
+        trace = cls([r[0] for r in rows], [r[1] for r in rows], conn.transitions(),
+                    packets=[r[3] for r in rows])
+        trace._base = (head._isns(head._sides()), head._segments[0].ts if len(head) else None)
+        trace.earlier = total - len(rows)
         return trace
 
     @classmethod
@@ -168,8 +197,11 @@ class Trace(collections.abc.Sequence):
         initial sequence number (per connection), len, ts relative to the first
         segment, our state, the peer's state, retransmission, the segment."""
         sides = self._sides()
-        isn = self._isns(sides)
-        t0 = next((s.ts for s in self._segments if s.ts is not None), None)
+        if self._base is not None:
+            isn, t0 = self._base
+        else:
+            isn = self._isns(sides)
+            t0 = next((s.ts for s in self._segments if s.ts is not None), None)
         seen, rows = set(), []
         for seg, side, state, peer in zip(self._segments, sides, self.states, self.peer_states):
             flow = _flow(seg)
@@ -201,9 +233,9 @@ class Trace(collections.abc.Sequence):
         """A text ladder: one line a segment, us on the left, the peer on the right."""
         rows = self.relative()
         ports = self._flows() > 1
-        skipped = 0
+        skipped = self.earlier
         if last is not None and len(rows) > last:
-            skipped = len(rows) - last
+            skipped += len(rows) - last
             rows = rows[-last:]
         lines = ["  recent segments (relative seq/ack; our state after each"
                  + (", the peer's by RFC 9293's model):" if self.peer_modelled else "):")]
