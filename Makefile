@@ -4,7 +4,7 @@
 #   make test     install missing Debian packages, build, run every test
 #   make probe    build and run the close-behaviour probe against a Lab
 #   make bench    benchmarks that print ratios against scapy
-#   make fmt      clang-format the C sources
+#   make fmt      clang-format the C sources (make test checks them: fmt-check)
 
 PY      ?= /usr/bin/python3
 CC      ?= gcc
@@ -35,7 +35,7 @@ LIBASAN    = $(shell $(CC) -print-file-name=libasan.so)
 LIBUBSAN   = $(shell $(CC) -print-file-name=libubsan.so)
 
 # Debian packages the build and the tests need (checked, installed if missing).
-DEBS := build-essential clang libclang-rt-14-dev pkg-config libmnl-dev libnftables-dev libpcap-dev \
+DEBS := build-essential clang clang-format libclang-rt-14-dev pkg-config libmnl-dev libnftables-dev libpcap-dev \
         python3 python3-dev python3-setuptools python3-pip python3-venv python3-pytest \
         python3-scapy python3-nbclient python3-nbformat python3-ipykernel \
         tcpdump tshark nginx-light iproute2 nftables procps util-linux librsvg2-bin
@@ -43,7 +43,8 @@ DEBS := build-essential clang libclang-rt-14-dev pkg-config libmnl-dev libnftabl
 # What runs again under the sanitizers: the suites that drive the C code hardest.
 ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_close.py \
                 tests/test_passive_close.py tests/test_rst.py tests/test_probe.py tests/test_connection.py tests/test_model.py \
-                tests/test_ext_safety.py tests/test_arguments.py
+                tests/test_ext_safety.py tests/test_arguments.py tests/test_trace.py tests/test_trace_record.py \
+                tests/test_lab_args.py
 
 # libFuzzer targets (clang): the codec and the state machine. make test gives
 # each a short run; make fuzz FUZZ_SECONDS=600 a long one.
@@ -52,7 +53,10 @@ FUZZ_SECONDS ?= 15
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 -std=c11 -D_GNU_SOURCE -Ic/include -Ic/src
 
-.PHONY: all deps test ctest ctest-asan pytest pytest-asan fuzz probe bench fmt clean
+# The one C dialect (.clang-format): every C file of the project.
+FMT_SRCS := $(wildcard c/include/*.h c/src/*.[ch] c/tests/*.[ch] c/fuzz/*.c python/ext/*.[ch])
+
+.PHONY: all deps test ctest ctest-asan pytest pytest-asan fuzz probe bench fmt fmt-check clean
 all: $(BUILD)/libfinprobe.so $(BUILD)/libfinprobe.a $(EXT)
 
 deps:
@@ -124,6 +128,7 @@ pytest-asan: $(ASAN_EXT)
 	    PYTHONPATH=$(ASAN_PY) $(PY) -m pytest -q -p no:cacheprovider $(ASAN_PYTESTS)
 
 test: deps
+	$(MAKE) fmt-check
 	$(MAKE) all
 	$(MAKE) ctest
 	$(MAKE) ctest-asan
@@ -140,7 +145,12 @@ bench: all
 	PYTHONPATH=python $(PY) bench/lab.py
 
 fmt:
-	clang-format -i c/include/*.h c/src/*.[ch] c/tests/*.[ch] python/ext/*.[ch]
+	clang-format -i $(FMT_SRCS)
+
+fmt-check:
+	@clang-format --dry-run --Werror $(FMT_SRCS) || \
+	    { echo "fmt-check: C sources differ from .clang-format's dialect; make fmt rewrites them"; exit 1; }
+	@echo "fmt-check: $(words $(FMT_SRCS)) C files in .clang-format's dialect"
 
 clean:
 	rm -rf $(BUILD) python/finprobe/_core*.so

@@ -208,12 +208,10 @@ static int lookup_family(int fd, struct lookup *l)
 {
 	static const size_t len = 32768;
 	uint32_t buf[32768 / 4];
-	struct timespec now;
 	ssize_t n;
 	int rc;
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	unsigned seq = (unsigned)now.tv_nsec | 1U;
+	unsigned seq = (unsigned)fp_now_ns() | 1U;
 	drain(fd, buf, len);
 	l->found = 0;
 	rc = send_exact_request(fd, l, seq);

@@ -33,7 +33,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "finprobe.h"
+#include "tuple.h"
 
 #define BATCH 32
 #define FRAME_ROOM 9216 /* jumbo frames; the lab's veth has offloads off */
@@ -64,12 +66,7 @@ struct fp_link {
 	uint8_t *bufs;
 };
 
-uint64_t fp_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+uint64_t fp_now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
 
 /* Kernel timestamps are CLOCK_REALTIME; traces are CLOCK_MONOTONIC. */
 static uint64_t realtime_to_monotonic(const struct timespec *rt)
@@ -321,7 +318,7 @@ static int address_is_local(uint8_t family, const uint8_t *addr)
 static int route_lookup(uint8_t family, const uint8_t *remote, uint8_t *local, int *ifindex)
 {
 	static const uint8_t zero[16];
-	struct route r = {.alen = family == 6 ? 16 : 4};
+	struct route r = {.alen = addr_len(family)};
 	int given = memcmp(local, zero, r.alen) != 0;
 	int err = given ? address_is_local(family, local) : 0;
 	if (err)

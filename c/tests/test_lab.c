@@ -760,8 +760,7 @@ static void test_unprivileged_user_gets_a_lab(void)
 	int status = -1;
 
 	if (user_namespaces_off()) {
-		printf("test_lab: skipping the unprivileged lab: user "
-		       "namespaces are off\n");
+		SKIP("user namespaces are off");
 		return;
 	}
 	fflush(NULL);
@@ -784,8 +783,7 @@ static void test_no_rights_gives_eperm(void)
 	int status = -1;
 
 	if (geteuid() != 0) {
-		printf("test_lab: skipping the no-rights lab: needs root to "
-		       "set up\n");
+		SKIP("needs root to set up");
 		return;
 	}
 	CHECK(mkdtemp(dir) != NULL);

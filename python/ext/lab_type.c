@@ -395,22 +395,17 @@ static int call_diag(LabObject *self, void *arg)
  * the tuple seen from the kernel. */
 static PyObject *lab_diag(LabObject *self, PyObject *args)
 {
-	PyObject *la, *ra;
-	int lp, rp, rc;
-	uint8_t lf, rf;
+	struct fp_tuple t;
 	struct diag_call c;
+	int rc;
 
-	if (!PyArg_ParseTuple(args, "OiOi:diag", &la, &lp, &ra, &rp) || lab_open(self) < 0 ||
-	    core_parse_address("local_addr", la, c.laddr, &lf) < 0 ||
-	    core_parse_address("remote_addr", ra, c.raddr, &rf) < 0)
+	if (core_tuple_args(args, "diag", &t) < 0 || lab_open(self) < 0)
 		return NULL;
-	if (lf != rf)
-		return PyErr_Format(PyExc_ValueError, "diag: %R and %R are of different families", la, ra);
-	if (lp < 0 || lp > 65535 || rp < 0 || rp > 65535)
-		return PyErr_Format(PyExc_ValueError, "diag: ports must be in 0..65535, got %d and %d", lp, rp);
-	c.family = lf == 4 ? AF_INET : AF_INET6;
-	c.lport = (uint16_t)lp;
-	c.rport = (uint16_t)rp;
+	memcpy(c.laddr, t.local, sizeof(c.laddr));
+	memcpy(c.raddr, t.remote, sizeof(c.raddr));
+	c.family = t.family == 4 ? AF_INET : AF_INET6;
+	c.lport = t.local_port;
+	c.rport = t.remote_port;
 	if (locked_call(self, call_diag, &c, &rc) < 0)
 		return NULL;
 	if (rc == -ENOENT)
