@@ -24,7 +24,8 @@ static void count(void *ctx, const struct fp_transition *t)
 
 static uint32_t get32(const uint8_t *p)
 {
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
@@ -44,8 +45,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 		memset(&seg, 0, offsetof(struct fp_segment, options));
 		seg.family = 4;
 		seg.flags = s[1];
-		seg.seq = (s[0] & 2 ? tcb.rcv_nxt : tcb.snd_nxt) + get32(s + 2) % 4096 - 2048;
-		seg.ack = (s[0] & 2 ? tcb.snd_nxt : tcb.rcv_nxt) + get32(s + 6) % 4096 - 2048;
+		seg.seq = (s[0] & 2 ? tcb.rcv_nxt : tcb.snd_nxt) +
+			  get32(s + 2) % 4096 - 2048;
+		seg.ack = (s[0] & 2 ? tcb.snd_nxt : tcb.rcv_nxt) +
+			  get32(s + 6) % 4096 - 2048;
 		if (s[0] & 4)
 			seg.seq = get32(s + 2); /* anywhere in sequence space */
 		seg.window = (uint16_t)(s[10] << 8 | s[11]);
@@ -59,11 +62,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 			fp_tcb_fill(&tcb, &seg, s[14] & 7);
 			fp_tcb_on_send(&tcb, &seg, now);
 		} else {
-			enum fp_reply reply = fp_tcb_on_segment(&tcb, &seg, now);
+			enum fp_reply reply =
+				fp_tcb_on_segment(&tcb, &seg, now);
 			if (reply > FP_REPLY_RST)
 				abort();
 		}
-		if (tcb.state >= FP_STATE_COUNT || (tcb.state != from) != (changes != before))
+		if (tcb.state >= FP_STATE_COUNT ||
+		    (tcb.state != from) != (changes != before))
 			abort();
 	}
 	return 0;

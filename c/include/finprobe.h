@@ -94,8 +94,8 @@ struct fp_option {
  */
 struct fp_segment {
 	uint8_t family; /* 4 or 6 */
-	uint8_t ttl;    /* IPv4 TTL / IPv6 hop limit; 0 on build means 64 */
-	uint8_t flags;  /* FP_FIN | FP_ACK ... */
+	uint8_t ttl;	/* IPv4 TTL / IPv6 hop limit; 0 on build means 64 */
+	uint8_t flags;	/* FP_FIN | FP_ACK ... */
 	uint8_t n_options;
 	uint8_t src[16], dst[16];
 	uint16_t sport, dport;
@@ -190,9 +190,9 @@ FP_API int fp_state_synchronized(enum fp_state state);
  * received. finprobe never sends it by itself: the caller decides. */
 enum fp_reply {
 	FP_REPLY_NONE,
-	FP_REPLY_ACK,           /* e.g. an unacceptable segment, a FIN */
+	FP_REPLY_ACK,		/* e.g. an unacceptable segment, a FIN */
 	FP_REPLY_CHALLENGE_ACK, /* RFC 5961 §3.2, §4.2 */
-	FP_REPLY_RST,           /* e.g. a segment for a CLOSED endpoint */
+	FP_REPLY_RST,		/* e.g. a segment for a CLOSED endpoint */
 };
 
 /* One state change, as handed to the TCB's observer. why is a static string
@@ -219,7 +219,7 @@ struct fp_tcb {
 	uint8_t fin_received; /* the peer's FIN has been accepted */
 	uint8_t passive;      /* came through LISTEN (RST in SYN_RECEIVED) */
 	uint32_t fin_seq;
-	uint64_t time_wait_ns;    /* 2MSL */
+	uint64_t time_wait_ns;	  /* 2MSL */
 	uint64_t time_wait_until; /* deadline while in TIME_WAIT */
 	fp_transition_fn on_transition;
 	void *on_transition_ctx;
@@ -233,7 +233,8 @@ enum {
 };
 
 /* A CLOSED TCB with a TIME_WAIT of time_wait_ns (2MSL), iss as given. */
-FP_API void fp_tcb_init(struct fp_tcb *tcb, uint32_t iss, uint64_t time_wait_ns);
+FP_API void fp_tcb_init(struct fp_tcb *tcb, uint32_t iss,
+			uint64_t time_wait_ns);
 /* Passive OPEN (RFC 9293 §3.10.1): CLOSED -> LISTEN. */
 FP_API void fp_tcb_listen(struct fp_tcb *tcb, uint64_t now_ns);
 /* Fill what the caller did not force: seq = SND.NXT (ISS for a SYN),
@@ -269,8 +270,14 @@ FP_API void fp_tcb_tick(struct fp_tcb *tcb, uint64_t now_ns);
  * over a socketpair (SCM_RIGHTS). It exits when the socketpair closes, so the
  * death of the caller, SIGKILL included, takes the whole lab with it.
  */
-#define FP_LAB_PEER_MAC {0x02, 0x66, 0x70, 0x00, 0x00, 0x01}
-#define FP_LAB_LOCAL_MAC {0x02, 0x66, 0x70, 0x00, 0x00, 0x02}
+#define FP_LAB_PEER_MAC                                                        \
+	{                                                                      \
+		0x02, 0x66, 0x70, 0x00, 0x00, 0x01                             \
+	}
+#define FP_LAB_LOCAL_MAC                                                       \
+	{                                                                      \
+		0x02, 0x66, 0x70, 0x00, 0x00, 0x02                             \
+	}
 
 struct fp_lab;
 
@@ -336,12 +343,12 @@ enum fp_diag_timer {
 
 /* What the kernel says of one of its TCP sockets. */
 struct fp_diag_info {
-	enum fp_state state;      /* Linux's state in RFC names */
+	enum fp_state state; /* Linux's state in RFC names */
 	enum fp_diag_timer timer;
-	uint32_t expires_ms;      /* left on that timer */
-	uint32_t retransmits;     /* idiag_retrans: retransmissions pending */
-	uint32_t rqueue, wqueue;  /* bytes unread / unsent (or unacked) */
-	uint8_t has_tcp_info;     /* the fields below are valid */
+	uint32_t expires_ms;	 /* left on that timer */
+	uint32_t retransmits;	 /* idiag_retrans: retransmissions pending */
+	uint32_t rqueue, wqueue; /* bytes unread / unsent (or unacked) */
+	uint8_t has_tcp_info;	 /* the fields below are valid */
 	uint8_t backoff;
 	uint32_t rto_us;
 	uint32_t total_retrans;
@@ -459,7 +466,7 @@ struct fp_record {
 	size_t len;
 	uint8_t direction;   /* enum fp_direction; 0 for a file's */
 	uint8_t state_after; /* our state once it was sent or taken */
-	uint8_t taken;       /* in: handed to the caller already */
+	uint8_t taken;	     /* in: handed to the caller already */
 };
 
 /* An empty trace. Returns 0 and *out (one reference, the caller's), -EINVAL

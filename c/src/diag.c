@@ -192,7 +192,7 @@ static int send_exact_request(int fd, const struct lookup *l, unsigned seq)
  * signal (the caller's to handle: a Ctrl-C must not wait for the kernel). */
 static int wait_answer(int fd)
 {
-	struct pollfd p = {.fd = fd, .events = POLLIN};
+	struct pollfd p = { .fd = fd, .events = POLLIN };
 	int n = poll(&p, 1, DIAG_WAIT_MS);
 
 	if (n > 0)
@@ -239,7 +239,7 @@ static int lookup_family(int fd, struct lookup *l)
  * connection with v4-mapped addresses: ::ffff:a.b.c.d. */
 static void map_v4(struct lookup *l)
 {
-	static const uint8_t prefix[12] = {[10] = 0xff, [11] = 0xff};
+	static const uint8_t prefix[12] = { [10] = 0xff, [11] = 0xff };
 
 	l->family = AF_INET6;
 	memmove(l->local + 12, l->local, 4);
@@ -255,9 +255,9 @@ int fp_diag_lookup(int nl_fd, int family, const uint8_t *local_addr,
 		   uint16_t local_port, const uint8_t *remote_addr,
 		   uint16_t remote_port, struct fp_diag_info *info)
 {
-	struct lookup l = {.family = family,
-			   .local_port = local_port,
-			   .remote_port = remote_port};
+	struct lookup l = { .family = family,
+			    .local_port = local_port,
+			    .remote_port = remote_port };
 	size_t len = family == AF_INET ? 4 : 16;
 	int rc;
 

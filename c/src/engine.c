@@ -67,7 +67,8 @@ static size_t tuple_hash(const struct fp_tuple *t)
 	return h & (BUCKETS - 1);
 }
 
-static struct fp_conn *lookup(const struct fp_engine *e, const struct fp_tuple *t)
+static struct fp_conn *lookup(const struct fp_engine *e,
+			      const struct fp_tuple *t)
 {
 	for (struct fp_conn *c = e->buckets[tuple_hash(t)]; c; c = c->next)
 		if (tuple_equal(&c->tuple, t))
@@ -112,7 +113,10 @@ void fp_engine_free(struct fp_engine *e)
 	free(e);
 }
 
-int fp_engine_fd(const struct fp_engine *e) { return fp_link_fd(e->link); }
+int fp_engine_fd(const struct fp_engine *e)
+{
+	return fp_link_fd(e->link);
+}
 
 /* Heap the engine holds: itself, connections, listeners, traces, capture. */
 static size_t bytes_held(const struct fp_engine *e)
@@ -143,12 +147,15 @@ void fp_engine_capture_stop(struct fp_engine *e)
 	e->capture = NULL;
 }
 
-struct fp_trace *fp_engine_capture(struct fp_engine *e) { return e->capture; }
+struct fp_trace *fp_engine_capture(struct fp_engine *e)
+{
+	return e->capture;
+}
 
 /* Into the capture if it runs; best effort, as a capture is a convenience
  * and a full one must not fail a send. */
-static void capture(struct fp_engine *e, const uint8_t *pkt, size_t len, uint64_t ts,
-		    uint8_t direction)
+static void capture(struct fp_engine *e, const uint8_t *pkt, size_t len,
+		    uint64_t ts, uint8_t direction)
 {
 	if (e->capture)
 		fp_trace_append(e->capture, pkt, len, ts, direction, 0);
@@ -159,7 +166,8 @@ int fp_engine_has_tuple(const struct fp_engine *e, const struct fp_tuple *t)
 	return lookup(e, t) != NULL;
 }
 
-static struct fp_listener *listener_for(const struct fp_engine *e, const struct fp_tuple *t)
+static struct fp_listener *listener_for(const struct fp_engine *e,
+					const struct fp_tuple *t)
 {
 	for (struct fp_listener *l = e->listeners; l; l = l->next)
 		if (l->family == t->family && l->port == t->local_port &&
@@ -187,7 +195,8 @@ static void demultiplex(struct fp_engine *e, const struct fp_frame *f)
 	struct fp_listener *l = c ? NULL : listener_for(e, &t);
 	struct fp_trace *trace = c ? c->trace : l ? l->caught : NULL;
 	uint8_t state = c ? (uint8_t)c->tcb.state : FP_STATE_LISTEN;
-	if (!trace || fp_trace_append(trace, f->pkt, f->len, f->ts_ns, FP_DIR_IN, state) < 0)
+	if (!trace || fp_trace_append(trace, f->pkt, f->len, f->ts_ns,
+				      FP_DIR_IN, state) < 0)
 		e->stats.unclaimed++;
 }
 
@@ -208,7 +217,7 @@ static int receive_all(struct fp_engine *e)
 
 int fp_engine_poll(struct fp_engine *e, int timeout_ms)
 {
-	struct pollfd p = {fp_link_fd(e->link), POLLIN, 0};
+	struct pollfd p = { fp_link_fd(e->link), POLLIN, 0 };
 	int ready = poll(&p, 1, timeout_ms);
 	if (ready < 0)
 		return -errno;
@@ -222,7 +231,8 @@ int fp_engine_poll(struct fp_engine *e, int timeout_ms)
 static void record_transition(void *ctx, const struct fp_transition *t)
 {
 	struct fp_conn *c = ctx;
-	fp_trace_add_transition(c->trace, t); /* best effort, as the TCB cannot fail */
+	/* best effort, as the TCB cannot fail */
+	fp_trace_add_transition(c->trace, t);
 }
 
 static void conn_insert(struct fp_engine *e, struct fp_conn *c)
@@ -232,8 +242,8 @@ static void conn_insert(struct fp_engine *e, struct fp_conn *c)
 	e->buckets[b] = c;
 }
 
-int fp_conn_new(struct fp_conn **out, struct fp_engine *e, const struct fp_tuple *t,
-		uint32_t iss, uint64_t time_wait_ns)
+int fp_conn_new(struct fp_conn **out, struct fp_engine *e,
+		const struct fp_tuple *t, uint32_t iss, uint64_t time_wait_ns)
 {
 	if (!out || !e || !t || (t->family != 4 && t->family != 6))
 		return -EINVAL;
@@ -267,11 +277,20 @@ void fp_conn_free(struct fp_conn *c)
 	free(c);
 }
 
-struct fp_tcb *fp_conn_tcb(struct fp_conn *c) { return &c->tcb; }
+struct fp_tcb *fp_conn_tcb(struct fp_conn *c)
+{
+	return &c->tcb;
+}
 
-const struct fp_tuple *fp_conn_tuple(const struct fp_conn *c) { return &c->tuple; }
+const struct fp_tuple *fp_conn_tuple(const struct fp_conn *c)
+{
+	return &c->tuple;
+}
 
-struct fp_trace *fp_conn_trace(struct fp_conn *c) { return c->trace; }
+struct fp_trace *fp_conn_trace(struct fp_conn *c)
+{
+	return c->trace;
+}
 
 int fp_conn_send(struct fp_conn *c, struct fp_segment *seg, unsigned forced)
 {
@@ -296,8 +315,8 @@ int fp_conn_send(struct fp_conn *c, struct fp_segment *seg, unsigned forced)
 			       (uint8_t)c->tcb.state);
 }
 
-int fp_conn_take(struct fp_conn *c, struct fp_record *rec, struct fp_segment *seg,
-		 enum fp_reply *reply)
+int fp_conn_take(struct fp_conn *c, struct fp_record *rec,
+		 struct fp_segment *seg, enum fp_reply *reply)
 {
 	size_t i = fp_trace_next_untaken(c->trace);
 	if (fp_trace_get(c->trace, i, rec) < 0)
@@ -312,12 +331,15 @@ int fp_conn_take(struct fp_conn *c, struct fp_record *rec, struct fp_segment *se
 	return 0;
 }
 
-size_t fp_conn_pending(const struct fp_conn *c) { return fp_trace_pending(c->trace); }
+size_t fp_conn_pending(const struct fp_conn *c)
+{
+	return fp_trace_pending(c->trace);
+}
 
 /* ---- listeners --------------------------------------------------------------- */
 
-int fp_listener_new(struct fp_listener **out, struct fp_engine *e, uint8_t family,
-		    const uint8_t *addr, uint16_t port)
+int fp_listener_new(struct fp_listener **out, struct fp_engine *e,
+		    uint8_t family, const uint8_t *addr, uint16_t port)
 {
 	if (!out || !e || !addr || (family != 4 && family != 6))
 		return -EINVAL;
@@ -350,8 +372,8 @@ void fp_listener_free(struct fp_listener *l)
 }
 
 /* Caught record i parsed into *seg, unless it was handed over already. */
-static int caught_waiting(const struct fp_listener *l, size_t i, struct fp_record *rec,
-			  struct fp_segment *seg)
+static int caught_waiting(const struct fp_listener *l, size_t i,
+			  struct fp_record *rec, struct fp_segment *seg)
 {
 	return fp_trace_get(l->caught, i, rec) == 0 && !rec->taken &&
 	       fp_segment_parse(seg, rec->pkt, rec->len, NULL, 0) == 0;
@@ -359,12 +381,14 @@ static int caught_waiting(const struct fp_listener *l, size_t i, struct fp_recor
 
 /* The oldest untaken SYN (without ACK) the listener caught, or the trace's
  * length. */
-static size_t listener_next_syn(const struct fp_listener *l, struct fp_segment *seg)
+static size_t listener_next_syn(const struct fp_listener *l,
+				struct fp_segment *seg)
 {
 	struct fp_record rec;
 	size_t n = fp_trace_len(l->caught);
 	for (size_t i = fp_trace_next_untaken(l->caught); i < n; i++)
-		if (caught_waiting(l, i, &rec, seg) && (seg->flags & (FP_SYN | FP_ACK)) == FP_SYN)
+		if (caught_waiting(l, i, &rec, seg) &&
+		    (seg->flags & (FP_SYN | FP_ACK)) == FP_SYN)
 			return i;
 	return n;
 }
@@ -379,7 +403,8 @@ int fp_listener_peek(const struct fp_listener *l, struct fp_tuple *t)
 }
 
 /* Move every caught segment of tuple t to the new connection, in order. */
-static int listener_hand_over(struct fp_listener *l, const struct fp_tuple *t, struct fp_conn *c)
+static int listener_hand_over(struct fp_listener *l, const struct fp_tuple *t,
+			      struct fp_conn *c)
 {
 	struct fp_record rec;
 	struct fp_segment seg;
@@ -391,18 +416,19 @@ static int listener_hand_over(struct fp_listener *l, const struct fp_tuple *t, s
 		tuple_of_received(&seg, &mine);
 		if (!tuple_equal(&mine, t))
 			continue;
-		if (fp_trace_append(c->trace, rec.pkt, rec.len, rec.ts_ns, FP_DIR_IN,
-				    FP_STATE_LISTEN) < 0)
+		if (fp_trace_append(c->trace, rec.pkt, rec.len, rec.ts_ns,
+				    FP_DIR_IN, FP_STATE_LISTEN) < 0)
 			return -ENOMEM;
 		fp_trace_mark_taken(l->caught, i, FP_STATE_LISTEN);
 	}
-	if (fp_trace_next_untaken(l->caught) == n) /* all handed over: start afresh */
+	/* all handed over: start afresh */
+	if (fp_trace_next_untaken(l->caught) == n)
 		fp_trace_clear(l->caught);
 	return 0;
 }
 
-int fp_listener_accept(struct fp_conn **out, struct fp_listener *l, uint32_t iss,
-		       uint64_t time_wait_ns)
+int fp_listener_accept(struct fp_conn **out, struct fp_listener *l,
+		       uint32_t iss, uint64_t time_wait_ns)
 {
 	struct fp_tuple t;
 	struct fp_conn *c;

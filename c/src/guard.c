@@ -112,7 +112,8 @@ static void cloexec_new_sockets(const uint8_t *before)
 	open_fds(after);
 	for (int fd = 0; fd < FD_SCAN_MAX; fd++) {
 		uint8_t bit = (uint8_t)(1u << (fd % 8));
-		if ((after[fd / 8] & bit) && !(before[fd / 8] & bit) && is_nfnetlink(fd))
+		if ((after[fd / 8] & bit) && !(before[fd / 8] & bit) &&
+		    is_nfnetlink(fd))
 			fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
 	}
 }
@@ -145,8 +146,9 @@ static int run(struct fp_guard *g, const char *cmd)
 		return 0;
 	const char *text = nft_ctx_get_error_buffer(g->nft);
 	char line[200];
-	first_line(text && strstr(text, "Error: ") ? strstr(text, "Error: ") + 7 : text, line,
-		   sizeof(line));
+	first_line(text && strstr(text, "Error: ") ? strstr(text, "Error: ") + 7
+						   : text,
+		   line, sizeof(line));
 	set_error(g, "nftables: %s", line[0] ? line : "command failed");
 	if (text && strstr(text, "Operation not permitted")) {
 		set_error(g, "nftables: %s (CAP_NET_ADMIN is needed)", line);
@@ -167,7 +169,8 @@ static int rule_handle(struct fp_guard *g, uint64_t *handle)
 	*handle = h && h < end ? strtoull(h + 9, NULL, 10) : 0;
 	if (*handle)
 		return 0;
-	set_error(g, "nftables did not echo the rule's handle: %s", out ? out : "(no output)");
+	set_error(g, "nftables did not echo the rule's handle: %s",
+		  out ? out : "(no output)");
 	return -EIO;
 }
 
@@ -177,11 +180,12 @@ static int match_text(const struct fp_tuple *t, char *out, size_t len)
 	char local[INET6_ADDRSTRLEN], remote[INET6_ADDRSTRLEN];
 	int af = t->family == 6 ? AF_INET6 : AF_INET;
 	const char *ip = t->family == 6 ? "ip6" : "ip";
-	if ((t->family != 4 && t->family != 6) || !inet_ntop(af, t->local, local, sizeof(local)) ||
+	if ((t->family != 4 && t->family != 6) ||
+	    !inet_ntop(af, t->local, local, sizeof(local)) ||
 	    !inet_ntop(af, t->remote, remote, sizeof(remote)))
 		return -EINVAL;
-	snprintf(out, len, "%s saddr %s %s daddr %s tcp sport %u tcp dport %u", ip, local, ip, remote,
-		 t->local_port, t->remote_port);
+	snprintf(out, len, "%s saddr %s %s daddr %s tcp sport %u tcp dport %u",
+		 ip, local, ip, remote, t->local_port, t->remote_port);
 	return 0;
 }
 
@@ -197,7 +201,8 @@ static int same_process(struct fp_guard *g)
 {
 	if (getpid() == g->pid)
 		return 0;
-	snprintf(g->error, sizeof(g->error), "the guard belongs to process %d", (int)g->pid);
+	snprintf(g->error, sizeof(g->error), "the guard belongs to process %d",
+		 (int)g->pid);
 	return -ECHILD;
 }
 
@@ -208,7 +213,9 @@ int fp_guard_new(struct fp_guard **out, char *err, size_t err_len)
 	uint8_t before[FD_SCAN_MAX / 8];
 	int rc = netlink_available();
 	if (rc) {
-		snprintf(err, err_len, "cannot open a netfilter netlink socket: %s", strerror(-rc));
+		snprintf(err, err_len,
+			 "cannot open a netfilter netlink socket: %s",
+			 strerror(-rc));
 		return rc;
 	}
 	struct fp_guard *g = calloc(1, sizeof(*g));
@@ -218,14 +225,16 @@ int fp_guard_new(struct fp_guard **out, char *err, size_t err_len)
 	}
 	open_fds(before);
 	g->nft = nft_ctx_new(NFT_CTX_DEFAULT);
-	if (!g->nft || nft_ctx_buffer_output(g->nft) || nft_ctx_buffer_error(g->nft)) {
+	if (!g->nft || nft_ctx_buffer_output(g->nft) ||
+	    nft_ctx_buffer_error(g->nft)) {
 		nft_ctx_free(g->nft);
 		free(g);
 		snprintf(err, err_len, "cannot make an nftables context");
 		return -ENOMEM;
 	}
 	cloexec_new_sockets(before);
-	nft_ctx_output_set_flags(g->nft, NFT_CTX_OUTPUT_HANDLE | NFT_CTX_OUTPUT_ECHO);
+	nft_ctx_output_set_flags(g->nft,
+				 NFT_CTX_OUTPUT_HANDLE | NFT_CTX_OUTPUT_ECHO);
 	g->pid = getpid();
 	snprintf(g->table, sizeof(g->table), "finprobe_%d_%u", (int)g->pid,
 		 atomic_fetch_add(&guard_counter, 1));
@@ -263,7 +272,8 @@ int fp_guard_add(struct fp_guard *g, const struct fp_tuple *t)
 	}
 	if (g->n == g->cap) {
 		size_t cap = g->cap ? g->cap * 2 : 8;
-		struct guard_rule *rules = realloc(g->rules, cap * sizeof(*rules));
+		struct guard_rule *rules =
+			realloc(g->rules, cap * sizeof(*rules));
 		if (!rules) {
 			set_error(g, "%s", "out of memory");
 			return -ENOMEM;
@@ -273,14 +283,15 @@ int fp_guard_add(struct fp_guard *g, const struct fp_tuple *t)
 	}
 	int n = 0;
 	if (g->n == 0)
-		n = snprintf(cmd, sizeof(cmd),
-			     "add table inet %s { flags owner; }\n"
-			     "add chain inet %s out { type filter hook output priority 0; policy accept; }\n",
-			     g->table, g->table);
-	snprintf(cmd + n, sizeof(cmd) - (size_t)n,
-		 "add rule inet %s out %s tcp flags & rst == rst meta mark != 0x%08x counter drop\n",
-		 g->table,
-		 match, FP_RAW_MARK);
+		n = snprintf(
+			cmd, sizeof(cmd),
+			"add table inet %s { flags owner; }\n"
+			"add chain inet %s out { type filter hook output priority 0; policy accept; }\n",
+			g->table, g->table);
+	snprintf(
+		cmd + n, sizeof(cmd) - (size_t)n,
+		"add rule inet %s out %s tcp flags & rst == rst meta mark != 0x%08x counter drop\n",
+		g->table, match, FP_RAW_MARK);
 	uint64_t handle = 0;
 	rc = run(g, cmd);
 	if (rc == 0 && (rc = rule_handle(g, &handle)) < 0 && g->n == 0) {
@@ -289,7 +300,7 @@ int fp_guard_add(struct fp_guard *g, const struct fp_tuple *t)
 	}
 	if (rc)
 		return rc;
-	g->rules[g->n++] = (struct guard_rule){*t, handle};
+	g->rules[g->n++] = (struct guard_rule){ *t, handle };
 	return 0;
 }
 
@@ -307,8 +318,9 @@ int fp_guard_remove(struct fp_guard *g, const struct fp_tuple *t)
 	if (g->n == 1)
 		snprintf(cmd, sizeof(cmd), "delete table inet %s\n", g->table);
 	else
-		snprintf(cmd, sizeof(cmd), "delete rule inet %s out handle %" PRIu64 "\n", g->table,
-			 r->handle);
+		snprintf(cmd, sizeof(cmd),
+			 "delete rule inet %s out handle %" PRIu64 "\n",
+			 g->table, r->handle);
 	rc = run(g, cmd);
 	if (rc)
 		return rc;
@@ -316,8 +328,17 @@ int fp_guard_remove(struct fp_guard *g, const struct fp_tuple *t)
 	return 0;
 }
 
-size_t fp_guard_count(const struct fp_guard *g) { return g->n; }
+size_t fp_guard_count(const struct fp_guard *g)
+{
+	return g->n;
+}
 
-const char *fp_guard_table(const struct fp_guard *g) { return g->table; }
+const char *fp_guard_table(const struct fp_guard *g)
+{
+	return g->table;
+}
 
-const char *fp_guard_error(const struct fp_guard *g) { return g->error; }
+const char *fp_guard_error(const struct fp_guard *g)
+{
+	return g->error;
+}

@@ -53,22 +53,25 @@
 #define LOOPBACK_IFINDEX 1 /* lo is always the first device of a namespace */
 #define EXIT_WAIT_MS 1000  /* after EOF, then SIGKILL */
 #define CALL_WAIT_MS 10000 /* for an answer: the helper takes microseconds */
-#define OPEN_WAIT_MS 30000 /* for the lab: each of the helper's steps is bounded */
+#define OPEN_WAIT_MS                                                           \
+	30000 /* for the lab: each of the helper's steps is bounded */
 #define NETLINK_WAIT_MS 5000 /* for the kernel's answer to a netlink request */
 #define READY_WAIT_MS 10000  /* for the local routes of the lab's addresses */
-#define MAX_ADOPTED 1024   /* children of the caller the helper kills at its end */
+#define MAX_ADOPTED                                                            \
+	1024 /* children of the caller the helper kills at its end */
 
 static const uint8_t peer_mac[ETH_ALEN] = FP_LAB_PEER_MAC;
 static const uint8_t local_mac[ETH_ALEN] = FP_LAB_LOCAL_MAC;
-static const uint8_t lab_ip4[4] = {192, 0, 2, 1};
-static const uint8_t local_ip4[4] = {192, 0, 2, 2};
-static const uint8_t lab_ip6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
-static const uint8_t local_ip6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 2};
+static const uint8_t lab_ip4[4] = { 192, 0, 2, 1 };
+static const uint8_t local_ip4[4] = { 192, 0, 2, 2 };
+static const uint8_t lab_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+static const uint8_t local_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
 
 struct fp_lab {
-	pid_t pid;    /* the helper */
-	int ctl;      /* our end of the socketpair to it */
-	uint32_t seq; /* of the last request: an answer to an earlier one is stale */
+	pid_t pid; /* the helper */
+	int ctl;   /* our end of the socketpair to it */
+	/* of the last request: an answer to an earlier one is stale */
+	uint32_t seq;
 	int packet_fd, netns_fd, userns_fd;
 	char err[256];
 };
@@ -99,8 +102,8 @@ static int send_msg(int sock, const struct lab_msg *msg, const int *fds,
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(3 * sizeof(int))];
 	} control;
-	struct iovec iov = {(void *)msg, sizeof(*msg)};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	struct iovec iov = { (void *)msg, sizeof(*msg) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	struct cmsghdr *cm;
 
 	if (nfds > 0) {
@@ -151,11 +154,11 @@ static int recv_msg(int sock, struct lab_msg *msg, int *fds, int max)
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(3 * sizeof(int))];
 	} control;
-	struct iovec iov = {msg, sizeof(*msg)};
-	struct msghdr mh = {.msg_iov = &iov,
-			    .msg_iovlen = 1,
-			    .msg_control = control.buf,
-			    .msg_controllen = sizeof(control.buf)};
+	struct iovec iov = { msg, sizeof(*msg) };
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = control.buf,
+			     .msg_controllen = sizeof(control.buf) };
 	ssize_t len;
 	int n;
 
@@ -269,7 +272,7 @@ static int enter_user_namespace(struct helper *h)
 /* Every wait for the kernel's answer on it is bounded (recv: EAGAIN). */
 static int rtnl_socket(void)
 {
-	struct timeval wait = {.tv_sec = NETLINK_WAIT_MS / 1000};
+	struct timeval wait = { .tv_sec = NETLINK_WAIT_MS / 1000 };
 	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
 
 	if (fd >= 0 &&
@@ -410,7 +413,7 @@ static void put_ifinfo(struct nlmsghdr *nlh, int index, unsigned up)
  * its offloads are off. */
 static int make_veth(struct helper *h)
 {
-	struct nl_batch b = {.n = 0};
+	struct nl_batch b = { .n = 0 };
 	struct nlmsghdr *nlh;
 	struct nlattr *info, *data, *peer;
 
@@ -436,7 +439,7 @@ static int make_veth(struct helper *h)
 /* ifindex of name in the namespace of sock; 0 on failure (errno set). */
 static int ifindex(int sock, const char *name)
 {
-	struct ifreq ifr = {.ifr_ifindex = 0};
+	struct ifreq ifr = { .ifr_ifindex = 0 };
 
 	memcpy(ifr.ifr_name, name, strlen(name) + 1);
 	return ioctl(sock, SIOCGIFINDEX, &ifr) < 0 ? 0 : ifr.ifr_ifindex;
@@ -445,8 +448,8 @@ static int ifindex(int sock, const char *name)
 /* One legacy ethtool "set" (ETHTOOL_STSO ...) on name: -1 with errno. */
 static int ethtool_set(int sock, const char *name, uint32_t cmd, uint32_t value)
 {
-	struct ethtool_value ev = {.cmd = cmd, .data = value};
-	struct ifreq ifr = {.ifr_data = (void *)&ev};
+	struct ethtool_value ev = { .cmd = cmd, .data = value };
+	struct ifreq ifr = { .ifr_data = (void *)&ev };
 
 	memcpy(ifr.ifr_name, name, strlen(name) + 1);
 	return ioctl(sock, SIOCETHTOOL, &ifr);
@@ -459,8 +462,8 @@ static int ethtool_set(int sock, const char *name, uint32_t cmd, uint32_t value)
  * grace period to unhook it (synchronize_net(), ~10 ms). */
 static int setup_probe(struct helper *h)
 {
-	struct sockaddr_ll sll = {.sll_family = AF_PACKET,
-				  .sll_protocol = htons(ETH_P_ALL)};
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET,
+				   .sll_protocol = htons(ETH_P_ALL) };
 
 	sll.sll_ifindex = ifindex(h->rtnl_probe, PROBE_IF);
 	if (!sll.sll_ifindex)
@@ -526,9 +529,9 @@ static int lab0_offloads_off(struct helper *h)
 		uint32_t cmd;
 		const char *what;
 	} off[] = {
-		{ETHTOOL_STXCSUM, "disabling TX checksum offload on " LAB_IF},
-		{ETHTOOL_STSO, "disabling TSO on " LAB_IF},
-		{ETHTOOL_SGSO, "disabling GSO on " LAB_IF},
+		{ ETHTOOL_STXCSUM, "disabling TX checksum offload on " LAB_IF },
+		{ ETHTOOL_STSO, "disabling TSO on " LAB_IF },
+		{ ETHTOOL_SGSO, "disabling GSO on " LAB_IF },
 	};
 
 	for (size_t i = 0; i < sizeof(off) / sizeof(off[0]); i++)
@@ -551,20 +554,24 @@ static int local_route_answer(struct helper *h, unsigned seq)
 		if (len < 0 && (errno == EINTR || errno == ENOBUFS))
 			continue; /* ENOBUFS: notifications were lost, not us */
 		if (len < 0)
-			return failed(h, "asking for the lab's routes", recv_errno());
+			return failed(h, "asking for the lab's routes",
+				      recv_errno());
 		nlh = (const struct nlmsghdr *)buf;
-		for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+		for (; mnl_nlmsg_ok(nlh, len);
+		     nlh = mnl_nlmsg_next(nlh, &len)) {
 			if (nlh->nlmsg_seq != seq)
 				continue;
 			if (nlh->nlmsg_type == RTM_NEWROUTE)
-				return ((const struct rtmsg *)mnl_nlmsg_get_payload(nlh))
+				return ((const struct rtmsg *)
+						mnl_nlmsg_get_payload(nlh))
 					       ->rtm_type == RTN_LOCAL;
 			if (nlh->nlmsg_type != NLMSG_ERROR)
 				continue;
 			e = mnl_nlmsg_get_payload(nlh);
 			if (e->error == -ENETUNREACH || e->error == 0)
 				return 0;
-			return failed(h, "asking for the lab's routes", -e->error);
+			return failed(h, "asking for the lab's routes",
+				      -e->error);
 		}
 	}
 }
@@ -610,7 +617,7 @@ static void drain_notifications(int fd)
  * route notifications, joined before the first look; bounded. */
 static int wait_local_routes(struct helper *h)
 {
-	struct pollfd p = {.fd = h->rtnl_kernel, .events = POLLIN};
+	struct pollfd p = { .fd = h->rtnl_kernel, .events = POLLIN };
 	uint64_t deadline = fp_now_ns() + (uint64_t)READY_WAIT_MS * 1000000u;
 	unsigned group = RTNLGRP_IPV6_ROUTE, seq = 100;
 	int v4, v6;
@@ -627,10 +634,11 @@ static int wait_local_routes(struct helper *h)
 		if (v4 && v6)
 			return 0;
 		if (fp_now_ns() >= deadline)
-			return failed(h,
-				      "waiting for the kernel to deliver to "
-				      "192.0.2.1 and 2001:db8::1 (local routes)",
-				      ETIMEDOUT);
+			return failed(
+				h,
+				"waiting for the kernel to deliver to "
+				"192.0.2.1 and 2001:db8::1 (local routes)",
+				ETIMEDOUT);
 		poll(&p, 1, 10);
 	}
 }
@@ -638,7 +646,7 @@ static int wait_local_routes(struct helper *h)
 /* Through the kernel namespace's rtnetlink socket, wherever we stand. */
 static int setup_kernel(struct helper *h)
 {
-	struct nl_batch b = {.n = 0};
+	struct nl_batch b = { .n = 0 };
 	int lab0 = ifindex(h->rtnl_kernel, LAB_IF);
 
 	if (!lab0)
@@ -737,7 +745,7 @@ static void prune_adopted(struct adopted *a)
 	int kept = 0;
 
 	for (int i = 0; i < a->n; i++) {
-		struct pollfd p = {.fd = a->pidfd[i], .events = POLLIN};
+		struct pollfd p = { .fd = a->pidfd[i], .events = POLLIN };
 
 		if (poll(&p, 1, 0) == 1)
 			close(a->pidfd[i]);
@@ -773,7 +781,7 @@ static _Noreturn void end_lab(const struct adopted *a)
  * (a child that wrote to its copy of ctl) is dropped. */
 static _Noreturn void serve(int ctl)
 {
-	struct adopted children = {.n = 0};
+	struct adopted children = { .n = 0 };
 	struct lab_msg msg;
 	int fd, n;
 
@@ -807,7 +815,7 @@ static _Noreturn void serve(int ctl)
  * have no business here, and a blocked SIGTERM would keep us alive. */
 static void reset_signals(void)
 {
-	struct sigaction sa = {.sa_handler = SIG_DFL};
+	struct sigaction sa = { .sa_handler = SIG_DFL };
 	sigset_t none;
 
 	for (int sig = 1; sig < NSIG; sig++)
@@ -841,12 +849,12 @@ static void close_stray_fds(int ctl)
 
 static _Noreturn void helper_main(int ctl)
 {
-	struct helper h = {.ctl = -1,
-			   .kernel_ns = -1,
-			   .user_ns = -1,
-			   .rtnl_kernel = -1,
-			   .rtnl_probe = -1,
-			   .packet = -1};
+	struct helper h = { .ctl = -1,
+			    .kernel_ns = -1,
+			    .user_ns = -1,
+			    .rtnl_kernel = -1,
+			    .rtnl_probe = -1,
+			    .packet = -1 };
 	struct lab_msg msg;
 	int fds[3];
 
@@ -902,7 +910,7 @@ static int start_helper(struct fp_lab *lab)
  * signal came first and intr is set (else the wait goes on). */
 static int wait_readable(int fd, int ms, int intr)
 {
-	struct pollfd p = {.fd = fd, .events = POLLIN};
+	struct pollfd p = { .fd = fd, .events = POLLIN };
 	uint64_t deadline = fp_now_ns() + (uint64_t)ms * 1000000u, now;
 	int n;
 
@@ -932,10 +940,12 @@ static int receive_lab(struct fp_lab *lab)
 	if (n == 0)
 		n = recv_msg(lab->ctl, &msg, fds, 3);
 	if (n < 0) {
-		snprintf(lab->err, sizeof(lab->err),
-			 n == -ETIMEDOUT ? "the lab helper did not finish the lab: %s"
-					 : "the lab helper died while building the lab: %s",
-			 strerror(-n));
+		snprintf(
+			lab->err, sizeof(lab->err),
+			n == -ETIMEDOUT
+				? "the lab helper did not finish the lab: %s"
+				: "the lab helper died while building the lab: %s",
+			strerror(-n));
 		return n;
 	}
 	if (msg.err < 0 || n < 2) {
@@ -989,7 +999,7 @@ static int helper_exited(pid_t pid, int ms)
 	siginfo_t si;
 
 	if (pidfd >= 0) {
-		struct pollfd p = {.fd = pidfd, .events = POLLIN};
+		struct pollfd p = { .fd = pidfd, .events = POLLIN };
 		int n;
 
 		while ((n = poll(&p, 1, ms)) < 0 && errno == EINTR)
@@ -1123,8 +1133,8 @@ int fp_lab_enter(const struct fp_lab *lab)
 
 /* The answer to request seq; answers to earlier requests, whose caller
  * stopped waiting (-EINTR), are dropped with their descriptors. */
-static int receive_answer(struct fp_lab *lab, uint32_t seq,
-			  struct lab_msg *msg, int *fd)
+static int receive_answer(struct fp_lab *lab, uint32_t seq, struct lab_msg *msg,
+			  int *fd)
 {
 	int rc;
 
@@ -1171,7 +1181,7 @@ static int lab_call(struct fp_lab *lab, struct lab_msg *msg, int *fd)
  * -EPROTO when the helper is gone or garbled. */
 int fp_lab_socket(struct fp_lab *lab, int family, int type, int protocol)
 {
-	struct lab_msg msg = {.op = LAB_SOCKET};
+	struct lab_msg msg = { .op = LAB_SOCKET };
 	int fd = -1, rc;
 
 	msg.arg[0] = family;
@@ -1225,7 +1235,8 @@ static int check_sysctl(struct fp_lab *lab, const char *name, const char *value,
 int fp_lab_sysctl(struct fp_lab *lab, const char *name, const char *value,
 		  char *out, size_t out_len)
 {
-	struct lab_msg msg = {.op = value ? LAB_SYSCTL_WRITE : LAB_SYSCTL_READ};
+	struct lab_msg msg = { .op = value ? LAB_SYSCTL_WRITE
+					   : LAB_SYSCTL_READ };
 	int rc = check_sysctl(lab, name, value, out, out_len);
 
 	if (rc < 0)

@@ -66,7 +66,10 @@ struct fp_link {
 	uint8_t *bufs;
 };
 
-uint64_t fp_now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
+uint64_t fp_now_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
+}
 
 /* Kernel timestamps are CLOCK_REALTIME; traces are CLOCK_MONOTONIC. */
 static uint64_t realtime_to_monotonic(const struct timespec *rt)
@@ -109,8 +112,8 @@ static int packet_send(struct fp_link *link, const uint8_t *pkt, size_t len)
 	uint16_t type = (pkt[0] >> 4) == 6 ? ETH_P_IPV6 : ETH_P_IP;
 	eth[12] = (uint8_t)(type >> 8);
 	eth[13] = (uint8_t)type;
-	struct iovec iov[2] = {{eth, ETH_HEADER}, {(void *)pkt, len}};
-	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+	struct iovec iov[2] = { { eth, ETH_HEADER }, { (void *)pkt, len } };
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
 	return sendmsg(link->fd, &msg, 0) < 0 ? -errno : 0;
 }
 
@@ -122,14 +125,19 @@ struct recv_batch {
 };
 
 /* hdr: link-layer bytes before the IP header (ETH_HEADER, or 0 for raw). */
-static void frame_from_msg(struct fp_frame *f, uint8_t *frame, struct mmsghdr *m, size_t hdr)
+static void frame_from_msg(struct fp_frame *f, uint8_t *frame,
+			   struct mmsghdr *m, size_t hdr)
 {
 	int partial = 0;
 	f->ts_ns = 0;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m->msg_hdr); c; c = CMSG_NXTHDR(&m->msg_hdr, c)) {
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_TIMESTAMPNS)
-			f->ts_ns = realtime_to_monotonic((struct timespec *)CMSG_DATA(c));
-		if (c->cmsg_level == SOL_PACKET && c->cmsg_type == PACKET_AUXDATA) {
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m->msg_hdr); c;
+	     c = CMSG_NXTHDR(&m->msg_hdr, c)) {
+		if (c->cmsg_level == SOL_SOCKET &&
+		    c->cmsg_type == SO_TIMESTAMPNS)
+			f->ts_ns = realtime_to_monotonic(
+				(struct timespec *)CMSG_DATA(c));
+		if (c->cmsg_level == SOL_PACKET &&
+		    c->cmsg_type == PACKET_AUXDATA) {
 			struct tpacket_auxdata aux;
 			memcpy(&aux, CMSG_DATA(c), sizeof(aux));
 			partial = !!(aux.tp_status & TP_STATUS_CSUMNOTREADY);
@@ -146,46 +154,58 @@ static void frame_from_msg(struct fp_frame *f, uint8_t *frame, struct mmsghdr *m
 }
 
 /* A batch from fd into bufs (room bytes apiece), frames starting hdr bytes in. */
-static int recv_batch(int fd, uint8_t *bufs, size_t room, size_t hdr, struct fp_frame *frames,
-		      int max)
+static int recv_batch(int fd, uint8_t *bufs, size_t room, size_t hdr,
+		      struct fp_frame *frames, int max)
 {
 	struct recv_batch b;
 	if (max > BATCH)
 		max = BATCH;
 	for (int i = 0; i < max; i++) {
-		b.iov[i] = (struct iovec){bufs + (size_t)i * room, room};
-		b.msgs[i].msg_hdr = (struct msghdr){
-			.msg_iov = &b.iov[i], .msg_iovlen = 1,
-			.msg_control = b.control[i], .msg_controllen = sizeof(b.control[i])};
+		b.iov[i] = (struct iovec){ bufs + (size_t)i * room, room };
+		b.msgs[i].msg_hdr =
+			(struct msghdr){ .msg_iov = &b.iov[i],
+					 .msg_iovlen = 1,
+					 .msg_control = b.control[i],
+					 .msg_controllen =
+						 sizeof(b.control[i]) };
 	}
 	int n = recvmmsg(fd, b.msgs, (unsigned)max, MSG_DONTWAIT, NULL);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
 	for (int i = 0; i < n; i++)
-		frame_from_msg(&frames[i], bufs + (size_t)i * room, &b.msgs[i], hdr);
+		frame_from_msg(&frames[i], bufs + (size_t)i * room, &b.msgs[i],
+			       hdr);
 	return n;
 }
 
 static int packet_recv(struct fp_link *link, struct fp_frame *frames, int max)
 {
-	return recv_batch(link->fd, link->frames[0], FRAME_ROOM, ETH_HEADER, frames, max);
+	return recv_batch(link->fd, link->frames[0], FRAME_ROOM, ETH_HEADER,
+			  frames, max);
 }
 
-static void packet_close(struct fp_link *link) { free(link->frames); }
+static void packet_close(struct fp_link *link)
+{
+	free(link->frames);
+}
 
-static const struct link_ops packet_ops = {packet_send, packet_recv, packet_close};
+static const struct link_ops packet_ops = { packet_send, packet_recv,
+					    packet_close };
 
 static int packet_configure(int fd, struct sock_fprog prog)
 {
 	int one = 1, rcvbuf = 8 << 20;
-	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0 ||
-	    setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) < 0 ||
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) <
+		    0 ||
+	    setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one,
+		       sizeof(one)) < 0 ||
 	    setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof(one)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) < 0)
 		return -errno;
 	/* A big buffer rides out bursts while no one polls; FORCE needs
 	 * CAP_NET_ADMIN, which a user-namespace lab lacks: then take the cap. */
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf,
+		       sizeof(rcvbuf)) < 0)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	return 0;
 }
@@ -205,14 +225,16 @@ int fp_link_packet_open(struct fp_link **out, int fd, const uint8_t src_mac[6],
 	if (!link)
 		return -ENOMEM;
 	link->frames = malloc(sizeof(*link->frames) * BATCH);
-	struct sock_fprog prog = {sizeof(tcp_only) / sizeof(tcp_only[0]), tcp_only};
+	struct sock_fprog prog = { sizeof(tcp_only) / sizeof(tcp_only[0]),
+				   tcp_only };
 	int err = link->frames ? packet_configure(fd, prog) : -ENOMEM;
 	/* Straight to the driver: a veth end that came up before its peer has
 	 * no qdisc but noop (which drops) until the kernel's linkwatch work
 	 * attaches one, up to a second later, so a fresh lab's first frames
 	 * would vanish. The qdisc does nothing for us anyway. */
 	int one = 1;
-	if (!err && setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one)) < 0)
+	if (!err && setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one,
+			       sizeof(one)) < 0)
 		err = -errno;
 	if (err) {
 		free(link->frames);
@@ -240,9 +262,11 @@ struct route {
 static int route_attr(const struct nlattr *a, void *data)
 {
 	struct route *r = data;
-	if (mnl_attr_get_type(a) == RTA_OIF && mnl_attr_validate(a, MNL_TYPE_U32) >= 0)
+	if (mnl_attr_get_type(a) == RTA_OIF &&
+	    mnl_attr_validate(a, MNL_TYPE_U32) >= 0)
 		r->oif = (int)mnl_attr_get_u32(a);
-	if (mnl_attr_get_type(a) == RTA_PREFSRC && mnl_attr_get_payload_len(a) == r->alen) {
+	if (mnl_attr_get_type(a) == RTA_PREFSRC &&
+	    mnl_attr_get_payload_len(a) == r->alen) {
 		memcpy(r->src, mnl_attr_get_payload(a), r->alen);
 		r->has_src = 1;
 	}
@@ -252,14 +276,16 @@ static int route_attr(const struct nlattr *a, void *data)
 static int route_answer(const struct nlmsghdr *nlh, void *data)
 {
 	struct route *r = data;
-	if (nlh->nlmsg_type != RTM_NEWROUTE || mnl_nlmsg_get_payload_len(nlh) < sizeof(struct rtmsg))
+	if (nlh->nlmsg_type != RTM_NEWROUTE ||
+	    mnl_nlmsg_get_payload_len(nlh) < sizeof(struct rtmsg))
 		return MNL_CB_OK;
 	r->type = ((struct rtmsg *)mnl_nlmsg_get_payload(nlh))->rtm_type;
 	return mnl_attr_parse(nlh, sizeof(struct rtmsg), route_attr, r);
 }
 
-static int route_query(struct mnl_socket *nl, uint8_t family, const uint8_t *remote,
-		       const uint8_t *local, int oif, struct route *r)
+static int route_query(struct mnl_socket *nl, uint8_t family,
+		       const uint8_t *remote, const uint8_t *local, int oif,
+		       struct route *r)
 {
 	char buf[8192];
 	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
@@ -276,17 +302,21 @@ static int route_query(struct mnl_socket *nl, uint8_t family, const uint8_t *rem
 	}
 	if (oif)
 		mnl_attr_put_u32(nlh, RTA_OIF, (uint32_t)oif);
-	mnl_attr_put_u32(nlh, RTA_MARK, FP_RAW_MARK); /* as our packets will be routed */
+	/* as our packets will be routed */
+	mnl_attr_put_u32(nlh, RTA_MARK, FP_RAW_MARK);
 	/* the kernel answers at once; a lost answer must not hang the caller */
-	struct timeval wait = {.tv_sec = 5};
-	if (setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait)) < 0 ||
+	struct timeval wait = { .tv_sec = 5 };
+	if (setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &wait,
+		       sizeof(wait)) < 0 ||
 	    mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0 ||
 	    mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0)
 		return -errno;
 	ssize_t n = mnl_socket_recvfrom(nl, buf, sizeof(buf));
 	if (n < 0)
-		return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
-	if (mnl_cb_run(buf, (size_t)n, 1, mnl_socket_get_portid(nl), route_answer, r) < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT
+							       : -errno;
+	if (mnl_cb_run(buf, (size_t)n, 1, mnl_socket_get_portid(nl),
+		       route_answer, r) < 0)
 		return errno ? -errno : -EIO;
 	return 0;
 }
@@ -294,7 +324,7 @@ static int route_query(struct mnl_socket *nl, uint8_t family, const uint8_t *rem
 /* Whether addr is an address of this host: only those bind. */
 static int address_is_local(uint8_t family, const uint8_t *addr)
 {
-	struct sockaddr_storage ss = {0};
+	struct sockaddr_storage ss = { 0 };
 	socklen_t len = sizeof(struct sockaddr_in);
 	if (family == 6) {
 		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
@@ -315,10 +345,11 @@ static int address_is_local(uint8_t family, const uint8_t *addr)
 }
 
 /* Fill an all-zero local and a zero *ifindex from the route to remote. */
-static int route_lookup(uint8_t family, const uint8_t *remote, uint8_t *local, int *ifindex)
+static int route_lookup(uint8_t family, const uint8_t *remote, uint8_t *local,
+			int *ifindex)
 {
 	static const uint8_t zero[16];
-	struct route r = {.alen = addr_len(family)};
+	struct route r = { .alen = addr_len(family) };
 	int given = memcmp(local, zero, r.alen) != 0;
 	int err = given ? address_is_local(family, local) : 0;
 	if (err)
@@ -326,14 +357,16 @@ static int route_lookup(uint8_t family, const uint8_t *remote, uint8_t *local, i
 	struct mnl_socket *nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
 	if (!nl)
 		return -errno;
-	err = route_query(nl, family, remote, given ? local : NULL, *ifindex, &r);
+	err = route_query(nl, family, remote, given ? local : NULL, *ifindex,
+			  &r);
 	mnl_socket_close(nl);
 	if (err)
 		return err;
 	if (!r.oif)
 		return -ENETUNREACH;
 	if (r.type != RTN_UNICAST && r.type != RTN_LOCAL)
-		return -EHOSTUNREACH; /* unreachable, blackhole, prohibit routes */
+		/* unreachable, blackhole, prohibit routes */
+		return -EHOSTUNREACH;
 	if (!given && !r.has_src)
 		return -EADDRNOTAVAIL;
 	if (!given)
@@ -360,11 +393,13 @@ static void op(struct filter *f, uint16_t code, uint32_t k)
 /* Go on if A == k, else drop. */
 static void need(struct filter *f, uint32_t k)
 {
-	f->ins[f->n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, k, 0, DROP);
+	f->ins[f->n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
+						      k, 0, DROP);
 }
 
 /* Go on if the address at off (4 or 16 bytes) is addr, else drop. */
-static void need_address(struct filter *f, uint32_t off, const uint8_t *addr, size_t len)
+static void need_address(struct filter *f, uint32_t off, const uint8_t *addr,
+			 size_t len)
 {
 	for (size_t i = 0; i < len; i += 4) {
 		uint32_t word;
@@ -396,8 +431,8 @@ static void finish(struct filter *f)
  *   v6: version 6, next header 6 (TCP right after the fixed header, as
  *       targets send it), saddr, daddr, source port at 40.
  */
-static void raw_filter(struct filter *f, uint8_t family, const uint8_t *remote, uint16_t port,
-		       const uint8_t *local)
+static void raw_filter(struct filter *f, uint8_t family, const uint8_t *remote,
+		       uint16_t port, const uint8_t *local)
 {
 	f->n = 0;
 	op(f, BPF_LD | BPF_B | BPF_ABS, 0);
@@ -407,7 +442,8 @@ static void raw_filter(struct filter *f, uint8_t family, const uint8_t *remote, 
 		op(f, BPF_LD | BPF_B | BPF_ABS, 9);
 		need(f, IPPROTO_TCP);
 		op(f, BPF_LD | BPF_H | BPF_ABS, 6);
-		f->ins[f->n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x1fff, DROP, 0);
+		f->ins[f->n++] = (struct sock_filter)BPF_JUMP(
+			BPF_JMP | BPF_JSET | BPF_K, 0x1fff, DROP, 0);
 		need_address(f, 12, remote, 4);
 		need_address(f, 16, local, 4);
 		op(f, BPF_LDX | BPF_B | BPF_MSH, 0);
@@ -426,9 +462,10 @@ static void raw_filter(struct filter *f, uint8_t family, const uint8_t *remote, 
 
 static int raw_send(struct fp_link *link, const uint8_t *pkt, size_t len)
 {
-	struct sockaddr_storage to = {0};
+	struct sockaddr_storage to = { 0 };
 	socklen_t to_len;
-	if ((pkt[0] >> 4) != link->family || len < (link->family == 6 ? 40u : 20u))
+	if ((pkt[0] >> 4) != link->family ||
+	    len < (link->family == 6 ? 40u : 20u))
 		return -EINVAL;
 	if (link->family == 6) {
 		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&to;
@@ -443,7 +480,10 @@ static int raw_send(struct fp_link *link, const uint8_t *pkt, size_t len)
 		memcpy(&sin->sin_addr, pkt + 16, 4);
 		to_len = sizeof(*sin);
 	}
-	return sendto(link->send_fd, pkt, len, 0, (struct sockaddr *)&to, to_len) < 0 ? -errno : 0;
+	return sendto(link->send_fd, pkt, len, 0, (struct sockaddr *)&to,
+		      to_len) < 0
+		       ? -errno
+		       : 0;
 }
 
 static int raw_recv(struct fp_link *link, struct fp_frame *frames, int max)
@@ -460,42 +500,47 @@ static void raw_close(struct fp_link *link)
 	free(link->bufs);
 }
 
-static const struct link_ops raw_ops = {raw_send, raw_recv, raw_close};
+static const struct link_ops raw_ops = { raw_send, raw_recv, raw_close };
 
 /* The capture socket is made with protocol 0, which receives nothing, and
  * bound only once its filter is on: no stray packet gets in before. */
-static int raw_sockets(struct fp_link *link, const uint8_t *remote, uint16_t remote_port,
-		       const uint8_t *local)
+static int raw_sockets(struct fp_link *link, const uint8_t *remote,
+		       uint16_t remote_port, const uint8_t *local)
 {
 	int ifindex = link->ifindex;
-	link->send_fd = socket(link->family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_CLOEXEC,
-			       IPPROTO_RAW);
+	link->send_fd = socket(link->family == 6 ? AF_INET6 : AF_INET,
+			       SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
 	if (link->send_fd < 0)
 		return -errno;
 	/* Leave by the interface we capture on, whatever the routes do later;
 	 * marked, so that the guard tells our RSTs from the kernel's. */
 	unsigned mark = FP_RAW_MARK;
-	if (setsockopt(link->send_fd, SOL_SOCKET, SO_BINDTOIFINDEX, &ifindex, sizeof(ifindex)) < 0 ||
-	    setsockopt(link->send_fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0)
+	if (setsockopt(link->send_fd, SOL_SOCKET, SO_BINDTOIFINDEX, &ifindex,
+		       sizeof(ifindex)) < 0 ||
+	    setsockopt(link->send_fd, SOL_SOCKET, SO_MARK, &mark,
+		       sizeof(mark)) < 0)
 		return -errno;
 	link->fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (link->fd < 0)
 		return -errno;
 	struct filter f;
 	raw_filter(&f, link->family, remote, remote_port, local);
-	int err = packet_configure(link->fd, (struct sock_fprog){f.n, f.ins});
+	int err = packet_configure(link->fd, (struct sock_fprog){ f.n, f.ins });
 	if (err)
 		return err;
 	struct sockaddr_ll sll = {
 		.sll_family = AF_PACKET,
-		.sll_protocol = htons(link->family == 6 ? ETH_P_IPV6 : ETH_P_IP),
+		.sll_protocol =
+			htons(link->family == 6 ? ETH_P_IPV6 : ETH_P_IP),
 		.sll_ifindex = ifindex,
 	};
-	return bind(link->fd, (struct sockaddr *)&sll, sizeof(sll)) < 0 ? -errno : 0;
+	return bind(link->fd, (struct sockaddr *)&sll, sizeof(sll)) < 0 ? -errno
+									: 0;
 }
 
-int fp_link_raw_open(struct fp_link **out, uint8_t family, const uint8_t *remote,
-		     uint16_t remote_port, uint8_t local[16], int *ifindex)
+int fp_link_raw_open(struct fp_link **out, uint8_t family,
+		     const uint8_t *remote, uint16_t remote_port,
+		     uint8_t local[16], int *ifindex)
 {
 	if (family != 4 && family != 6)
 		return -EINVAL;
@@ -510,7 +555,8 @@ int fp_link_raw_open(struct fp_link **out, uint8_t family, const uint8_t *remote
 	link->family = family;
 	link->ifindex = *ifindex;
 	link->bufs = malloc((size_t)RAW_ROOM * BATCH);
-	err = link->bufs ? raw_sockets(link, remote, remote_port, local) : -ENOMEM;
+	err = link->bufs ? raw_sockets(link, remote, remote_port, local)
+			 : -ENOMEM;
 	if (err) {
 		raw_close(link);
 		free(link);
@@ -549,9 +595,11 @@ static int pair_recv(struct fp_link *link, struct fp_frame *frames, int max)
 	if (read(link->fd, &ignored, sizeof(ignored)) < 0 && errno != EAGAIN)
 		return -errno;
 	while (link->count && n < max && n < BATCH) {
-		memcpy(link->frames[n], link->ring[link->head], link->ring_len[link->head]);
-		frames[n] = (struct fp_frame){link->frames[n], link->ring_len[link->head],
-					      link->ring_ts[link->head]};
+		memcpy(link->frames[n], link->ring[link->head],
+		       link->ring_len[link->head]);
+		frames[n] = (struct fp_frame){ link->frames[n],
+					       link->ring_len[link->head],
+					       link->ring_ts[link->head] };
 		link->head = (link->head + 1) % BATCH;
 		link->count--;
 		n++;
@@ -568,7 +616,7 @@ static void pair_close(struct fp_link *link)
 	free(link->frames);
 }
 
-static const struct link_ops pair_ops = {pair_send, pair_recv, pair_close};
+static const struct link_ops pair_ops = { pair_send, pair_recv, pair_close };
 
 static struct fp_link *pair_end(void)
 {
@@ -617,7 +665,10 @@ int fp_link_recv(struct fp_link *link, struct fp_frame *frames, int max)
 	return link->ops->recv(link, frames, max);
 }
 
-int fp_link_fd(const struct fp_link *link) { return link->fd; }
+int fp_link_fd(const struct fp_link *link)
+{
+	return link->fd;
+}
 
 void fp_link_close(struct fp_link *link)
 {

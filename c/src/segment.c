@@ -134,21 +134,29 @@ static int ipv4_parse(struct fp_segment *seg, const uint8_t *pkt, size_t len,
 		      struct ip_view *v, struct parse_ctx *ctx)
 {
 	if (len < IPV4_HEADER)
-		return malformed(ctx, "truncated IPv4 header: %zu of 20 bytes", len);
+		return malformed(ctx, "truncated IPv4 header: %zu of 20 bytes",
+				 len);
 	size_t ihl = (size_t)(pkt[0] & 0x0f) * 4;
 	if (ihl < IPV4_HEADER)
-		return malformed(ctx, "bad IPv4 header length (IHL) %zu, below 20", ihl);
+		return malformed(
+			ctx, "bad IPv4 header length (IHL) %zu, below 20", ihl);
 	size_t total = get16(pkt + 2);
 	if (total > len)
-		return malformed(ctx, "truncated IPv4 packet: total length %zu, %zu bytes given",
-				 total, len);
+		return malformed(
+			ctx,
+			"truncated IPv4 packet: total length %zu, %zu bytes given",
+			total, len);
 	if (total < ihl)
-		return malformed(ctx, "bad IPv4 header length (IHL) %zu, beyond the total length %zu",
-				 ihl, total);
+		return malformed(
+			ctx,
+			"bad IPv4 header length (IHL) %zu, beyond the total length %zu",
+			ihl, total);
 	if (pkt[9] != IPPROTO_TCP_NUM)
 		return malformed(ctx, "not TCP: IPv4 protocol %u", pkt[9]);
 	if (get16(pkt + 6) & 0x3fff)
-		return malformed(ctx, "IPv4 fragment (offset or more-fragments set): not reassembled");
+		return malformed(
+			ctx,
+			"IPv4 fragment (offset or more-fragments set): not reassembled");
 	seg->family = 4;
 	seg->ttl = pkt[8];
 	memcpy(seg->src, pkt + 12, 4);
@@ -162,28 +170,36 @@ static int ipv4_parse(struct fp_segment *seg, const uint8_t *pkt, size_t len,
 /* IPv6 extension headers that only need skipping (RFC 8200 §4). */
 static int ipv6_skippable(uint8_t next)
 {
-	return next == 0 || next == 43 || next == 60; /* hop-by-hop, routing, dest */
+	/* hop-by-hop, routing, dest */
+	return next == 0 || next == 43 || next == 60;
 }
 
 static int ipv6_parse(struct fp_segment *seg, const uint8_t *pkt, size_t len,
 		      struct ip_view *v, struct parse_ctx *ctx)
 {
 	if (len < IPV6_HEADER)
-		return malformed(ctx, "truncated IPv6 header: %zu of 40 bytes", len);
+		return malformed(ctx, "truncated IPv6 header: %zu of 40 bytes",
+				 len);
 	size_t end = IPV6_HEADER + get16(pkt + 4);
 	if (end > len)
-		return malformed(ctx, "truncated IPv6 packet: payload length %u, %zu bytes given",
-				 get16(pkt + 4), len);
+		return malformed(
+			ctx,
+			"truncated IPv6 packet: payload length %u, %zu bytes given",
+			get16(pkt + 4), len);
 	uint8_t next = pkt[6];
 	size_t off = IPV6_HEADER;
 	while (ipv6_skippable(next)) {
 		if (off + 8 > end)
-			return malformed(ctx, "truncated IPv6 extension header %u", next);
+			return malformed(ctx,
+					 "truncated IPv6 extension header %u",
+					 next);
 		size_t ext_len = ((size_t)pkt[off + 1] + 1) * 8;
 		next = pkt[off];
 		off += ext_len;
 		if (off > end)
-			return malformed(ctx, "IPv6 extension header runs past the packet");
+			return malformed(
+				ctx,
+				"IPv6 extension header runs past the packet");
 	}
 	if (next != IPPROTO_TCP_NUM)
 		return malformed(ctx, "not TCP: IPv6 next header %u", next);
@@ -208,7 +224,8 @@ static int ip_parse(struct fp_segment *seg, const uint8_t *pkt, size_t len,
 	case 6:
 		return ipv6_parse(seg, pkt, len, v, ctx);
 	default:
-		return malformed(ctx, "IP version %u, expected 4 or 6", pkt[0] >> 4);
+		return malformed(ctx, "IP version %u, expected 4 or 6",
+				 pkt[0] >> 4);
 	}
 }
 
@@ -281,26 +298,33 @@ static void option_decode(struct fp_option *o, const uint8_t *p, size_t len)
 
 /* One option at p[i..len) into o: its length on the wire, or 0 if it does
  * not decode (why, in ctx). */
-static size_t option_at(struct fp_option *o, const uint8_t *p, size_t i, size_t len,
-			struct parse_ctx *ctx)
+static size_t option_at(struct fp_option *o, const uint8_t *p, size_t i,
+			size_t len, struct parse_ctx *ctx)
 {
 	memset(o, 0, sizeof(*o));
 	o->kind = p[i];
 	if (p[i] == FP_OPT_EOL || p[i] == FP_OPT_NOP)
 		return 1;
 	if (i + 1 >= len) {
-		malformed(ctx, "TCP option kind %u at offset %zu has no length byte", p[i], i);
+		malformed(ctx,
+			  "TCP option kind %u at offset %zu has no length byte",
+			  p[i], i);
 		return 0;
 	}
 	size_t olen = p[i + 1];
-	if (olen < 2) { /* would not advance: every option but EOL and NOP has kind and length */
-		malformed(ctx, "TCP option kind %u at offset %zu has a bad length %zu, below 2",
-			  p[i], i, olen);
+	/* would not advance: every option but EOL and NOP has kind and length */
+	if (olen < 2) {
+		malformed(
+			ctx,
+			"TCP option kind %u at offset %zu has a bad length %zu, below 2",
+			p[i], i, olen);
 		return 0;
 	}
 	if (i + olen > len) {
-		malformed(ctx, "TCP option kind %u with length %zu runs past the %zu option bytes",
-			  p[i], olen, len);
+		malformed(
+			ctx,
+			"TCP option kind %u with length %zu runs past the %zu option bytes",
+			p[i], olen, len);
 		return 0;
 	}
 	option_decode(o, p + i, olen);
@@ -308,7 +332,8 @@ static size_t option_at(struct fp_option *o, const uint8_t *p, size_t i, size_t 
 }
 
 /* The EOL at options[k] keeps the bytes after it, which are no options. */
-static void keep_after_eol(struct fp_segment *seg, int k, const uint8_t *after, size_t len)
+static void keep_after_eol(struct fp_segment *seg, int k, const uint8_t *after,
+			   size_t len)
 {
 	struct fp_option *o = &seg->options[k];
 	memset(o, 0, sizeof(*o));
@@ -323,7 +348,8 @@ static void keep_after_eol(struct fp_segment *seg, int k, const uint8_t *after, 
 static int trailing_eols(const struct fp_segment *seg)
 {
 	int n = 0;
-	while (n < seg->n_options && seg->options[seg->n_options - 1 - n].kind == FP_OPT_EOL &&
+	while (n < seg->n_options &&
+	       seg->options[seg->n_options - 1 - n].kind == FP_OPT_EOL &&
 	       !seg->options[seg->n_options - 1 - n].raw)
 		n++;
 	return n;
@@ -332,18 +358,19 @@ static int trailing_eols(const struct fp_segment *seg)
 static int options_parse(struct fp_segment *seg, const uint8_t *p, size_t len,
 			 struct parse_ctx *ctx)
 {
-	struct parse_ctx quiet = {NULL, 0};
+	struct parse_ctx quiet = { NULL, 0 };
 	size_t i = 0, eol_at = len; /* the first EOL's offset */
 	int eol_slot = 0;
 	seg->n_options = 0;
 	while (i < len) {
 		/* past an EOL, bytes that are no options are no error */
-		size_t olen = option_at(&seg->options[seg->n_options], p, i, len,
-					eol_at < len ? &quiet : ctx);
+		size_t olen = option_at(&seg->options[seg->n_options], p, i,
+					len, eol_at < len ? &quiet : ctx);
 		if (olen == 0 && eol_at == len)
 			return -EBADMSG;
 		if (olen == 0) {
-			keep_after_eol(seg, eol_slot, p + eol_at + 1, len - eol_at - 1);
+			keep_after_eol(seg, eol_slot, p + eol_at + 1,
+				       len - eol_at - 1);
 			return 0;
 		}
 		if (p[i] == FP_OPT_EOL && eol_at == len) {
@@ -362,11 +389,14 @@ static int tcp_parse(struct fp_segment *seg, const uint8_t *tcp, size_t len,
 		     struct parse_ctx *ctx)
 {
 	if (len < TCP_HEADER)
-		return malformed(ctx, "truncated TCP header: %zu of 20 bytes", len);
+		return malformed(ctx, "truncated TCP header: %zu of 20 bytes",
+				 len);
 	size_t doff = (size_t)(tcp[12] >> 4) * 4;
 	if (doff < TCP_HEADER || doff > len)
-		return malformed(ctx, "bad TCP data offset %zu (header must be 20..%zu bytes)",
-				 doff, len < 60 ? len : 60);
+		return malformed(
+			ctx,
+			"bad TCP data offset %zu (header must be 20..%zu bytes)",
+			doff, len < 60 ? len : 60);
 	seg->sport = get16(tcp);
 	seg->dport = get16(tcp + 2);
 	seg->seq = get32(tcp + 4);
@@ -383,7 +413,7 @@ static int tcp_parse(struct fp_segment *seg, const uint8_t *tcp, size_t len,
 int fp_segment_parse(struct fp_segment *seg, const uint8_t *pkt, size_t len,
 		     char *why, size_t why_len)
 {
-	struct parse_ctx ctx = {why, why_len};
+	struct parse_ctx ctx = { why, why_len };
 	struct ip_view v;
 	memset(seg, 0, offsetof(struct fp_segment, options));
 	int err = ip_parse(seg, pkt, len, &v, &ctx);
@@ -394,8 +424,8 @@ int fp_segment_parse(struct fp_segment *seg, const uint8_t *pkt, size_t len,
 	if (err)
 		return err;
 	seg->force_checksum = 0;
-	seg->tcp_checksum_ok =
-		tcp_checksum(seg->family, seg->src, seg->dst, tcp, v.tcp_len) == 0;
+	seg->tcp_checksum_ok = tcp_checksum(seg->family, seg->src, seg->dst,
+					    tcp, v.tcp_len) == 0;
 	return 0;
 }
 
@@ -403,12 +433,13 @@ int fp_segment_fill_checksum(uint8_t *pkt, size_t len)
 {
 	struct fp_segment seg;
 	struct ip_view v;
-	struct parse_ctx ctx = {NULL, 0};
+	struct parse_ctx ctx = { NULL, 0 };
 	if (ip_parse(&seg, pkt, len, &v, &ctx) || v.tcp_len < TCP_HEADER)
 		return -EBADMSG;
 	uint8_t *tcp = pkt + v.tcp_off;
 	put16(tcp + 16, 0);
-	put16(tcp + 16, tcp_checksum(seg.family, seg.src, seg.dst, tcp, v.tcp_len));
+	put16(tcp + 16,
+	      tcp_checksum(seg.family, seg.src, seg.dst, tcp, v.tcp_len));
 	return 0;
 }
 
@@ -417,7 +448,8 @@ int fp_segment_fill_checksum(uint8_t *pkt, size_t len)
 size_t fp_option_wire_len(const struct fp_option *o)
 {
 	if (o->kind == FP_OPT_EOL && o->raw)
-		return 1 + (size_t)o->len; /* the bytes after it have no length byte */
+		/* the bytes after it have no length byte */
+		return 1 + (size_t)o->len;
 	if (o->kind == FP_OPT_EOL || o->kind == FP_OPT_NOP)
 		return 1;
 	if (o->raw)
@@ -430,8 +462,9 @@ size_t fp_option_wire_len(const struct fp_option *o)
 static ssize_t option_encode(const struct fp_option *o, uint8_t *p, size_t room)
 {
 	size_t len = fp_option_wire_len(o);
-	if (len == 0 || len > room || (o->kind == FP_OPT_SACK && !o->raw &&
-				       (o->v.sack.count == 0 || o->v.sack.count > FP_MAX_SACK_BLOCKS)))
+	if (len == 0 || len > room ||
+	    (o->kind == FP_OPT_SACK && !o->raw &&
+	     (o->v.sack.count == 0 || o->v.sack.count > FP_MAX_SACK_BLOCKS)))
 		return -EINVAL;
 	p[0] = o->kind;
 	if (o->kind == FP_OPT_EOL && o->raw) {
@@ -487,7 +520,8 @@ static ssize_t options_build(const struct fp_segment *seg, uint8_t *p)
 		return -EINVAL;
 	memset(p, 0, MAX_OPTION_BYTES);
 	for (int i = 0; i < seg->n_options - trailing_eols(seg); i++) {
-		ssize_t len = option_encode(&seg->options[i], p + n, MAX_OPTION_BYTES - n);
+		ssize_t len = option_encode(&seg->options[i], p + n,
+					    MAX_OPTION_BYTES - n);
 		if (len < 0)
 			return len;
 		n += (size_t)len;
@@ -508,7 +542,8 @@ static void ipv4_build(const struct fp_segment *seg, uint8_t *ip, size_t total)
 	put16(ip + 10, fold(sum_bytes(0, ip, IPV4_HEADER)));
 }
 
-static void ipv6_build(const struct fp_segment *seg, uint8_t *ip, size_t tcp_len)
+static void ipv6_build(const struct fp_segment *seg, uint8_t *ip,
+		       size_t tcp_len)
 {
 	memset(ip, 0, IPV6_HEADER);
 	ip[0] = 0x60;
@@ -533,7 +568,8 @@ static void tcp_build(const struct fp_segment *seg, uint8_t *tcp,
 	put16(tcp + 18, seg->urg);
 	memcpy(tcp + TCP_HEADER, opts, opt_len);
 	if (seg->payload_len)
-		memcpy(tcp + TCP_HEADER + opt_len, seg->payload, seg->payload_len);
+		memcpy(tcp + TCP_HEADER + opt_len, seg->payload,
+		       seg->payload_len);
 }
 
 ssize_t fp_segment_build(const struct fp_segment *seg, uint8_t *buf, size_t cap)
@@ -559,7 +595,8 @@ ssize_t fp_segment_build(const struct fp_segment *seg, uint8_t *buf, size_t cap)
 	tcp_build(seg, tcp, opts, (size_t)opt_len);
 	uint16_t sum = seg->force_checksum
 			       ? seg->checksum
-			       : tcp_checksum(seg->family, seg->src, seg->dst, tcp, tcp_len);
+			       : tcp_checksum(seg->family, seg->src, seg->dst,
+					      tcp, tcp_len);
 	put16(tcp + 16, sum);
 	return (ssize_t)total;
 }

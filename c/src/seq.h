@@ -10,10 +10,22 @@
 
 #include <stdint.h>
 
-static inline int seq_lt(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
-static inline int seq_leq(uint32_t a, uint32_t b) { return (int32_t)(a - b) <= 0; }
-static inline int seq_gt(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
-static inline int seq_geq(uint32_t a, uint32_t b) { return (int32_t)(a - b) >= 0; }
+static inline int seq_lt(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) < 0;
+}
+static inline int seq_leq(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) <= 0;
+}
+static inline int seq_gt(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) > 0;
+}
+static inline int seq_geq(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) >= 0;
+}
 
 /* lo <= x <= hi, walking forward from lo (the RFC's "=<" ranges). */
 static inline int seq_between(uint32_t lo, uint32_t x, uint32_t hi)
@@ -27,6 +39,9 @@ static inline int seq_in_window(uint32_t x, uint32_t lo, uint32_t len)
 	return x - lo < len;
 }
 
-static inline uint32_t seq_max(uint32_t a, uint32_t b) { return seq_gt(a, b) ? a : b; }
+static inline uint32_t seq_max(uint32_t a, uint32_t b)
+{
+	return seq_gt(a, b) ? a : b;
+}
 
 #endif /* FP_SEQ_H */

@@ -195,8 +195,8 @@ void fp_tcb_fill(const struct fp_tcb *tcb, struct fp_segment *seg,
 	if (!(forced & FP_FORCE_ACK))
 		seg->ack = tcb->irs_known ? tcb->rcv_nxt : 0;
 	if (!(forced & FP_FORCE_WINDOW))
-		seg->window =
-			tcb->rcv_wnd > 0xffff ? 0xffff : (uint16_t)tcb->rcv_wnd;
+		seg->window = tcb->rcv_wnd > 0xffff ? 0xffff
+						    : (uint16_t)tcb->rcv_wnd;
 }
 
 /* Our SYN from CLOSED (RFC 9293 §3.10.1, active OPEN) or from LISTEN
@@ -229,8 +229,8 @@ static void send_syn(struct fp_tcb *tcb, const struct fp_segment *seg,
 {
 	int ack = seg->flags & FP_ACK;
 
-	if (!ack && (tcb->state == FP_STATE_CLOSED ||
-		     tcb->state == FP_STATE_LISTEN)) {
+	if (!ack &&
+	    (tcb->state == FP_STATE_CLOSED || tcb->state == FP_STATE_LISTEN)) {
 		send_active_syn(tcb, seg, now_ns);
 	} else if (ack && tcb->state == FP_STATE_LISTEN && tcb->irs_known) {
 		tcb->iss = seg->seq;
@@ -560,8 +560,9 @@ static const char old_ack_why[] =
 /* The fifth check's state changes on the ACK of our FIN; old says the ACK
  * came on an old segment (old_segment_acks_new_data()), which the record
  * says instead of the RFC's rule. */
-static enum step ack_of_our_fin(struct fp_tcb *tcb, const struct fp_segment *seg,
-				uint64_t now_ns, int old)
+static enum step ack_of_our_fin(struct fp_tcb *tcb,
+				const struct fp_segment *seg, uint64_t now_ns,
+				int old)
 {
 	switch (tcb->state) {
 	case FP_STATE_FIN_WAIT_1:

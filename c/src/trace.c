@@ -120,7 +120,8 @@ void fp_trace_free(struct fp_trace *t)
 {
 	/* The last holder frees; acq_rel orders every other holder's reads
 	 * before the memory goes. */
-	if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+	if (!t ||
+	    atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	free(t->entries);
 	free(t->arena);
@@ -128,37 +129,47 @@ void fp_trace_free(struct fp_trace *t)
 	free(t);
 }
 
-int fp_trace_append(struct fp_trace *t, const uint8_t *pkt, size_t len, uint64_t ts_ns,
-		    uint8_t direction, uint8_t state_after)
+int fp_trace_append(struct fp_trace *t, const uint8_t *pkt, size_t len,
+		    uint64_t ts_ns, uint8_t direction, uint8_t state_after)
 {
-	if (!t || (!pkt && len) || direction > FP_DIR_OUT || state_after >= FP_STATE_COUNT)
+	if (!t || (!pkt && len) || direction > FP_DIR_OUT ||
+	    state_after >= FP_STATE_COUNT)
 		return -EINVAL;
 	if (len > SIZE_MAX - t->used ||
-	    fp_grow((void **)&t->entries, &t->cap, t->n + 1, sizeof(*t->entries)) ||
+	    fp_grow((void **)&t->entries, &t->cap, t->n + 1,
+		    sizeof(*t->entries)) ||
 	    fp_grow((void **)&t->arena, &t->room, t->used + len, 1))
 		return -ENOMEM;
 	if (len)
 		memcpy(t->arena + t->used, pkt, len);
-	t->entries[t->n++] = (struct trace_entry){ts_ns, t->used, len, direction, state_after, 0};
+	t->entries[t->n++] = (struct trace_entry){ ts_ns,     t->used,	   len,
+						   direction, state_after, 0 };
 	t->used += len;
 	return 0;
 }
 
-size_t fp_trace_len(const struct fp_trace *t) { return t->n; }
+size_t fp_trace_len(const struct fp_trace *t)
+{
+	return t->n;
+}
 
-size_t fp_trace_skipped(const struct fp_trace *t) { return t->skipped; }
+size_t fp_trace_skipped(const struct fp_trace *t)
+{
+	return t->skipped;
+}
 
 int fp_trace_get(const struct fp_trace *t, size_t i, struct fp_record *rec)
 {
 	if (i >= t->n)
 		return -ERANGE;
 	const struct trace_entry *e = &t->entries[i];
-	*rec = (struct fp_record){e->ts_ns, t->arena + e->off, e->len, e->direction,
-				  e->state_after, e->taken};
+	*rec = (struct fp_record){ e->ts_ns,	 t->arena + e->off, e->len,
+				   e->direction, e->state_after,    e->taken };
 	return 0;
 }
 
-size_t fp_trace_transitions(const struct fp_trace *t, const struct fp_transition **list)
+size_t fp_trace_transitions(const struct fp_trace *t,
+			    const struct fp_transition **list)
 {
 	*list = t->transitions;
 	return t->n_transitions;
@@ -173,7 +184,8 @@ static size_t span_bytes(const struct fp_trace *t, size_t start, size_t stop)
 	return last->off + last->len - t->entries[start].off;
 }
 
-int fp_trace_copy(const struct fp_trace *t, size_t start, size_t stop, struct fp_trace **out)
+int fp_trace_copy(const struct fp_trace *t, size_t start, size_t stop,
+		  struct fp_trace **out)
 {
 	if (!t || !out)
 		return -EINVAL;
@@ -182,11 +194,12 @@ int fp_trace_copy(const struct fp_trace *t, size_t start, size_t stop, struct fp
 	struct fp_trace *c;
 	if (fp_trace_new(&c) < 0)
 		return -ENOMEM;
-	size_t n = stop - start, bytes = span_bytes(t, start, stop), base = n ? t->entries[start].off : 0;
+	size_t n = stop - start, bytes = span_bytes(t, start, stop),
+	       base = n ? t->entries[start].off : 0;
 	if (fp_grow((void **)&c->entries, &c->cap, n, sizeof(*c->entries)) ||
 	    fp_grow((void **)&c->arena, &c->room, bytes, 1) ||
-	    fp_grow((void **)&c->transitions, &c->cap_transitions, t->n_transitions,
-		    sizeof(*c->transitions))) {
+	    fp_grow((void **)&c->transitions, &c->cap_transitions,
+		    t->n_transitions, sizeof(*c->transitions))) {
 		fp_trace_free(c);
 		return -ENOMEM;
 	}
@@ -197,7 +210,8 @@ int fp_trace_copy(const struct fp_trace *t, size_t start, size_t stop, struct fp
 	if (bytes)
 		memcpy(c->arena, t->arena + base, bytes);
 	if (t->n_transitions)
-		memcpy(c->transitions, t->transitions, t->n_transitions * sizeof(*c->transitions));
+		memcpy(c->transitions, t->transitions,
+		       t->n_transitions * sizeof(*c->transitions));
 	c->n = n;
 	c->used = bytes;
 	c->n_transitions = t->n_transitions;
@@ -211,7 +225,8 @@ int fp_trace_copy(const struct fp_trace *t, size_t start, size_t stop, struct fp
 size_t fp_trace_next_untaken(struct fp_trace *t)
 {
 	size_t i = t->first_untaken;
-	while (i < t->n && (t->entries[i].direction != FP_DIR_IN || t->entries[i].taken))
+	while (i < t->n &&
+	       (t->entries[i].direction != FP_DIR_IN || t->entries[i].taken))
 		i++;
 	t->first_untaken = i;
 	return i;
@@ -221,7 +236,8 @@ size_t fp_trace_pending(struct fp_trace *t)
 {
 	size_t n = 0;
 	for (size_t i = fp_trace_next_untaken(t); i < t->n; i++)
-		n += t->entries[i].direction == FP_DIR_IN && !t->entries[i].taken;
+		n += t->entries[i].direction == FP_DIR_IN &&
+		     !t->entries[i].taken;
 	return n;
 }
 
@@ -233,8 +249,8 @@ void fp_trace_mark_taken(struct fp_trace *t, size_t i, uint8_t state_after)
 
 int fp_trace_add_transition(struct fp_trace *t, const struct fp_transition *tr)
 {
-	if (fp_grow((void **)&t->transitions, &t->cap_transitions, t->n_transitions + 1,
-		    sizeof(*t->transitions)))
+	if (fp_grow((void **)&t->transitions, &t->cap_transitions,
+		    t->n_transitions + 1, sizeof(*t->transitions)))
 		return -ENOMEM;
 	t->transitions[t->n_transitions++] = *tr;
 	return 0;
@@ -253,34 +269,37 @@ size_t fp_trace_bytes(const struct fp_trace *t)
 
 /* ---- writing ----------------------------------------------------------------- */
 
-static int write_records(pcap_dumper_t *d, const struct fp_trace *t, int64_t offset_ns,
-			 char *err, size_t err_len)
+static int write_records(pcap_dumper_t *d, const struct fp_trace *t,
+			 int64_t offset_ns, char *err, size_t err_len)
 {
 	for (size_t i = 0; i < t->n; i++) {
 		const struct trace_entry *e = &t->entries[i];
 		int64_t wall = (int64_t)e->ts_ns + offset_ns;
 		if (wall < 0 || e->len > SNAPLEN) {
 			set_error(err, err_len, "record %zu: %s", i,
-				  wall < 0 ? "its time is before 1970" : "not a packet of at most 256 KiB");
+				  wall < 0 ? "its time is before 1970"
+					   : "not a packet of at most 256 KiB");
 			return -EINVAL;
 		}
-		struct pcap_pkthdr h = {0};
+		struct pcap_pkthdr h = { 0 };
 		h.ts.tv_sec = (time_t)(wall / 1000000000);
-		h.ts.tv_usec = (suseconds_t)(wall % 1000000000); /* nanoseconds: see open_dead */
+		/* nanoseconds: see open_dead */
+		h.ts.tv_usec = (suseconds_t)(wall % 1000000000);
 		h.caplen = h.len = (bpf_u_int32)e->len;
 		pcap_dump((u_char *)d, &h, t->arena + e->off);
 	}
 	return 0;
 }
 
-int fp_trace_write_pcap(const char *path, const struct fp_trace *t, int64_t offset_ns,
-			char *err, size_t err_len)
+int fp_trace_write_pcap(const char *path, const struct fp_trace *t,
+			int64_t offset_ns, char *err, size_t err_len)
 {
 	if (!path || !t) {
 		set_error(err, err_len, "no path or no trace");
 		return -EINVAL;
 	}
-	pcap_t *p = pcap_open_dead_with_tstamp_precision(DLT_RAW, SNAPLEN, PCAP_TSTAMP_PRECISION_NANO);
+	pcap_t *p = pcap_open_dead_with_tstamp_precision(
+		DLT_RAW, SNAPLEN, PCAP_TSTAMP_PRECISION_NANO);
 	if (!p) {
 		set_error(err, err_len, "libpcap: out of memory");
 		return -ENOMEM;
@@ -315,7 +334,8 @@ int fp_trace_write_pcap(const char *path, const struct fp_trace *t, int64_t offs
 /* ---- reading ----------------------------------------------------------------- */
 
 /* The IP packet in an Ethernet frame, past any 802.1Q/802.1ad tags. */
-static const uint8_t *ethernet_payload(const uint8_t *f, size_t len, size_t *ip_len)
+static const uint8_t *ethernet_payload(const uint8_t *f, size_t len,
+				       size_t *ip_len)
 {
 	size_t off = 12;
 	while (off + 2 <= len) {
@@ -333,8 +353,9 @@ static const uint8_t *ethernet_payload(const uint8_t *f, size_t len, size_t *ip_
 }
 
 /* Linux cooked capture: protocol (an ethertype) at proto_off, header hdr_len. */
-static const uint8_t *cooked_payload(const uint8_t *f, size_t len, size_t hdr_len,
-				     size_t proto_off, size_t *ip_len)
+static const uint8_t *cooked_payload(const uint8_t *f, size_t len,
+				     size_t hdr_len, size_t proto_off,
+				     size_t *ip_len)
 {
 	if (len < hdr_len)
 		return NULL;
@@ -346,7 +367,8 @@ static const uint8_t *cooked_payload(const uint8_t *f, size_t len, size_t hdr_le
 }
 
 /* The IP packet inside a frame of link type dlt, or NULL if there is none. */
-static const uint8_t *ip_of_frame(int dlt, const uint8_t *f, size_t len, size_t *ip_len)
+static const uint8_t *ip_of_frame(int dlt, const uint8_t *f, size_t len,
+				  size_t *ip_len)
 {
 	switch (dlt) {
 	case DLT_EN10MB:
@@ -409,41 +431,49 @@ static int read_all(pcap_t *p, struct fp_trace *t, char *err, size_t err_len)
 			t->skipped++;
 			continue;
 		}
-		uint64_t ts = (uint64_t)h->ts.tv_sec * 1000000000u + (uint64_t)h->ts.tv_usec;
+		uint64_t ts = (uint64_t)h->ts.tv_sec * 1000000000u +
+			      (uint64_t)h->ts.tv_usec;
 		if (fp_trace_append(t, ip, len, ts, 0, 0) < 0) {
-			set_error(err, err_len, "out of memory after %zu packets", t->n);
+			set_error(err, err_len,
+				  "out of memory after %zu packets", t->n);
 			return -ENOMEM;
 		}
 	}
 	if (rc == PCAP_ERROR) { /* a truncated last record, a damaged block */
-		set_error(err, err_len, "after %zu packets: %s", t->n, pcap_geterr(p));
+		set_error(err, err_len, "after %zu packets: %s", t->n,
+			  pcap_geterr(p));
 		return -EBADMSG;
 	}
 	return 0;
 }
 
-int fp_trace_read_pcap(const char *path, struct fp_trace **out, char *err, size_t err_len)
+int fp_trace_read_pcap(const char *path, struct fp_trace **out, char *err,
+		       size_t err_len)
 {
 	char errbuf[PCAP_ERRBUF_SIZE] = "";
 	FILE *f = path ? fopen(path, "rb") : NULL;
 	if (!f) {
 		int e = path ? errno : EINVAL;
-		set_error(err, err_len, "%s: %s", path ? path : "(null)", strerror(e));
+		set_error(err, err_len, "%s: %s", path ? path : "(null)",
+			  strerror(e));
 		return -e;
 	}
-	pcap_t *p = pcap_fopen_offline_with_tstamp_precision(f, PCAP_TSTAMP_PRECISION_NANO, errbuf);
+	pcap_t *p = pcap_fopen_offline_with_tstamp_precision(
+		f, PCAP_TSTAMP_PRECISION_NANO, errbuf);
 	if (!p) {
-		set_error(err, err_len, "%s: not a pcap or pcapng file: %s", path, errbuf);
+		set_error(err, err_len, "%s: not a pcap or pcapng file: %s",
+			  path, errbuf);
 		fclose(f); /* libpcap leaves it to us when it fails */
 		return -EBADMSG;
 	}
 	int dlt = pcap_datalink(p);
 	if (!dlt_supported(dlt)) {
 		const char *name = pcap_datalink_val_to_name(dlt);
-		set_error(err, err_len,
-			  "%s: link type %d (%s) is not supported: Ethernet, raw IP or Linux cooked "
-			  "capture expected",
-			  path, dlt, name ? name : "unknown");
+		set_error(
+			err, err_len,
+			"%s: link type %d (%s) is not supported: Ethernet, raw IP or Linux cooked "
+			"capture expected",
+			path, dlt, name ? name : "unknown");
 		pcap_close(p);
 		return -EPROTONOSUPPORT;
 	}

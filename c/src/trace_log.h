@@ -27,7 +27,8 @@ void fp_trace_mark_taken(struct fp_trace *trace, size_t i, uint8_t state_after);
 
 /* Append a state change of the connection writing the trace. Returns 0 or
  * -ENOMEM (the transition is then not kept). */
-int fp_trace_add_transition(struct fp_trace *trace, const struct fp_transition *t);
+int fp_trace_add_transition(struct fp_trace *trace,
+			    const struct fp_transition *t);
 
 /* Drop every record and transition, keeping the memory for new ones (a
  * listener's trace once all it caught was handed over). */

@@ -12,9 +12,13 @@
 #include "finprobe.h"
 
 /* Bytes of an address of family 4 or 6 (anything else is taken as 4). */
-static inline size_t addr_len(uint8_t family) { return family == 6 ? 16 : 4; }
+static inline size_t addr_len(uint8_t family)
+{
+	return family == 6 ? 16 : 4;
+}
 
-static inline int tuple_equal(const struct fp_tuple *a, const struct fp_tuple *b)
+static inline int tuple_equal(const struct fp_tuple *a,
+			      const struct fp_tuple *b)
 {
 	return a->family == b->family && a->local_port == b->local_port &&
 	       a->remote_port == b->remote_port &&

@@ -45,7 +45,8 @@ static long check_evaluated_here; /* CHECKs evaluated by the running test */
 		check_evaluated_here++;                                        \
 		const char *g_ = (got), *e_ = (expected);                      \
 		if (strcmp(g_, e_) != 0) {                                     \
-			fprintf(stderr, "%s:%d: %s: expected \"%s\", got \"%s\"\n", \
+			fprintf(stderr,                                        \
+				"%s:%d: %s: expected \"%s\", got \"%s\"\n",    \
 				__FILE__, __LINE__, #got, e_, g_);             \
 			check_failed_here = 1;                                 \
 		}                                                              \

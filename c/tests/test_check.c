@@ -8,11 +8,19 @@
 
 #include "check.h"
 
-static void asserts_nothing(void) {}
+static void asserts_nothing(void)
+{
+}
 
-static void skips_here(void) { SKIP("nothing to run on"); }
+static void skips_here(void)
+{
+	SKIP("nothing to run on");
+}
 
-static void checks_once(void) { CHECK_EQ(1 + 1, 2); }
+static void checks_once(void)
+{
+	CHECK_EQ(1 + 1, 2);
+}
 
 /* The harness's verdicts on the three tests above, counters restored. */
 static int refused, skipped, passed;
@@ -41,11 +49,20 @@ static void judge_quietly(void)
 	check_tests_run = check_tests_failed = check_tests_skipped = 0;
 }
 
-static void test_a_test_evaluating_no_check_fails(void) { CHECK(refused); }
+static void test_a_test_evaluating_no_check_fails(void)
+{
+	CHECK(refused);
+}
 
-static void test_a_skipped_test_neither_fails_nor_passes(void) { CHECK(skipped); }
+static void test_a_skipped_test_neither_fails_nor_passes(void)
+{
+	CHECK(skipped);
+}
 
-static void test_a_test_with_a_true_check_passes(void) { CHECK(passed); }
+static void test_a_test_with_a_true_check_passes(void)
+{
+	CHECK(passed);
+}
 
 int main(void)
 {

@@ -63,7 +63,8 @@ static int take(struct fp_engine *e, struct fp_conn *c)
 }
 
 /* A client connection on a and the server's accepted connection on b. */
-static void handshake(struct world *w, struct fp_conn **client, struct fp_conn **server)
+static void handshake(struct world *w, struct fp_conn **client,
+		      struct fp_conn **server)
 {
 	struct fp_tuple t = tuple(40000, 80, 0);
 	uint8_t server_addr[4];
@@ -117,7 +118,8 @@ static void test_established_four_way_close_both_ends(void)
 	CHECK_EQ(fp_conn_tcb(s)->state, FP_STATE_CLOSED);
 	const struct fp_transition *t;
 	size_t n = fp_trace_transitions(fp_conn_trace(c), &t);
-	CHECK_EQ(n, 5); /* SYN_SENT ESTABLISHED FIN_WAIT_1 FIN_WAIT_2 TIME_WAIT */
+	/* SYN_SENT ESTABLISHED FIN_WAIT_1 FIN_WAIT_2 TIME_WAIT */
+	CHECK_EQ(n, 5);
 	CHECK_EQ(t[n - 1].to, FP_STATE_TIME_WAIT);
 	world_free(&w);
 }
@@ -130,7 +132,8 @@ static void test_received_segments_wait_until_taken(void)
 	send_flags(s, FP_FIN | FP_ACK);
 	fp_engine_poll(w.a, 100);
 	CHECK_EQ(fp_conn_pending(c), 1);
-	CHECK_EQ(fp_conn_tcb(c)->state, FP_STATE_ESTABLISHED); /* not taken yet */
+	/* not taken yet */
+	CHECK_EQ(fp_conn_tcb(c)->state, FP_STATE_ESTABLISHED);
 	struct fp_record rec;
 	struct fp_trace *tr = fp_conn_trace(c);
 	CHECK_EQ(fp_trace_get(tr, fp_trace_len(tr) - 1, &rec), 0);
@@ -221,7 +224,8 @@ static int take_now(struct fp_engine *e, struct fp_conn *c)
 }
 
 /* The client c closes first; each end takes every segment. */
-static void four_way_close(struct world *w, struct fp_conn *c, struct fp_conn *s)
+static void four_way_close(struct world *w, struct fp_conn *c,
+			   struct fp_conn *s)
 {
 	send_flags(c, FP_FIN | FP_ACK);
 	CHECK_EQ(take_now(w->b, s), FP_FIN | FP_ACK);
@@ -234,8 +238,9 @@ static void four_way_close(struct world *w, struct fp_conn *c, struct fp_conn *s
 }
 
 /* Records of a and b equal field by field and byte by byte. */
-static void check_same_records(const struct fp_trace *a, size_t a_start, const struct fp_trace *b,
-			       size_t b_start, size_t n)
+static void check_same_records(const struct fp_trace *a, size_t a_start,
+			       const struct fp_trace *b, size_t b_start,
+			       size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct fp_record ra, rb;
@@ -251,7 +256,8 @@ static void check_same_records(const struct fp_trace *a, size_t a_start, const s
 }
 
 /* Direction, flags and state after of every record of t, in order. */
-static void check_ladder(const struct fp_trace *t, const uint8_t (*want)[3], size_t n)
+static void check_ladder(const struct fp_trace *t, const uint8_t (*want)[3],
+			 size_t n)
 {
 	CHECK_EQ(fp_trace_len(t), n);
 	for (size_t i = 0; i < n && i < fp_trace_len(t); i++) {
@@ -265,7 +271,8 @@ static void check_ladder(const struct fp_trace *t, const uint8_t (*want)[3], siz
 	}
 }
 
-static void check_transitions(const struct fp_trace *t, const uint8_t *to, size_t n)
+static void check_transitions(const struct fp_trace *t, const uint8_t *to,
+			      size_t n)
 {
 	const struct fp_transition *list;
 	CHECK_EQ(fp_trace_transitions(t, &list), n);
@@ -292,20 +299,22 @@ static void test_trace_outlives_conn_free_whole(void)
 	CHECK_EQ(fp_conn_new(&again, w.a, &t, 9, 1000), 0);
 	send_flags(again, FP_SYN);
 	static const uint8_t ladder[][3] = {
-		{FP_DIR_OUT, FP_SYN, FP_STATE_SYN_SENT},
-		{FP_DIR_IN, FP_SYN | FP_ACK, FP_STATE_ESTABLISHED},
-		{FP_DIR_OUT, FP_ACK, FP_STATE_ESTABLISHED},
-		{FP_DIR_OUT, FP_FIN | FP_ACK, FP_STATE_FIN_WAIT_1},
-		{FP_DIR_IN, FP_ACK, FP_STATE_FIN_WAIT_2},
-		{FP_DIR_IN, FP_FIN | FP_ACK, FP_STATE_TIME_WAIT},
-		{FP_DIR_OUT, FP_ACK, FP_STATE_TIME_WAIT},
+		{ FP_DIR_OUT, FP_SYN, FP_STATE_SYN_SENT },
+		{ FP_DIR_IN, FP_SYN | FP_ACK, FP_STATE_ESTABLISHED },
+		{ FP_DIR_OUT, FP_ACK, FP_STATE_ESTABLISHED },
+		{ FP_DIR_OUT, FP_FIN | FP_ACK, FP_STATE_FIN_WAIT_1 },
+		{ FP_DIR_IN, FP_ACK, FP_STATE_FIN_WAIT_2 },
+		{ FP_DIR_IN, FP_FIN | FP_ACK, FP_STATE_TIME_WAIT },
+		{ FP_DIR_OUT, FP_ACK, FP_STATE_TIME_WAIT },
 	};
 	check_ladder(kept, ladder, 7);
 	check_same_records(kept, 0, before, 0, 7);
-	static const uint8_t to[] = {FP_STATE_SYN_SENT, FP_STATE_ESTABLISHED, FP_STATE_FIN_WAIT_1,
-				     FP_STATE_FIN_WAIT_2, FP_STATE_TIME_WAIT};
+	static const uint8_t to[] = { FP_STATE_SYN_SENT, FP_STATE_ESTABLISHED,
+				      FP_STATE_FIN_WAIT_1, FP_STATE_FIN_WAIT_2,
+				      FP_STATE_TIME_WAIT };
 	check_transitions(kept, to, 5);
-	CHECK_EQ(fp_trace_len(fp_conn_trace(again)), 1); /* a trace of its own */
+	/* a trace of its own */
+	CHECK_EQ(fp_trace_len(fp_conn_trace(again)), 1);
 	world_free(&w);
 	check_ladder(kept, ladder, 7); /* and after the engine too */
 	fp_trace_free(before);
@@ -322,18 +331,21 @@ static void test_trace_outlives_engine_free_whole(void)
 	CHECK_EQ(fp_trace_copy(kept, 0, fp_trace_len(kept), &before), 0);
 	world_free(&w); /* frees s with its engine */
 	static const uint8_t ladder[][3] = {
-		{FP_DIR_IN, FP_SYN, FP_STATE_LISTEN},
-		{FP_DIR_OUT, FP_SYN | FP_ACK, FP_STATE_SYN_RECEIVED},
-		{FP_DIR_IN, FP_ACK, FP_STATE_ESTABLISHED},
-		{FP_DIR_IN, FP_FIN | FP_ACK, FP_STATE_CLOSE_WAIT},
-		{FP_DIR_OUT, FP_ACK, FP_STATE_CLOSE_WAIT},
-		{FP_DIR_OUT, FP_FIN | FP_ACK, FP_STATE_LAST_ACK},
-		{FP_DIR_IN, FP_ACK, FP_STATE_CLOSED},
+		{ FP_DIR_IN, FP_SYN, FP_STATE_LISTEN },
+		{ FP_DIR_OUT, FP_SYN | FP_ACK, FP_STATE_SYN_RECEIVED },
+		{ FP_DIR_IN, FP_ACK, FP_STATE_ESTABLISHED },
+		{ FP_DIR_IN, FP_FIN | FP_ACK, FP_STATE_CLOSE_WAIT },
+		{ FP_DIR_OUT, FP_ACK, FP_STATE_CLOSE_WAIT },
+		{ FP_DIR_OUT, FP_FIN | FP_ACK, FP_STATE_LAST_ACK },
+		{ FP_DIR_IN, FP_ACK, FP_STATE_CLOSED },
 	};
 	check_ladder(kept, ladder, 7);
 	check_same_records(kept, 0, before, 0, 7);
-	static const uint8_t to[] = {FP_STATE_LISTEN, FP_STATE_SYN_RECEIVED, FP_STATE_ESTABLISHED,
-				     FP_STATE_CLOSE_WAIT, FP_STATE_LAST_ACK, FP_STATE_CLOSED};
+	static const uint8_t to[] = {
+		FP_STATE_LISTEN,      FP_STATE_SYN_RECEIVED,
+		FP_STATE_ESTABLISHED, FP_STATE_CLOSE_WAIT,
+		FP_STATE_LAST_ACK,    FP_STATE_CLOSED
+	};
 	check_transitions(kept, to, 6);
 	fp_trace_free(before);
 	fp_trace_free(kept);
@@ -425,7 +437,8 @@ static void test_engine_holds_nothing_per_lifecycle_without_capture(void)
 	uint8_t server_addr[4];
 	inet_pton(AF_INET, "192.0.2.1", server_addr);
 	CHECK_EQ(fp_listener_new(&l, w.b, 4, server_addr, 80), 0);
-	for (int i = 0; i < 100; i++) /* the listener's arrays reach their size */
+	/* the listener's arrays reach their size */
+	for (int i = 0; i < 100; i++)
 		lifecycle(&w, l, (uint16_t)(1024 + i));
 	uint64_t before = held(&w);
 	for (int i = 0; i < 10000; i++)
@@ -445,7 +458,8 @@ static void test_trace_copy_is_identical_and_detached(void)
 	struct world w = world_new();
 	struct fp_conn *c, *s;
 	handshake(&w, &c, &s);
-	struct fp_trace *t = fp_conn_trace(c), *all = NULL, *mid = NULL, *none = NULL;
+	struct fp_trace *t = fp_conn_trace(c), *all = NULL, *mid = NULL,
+			*none = NULL;
 	CHECK_EQ(fp_trace_copy(t, 0, 3, &all), 0);
 	CHECK_EQ(fp_trace_copy(t, 1, 3, &mid), 0);
 	CHECK_EQ(fp_trace_copy(t, 3, 3, &none), 0);
@@ -457,7 +471,8 @@ static void test_trace_copy_is_identical_and_detached(void)
 	check_same_records(mid, 0, t, 1, 2);
 	CHECK_EQ(fp_trace_len(none), 0);
 	const struct fp_transition *ta, *tn;
-	CHECK_EQ(fp_trace_transitions(all, &ta), 2); /* SYN_SENT, ESTABLISHED at copy time */
+	/* SYN_SENT, ESTABLISHED at copy time */
+	CHECK_EQ(fp_trace_transitions(all, &ta), 2);
 	CHECK_EQ(fp_trace_transitions(none, &tn), 2);
 	CHECK_EQ(fp_trace_transitions(t, &ta), 5);
 	struct fp_trace *bad = NULL;

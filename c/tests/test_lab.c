@@ -34,9 +34,9 @@
 
 static const uint8_t peer_mac[6] = FP_LAB_PEER_MAC;
 static const uint8_t local_mac[6] = FP_LAB_LOCAL_MAC;
-static const uint8_t lab_ip4[4] = {192, 0, 2, 1};
-static const uint8_t local_ip4[4] = {192, 0, 2, 2};
-static const uint8_t lab_ip6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
+static const uint8_t lab_ip4[4] = { 192, 0, 2, 1 };
+static const uint8_t local_ip4[4] = { 192, 0, 2, 2 };
+static const uint8_t lab_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
 static const uint8_t any6[16];
 
 static struct fp_lab *open_lab(void)
@@ -100,7 +100,8 @@ static int lab_connect(struct fp_lab *lab, int family, const uint8_t *dst,
 	CHECK(fd >= 0);
 	if (fd < 0)
 		return -1;
-	CHECK(connect(fd, (struct sockaddr *)&ss, len) < 0 && errno == EINPROGRESS);
+	CHECK(connect(fd, (struct sockaddr *)&ss, len) < 0 &&
+	      errno == EINPROGRESS);
 	return fd;
 }
 
@@ -147,7 +148,7 @@ static int ipv4_tcp_checksums_ok(const uint8_t *ip, size_t len)
 static ssize_t wait_tcp_frame(int pfd, uint16_t port, uint8_t *frame,
 			      size_t cap)
 {
-	struct pollfd p = {.fd = pfd, .events = POLLIN};
+	struct pollfd p = { .fd = pfd, .events = POLLIN };
 	ssize_t n;
 
 	while (poll(&p, 1, 2000) == 1) {
@@ -290,7 +291,7 @@ static int reaped_within(pid_t pid, int ms, int *status)
  * the helper keeps it until the lab ends, then kills it. */
 static void test_entered_child_outlives_its_thread_not_the_lab(void)
 {
-	struct forker f = {.lab = open_lab(), .child = -1};
+	struct forker f = { .lab = open_lab(), .child = -1 };
 	char path[64];
 	struct stat a, b;
 	pthread_t thread;
@@ -323,8 +324,8 @@ static void test_entered_child_outlives_its_thread_not_the_lab(void)
 /* Offloads off on lab0, read back with the legacy ethtool "get"s. */
 static void test_lab0_offloads_off(void)
 {
-	static const uint32_t gets[] = {ETHTOOL_GTXCSUM, ETHTOOL_GTSO,
-					ETHTOOL_GGSO};
+	static const uint32_t gets[] = { ETHTOOL_GTXCSUM, ETHTOOL_GTSO,
+					 ETHTOOL_GGSO };
 	struct fp_lab *lab = open_lab();
 	struct ethtool_value ev;
 	struct ifreq ifr;
@@ -417,7 +418,12 @@ static void test_diag_finds_syn_sent(void)
 static void test_diag_finds_v4_mapped(void)
 {
 	static const uint8_t mapped[16] = { /* ::ffff:192.0.2.2 */
-		[10] = 0xff, [11] = 0xff, [12] = 192, [14] = 2, [15] = 2};
+					    [10] = 0xff,
+					    [11] = 0xff,
+					    [12] = 192,
+					    [14] = 2,
+					    [15] = 2
+	};
 	struct fp_lab *lab = open_lab();
 	struct fp_diag_info info;
 	int fd, nl;
@@ -485,8 +491,8 @@ static int wait_state(int nl, const uint8_t *local, uint16_t lport,
  * tw_substate, FIN_WAIT2 and then TIME_WAIT. */
 static void test_diag_follows_close_to_time_wait(void)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET,
-				 .sin_port = htons(9000)};
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons(9000) };
 	struct fp_lab *lab = open_lab();
 	struct fp_diag_info info;
 	int nl, srv, cli, acc;
@@ -746,8 +752,8 @@ static void run_unprivileged(void)
 /* Debian's switch, the namespace limit, Ubuntu's AppArmor restriction. */
 static int user_namespaces_off(void)
 {
-	return read_int_file("/proc/sys/kernel/unprivileged_userns_clone",
-			     1) == 0 ||
+	return read_int_file("/proc/sys/kernel/unprivileged_userns_clone", 1) ==
+		       0 ||
 	       read_int_file("/proc/sys/user/max_user_namespaces", 1) == 0 ||
 	       read_int_file("/proc/sys/kernel/"
 			     "apparmor_restrict_unprivileged_userns",

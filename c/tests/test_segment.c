@@ -126,7 +126,8 @@ static int options_round_trip(const struct fp_option *o, int n)
 	memcpy(s.options, o, (size_t)n * sizeof(*o));
 	ssize_t na = fp_segment_build(&s, a, sizeof(a));
 	if (na < 0 || fp_segment_parse(&p, a, (size_t)na, NULL, 0) != 0 ||
-	    p.n_options != n || memcmp(p.options, o, (size_t)n * sizeof(*o)) != 0)
+	    p.n_options != n ||
+	    memcmp(p.options, o, (size_t)n * sizeof(*o)) != 0)
 		return -1;
 	ssize_t nb = fp_segment_build(&p, b, sizeof(b));
 	if (nb != na || memcmp(a, b, (size_t)na) != 0)
@@ -148,9 +149,10 @@ static struct fp_option opt(uint8_t kind)
 
 static void test_eol_in_the_final_padding_round_trips(void)
 {
-	struct fp_option ws_eol[] = {opt(FP_OPT_WSCALE), opt(FP_OPT_EOL)};
-	struct fp_option nop_eol[] = {opt(FP_OPT_NOP), opt(FP_OPT_EOL)};
-	struct fp_option eols[] = {opt(FP_OPT_NOP), opt(FP_OPT_EOL), opt(FP_OPT_EOL)};
+	struct fp_option ws_eol[] = { opt(FP_OPT_WSCALE), opt(FP_OPT_EOL) };
+	struct fp_option nop_eol[] = { opt(FP_OPT_NOP), opt(FP_OPT_EOL) };
+	struct fp_option eols[] = { opt(FP_OPT_NOP), opt(FP_OPT_EOL),
+				    opt(FP_OPT_EOL) };
 
 	/* without the EOL the padding is its own: one word each */
 	CHECK_EQ(options_round_trip(ws_eol, 1), 4);
@@ -161,23 +163,23 @@ static void test_eol_in_the_final_padding_round_trips(void)
 	CHECK_EQ(options_round_trip(nop_eol, 2), 8);
 	CHECK_EQ(options_round_trip(eols, 3), 12);
 	/* at a word boundary the EOL and its padding are one word, as ever */
-	struct fp_option mss_eol[] = {opt(FP_OPT_MSS), opt(FP_OPT_EOL)};
+	struct fp_option mss_eol[] = { opt(FP_OPT_MSS), opt(FP_OPT_EOL) };
 	CHECK_EQ(options_round_trip(mss_eol, 2), 8);
 }
 
 static void test_options_after_an_eol_round_trip(void)
 {
-	struct fp_option after[] = {opt(FP_OPT_EOL), opt(FP_OPT_MSS)};
-	struct fp_option between[] = {opt(FP_OPT_NOP), opt(FP_OPT_EOL),
-				      opt(FP_OPT_NOP), opt(FP_OPT_WSCALE)};
+	struct fp_option after[] = { opt(FP_OPT_EOL), opt(FP_OPT_MSS) };
+	struct fp_option between[] = { opt(FP_OPT_NOP), opt(FP_OPT_EOL),
+				       opt(FP_OPT_NOP), opt(FP_OPT_WSCALE) };
 
 	CHECK_EQ(options_round_trip(after, 2), 8);
 	CHECK_EQ(options_round_trip(between, 4), 8);
 }
 
 /* An option area of the given bytes after a plain header, parsed. */
-static int parse_option_area(struct fp_segment *p, uint8_t *buf, const uint8_t *area,
-			     size_t len)
+static int parse_option_area(struct fp_segment *p, uint8_t *buf,
+			     const uint8_t *area, size_t len)
 {
 	struct fp_segment s = v4_segment();
 	s.n_options = 0;
@@ -191,7 +193,7 @@ static int parse_option_area(struct fp_segment *p, uint8_t *buf, const uint8_t *
 
 static void test_bytes_after_an_eol_that_are_no_options_are_kept(void)
 {
-	static const uint8_t junk[8] = {1, 0, 0xff, 0xff, 2, 9, 0, 0};
+	static const uint8_t junk[8] = { 1, 0, 0xff, 0xff, 2, 9, 0, 0 };
 	uint8_t buf[100], again[100];
 	struct fp_segment p;
 
@@ -207,7 +209,7 @@ static void test_bytes_after_an_eol_that_are_no_options_are_kept(void)
 	CHECK(memcmp(again + 40, junk, sizeof(junk)) == 0);
 
 	/* an EOL first, then 39 bytes that are no options */
-	uint8_t most[40] = {0, 0xff};
+	uint8_t most[40] = { 0, 0xff };
 	CHECK_EQ(parse_option_area(&p, buf, most, sizeof(most)), 0);
 	CHECK_EQ(p.n_options, 1);
 	CHECK_EQ(p.options[0].len, 39);
@@ -220,7 +222,8 @@ static void test_bytes_after_an_eol_that_are_no_options_are_kept(void)
  * to the same options; one that does not names no EOL before the fault. */
 static void test_every_option_area_that_parses_rebuilds_to_its_bytes(void)
 {
-	static const uint8_t alphabet[] = {0, 0, 0, 1, 1, 2, 3, 4, 5, 8, 10, 0xfe, 0xff};
+	static const uint8_t alphabet[] = { 0, 0, 0, 1,	 1,    2,   3,
+					    4, 5, 8, 10, 0xfe, 0xff };
 	uint8_t area[40], buf[100], again[100];
 	struct fp_segment p, q;
 	int parsed = 0, with_eol = 0, same = 0;
@@ -234,10 +237,12 @@ static void test_every_option_area_that_parses_rebuilds_to_its_bytes(void)
 		parsed++;
 		with_eol += memchr(area, 0, len) != NULL;
 		ssize_t n = fp_segment_build(&p, again, sizeof(again));
-		same += n == (ssize_t)(40 + len) && memcmp(again + 40, area, len) == 0 &&
+		same += n == (ssize_t)(40 + len) &&
+			memcmp(again + 40, area, len) == 0 &&
 			fp_segment_parse(&q, again, (size_t)n, NULL, 0) == 0 &&
 			q.n_options == p.n_options &&
-			memcmp(q.options, p.options, p.n_options * sizeof(p.options[0])) == 0;
+			memcmp(q.options, p.options,
+			       p.n_options * sizeof(p.options[0])) == 0;
 	}
 	CHECK_EQ(same, parsed);
 	CHECK(parsed > 10000);
@@ -247,8 +252,10 @@ static void test_every_option_area_that_parses_rebuilds_to_its_bytes(void)
 /* Random option lists with EOLs anywhere: each that fits comes back. */
 static void test_every_option_list_that_fits_comes_back(void)
 {
-	static const uint8_t kinds[] = {FP_OPT_EOL, FP_OPT_EOL, FP_OPT_NOP, FP_OPT_MSS,
-					FP_OPT_WSCALE, FP_OPT_SACKOK, 30};
+	static const uint8_t kinds[] = {
+		FP_OPT_EOL,    FP_OPT_EOL,    FP_OPT_NOP, FP_OPT_MSS,
+		FP_OPT_WSCALE, FP_OPT_SACKOK, 30
+	};
 	struct fp_option o[12];
 	int tried = 0, back = 0, eol_inside = 0;
 	srand(4);
@@ -270,7 +277,8 @@ static void test_every_option_list_that_fits_comes_back(void)
 		tried++;
 		back += options_round_trip(o, n) >= 0;
 		for (int k = 0; k + 1 < n; k++)
-			eol_inside += o[k].kind == FP_OPT_EOL && o[k + 1].kind != FP_OPT_EOL;
+			eol_inside += o[k].kind == FP_OPT_EOL &&
+				      o[k + 1].kind != FP_OPT_EOL;
 	}
 	CHECK_EQ(back, tried);
 	CHECK(tried > 20000);
@@ -286,18 +294,22 @@ static void test_malformed_packets_name_the_problem(void)
 	CHECK_EQ(fp_segment_parse(&p, buf, 10, why, sizeof(why)), -EBADMSG);
 	CHECK(strstr(why, "truncated IPv4") != NULL);
 	buf[0] = 0x43;
-	CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)), -EBADMSG);
+	CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)),
+		 -EBADMSG);
 	CHECK(strstr(why, "IHL") != NULL);
 	buf[0] = 0x45;
 	buf[9] = 17;
-	CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)), -EBADMSG);
+	CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)),
+		 -EBADMSG);
 	CHECK(strstr(why, "not TCP") != NULL);
 	buf[9] = 6;
 	buf[20 + 12] = 0x30;
-	CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)), -EBADMSG);
+	CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)),
+		 -EBADMSG);
 	CHECK(strstr(why, "data offset") != NULL);
 	buf[0] = 0x55;
-	CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)), -EBADMSG);
+	CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)),
+		 -EBADMSG);
 	CHECK(strstr(why, "version 5") != NULL);
 }
 
@@ -310,17 +322,19 @@ static void test_option_running_past_header_is_malformed(void)
 	s.options[0].kind = FP_OPT_MSS;
 	ssize_t n = fp_segment_build(&s, buf, sizeof(buf));
 	buf[20 + 21] = 9; /* MSS claims 9 bytes in a 4-byte option area */
-	CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)), -EBADMSG);
+	CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)),
+		 -EBADMSG);
 	CHECK(strstr(why, "runs past") != NULL);
 }
 
 /* RFC 1071's straightforward 16-bit loop, to hold the codec's wider one to. */
-static uint16_t reference_checksum(const uint8_t *src, const uint8_t *dst, size_t alen,
-				   const uint8_t *tcp, size_t len)
+static uint16_t reference_checksum(const uint8_t *src, const uint8_t *dst,
+				   size_t alen, const uint8_t *tcp, size_t len)
 {
 	uint32_t sum = 6 + (uint32_t)len;
 	for (size_t i = 0; i < alen; i += 2)
-		sum += (uint32_t)(src[i] << 8 | src[i + 1]) + (uint32_t)(dst[i] << 8 | dst[i + 1]);
+		sum += (uint32_t)(src[i] << 8 | src[i + 1]) +
+		       (uint32_t)(dst[i] << 8 | dst[i + 1]);
 	for (size_t i = 0; i < len; i++)
 		sum += i % 2 ? tcp[i] : (uint32_t)tcp[i] << 8;
 	while (sum >> 16)
@@ -342,12 +356,16 @@ static void test_checksum_matches_the_reference_for_every_length(void)
 			inet_pton(AF_INET6, "2001:db8::ffff:1", s.dst);
 		}
 		s.payload = data;
-		for (size_t len = 0; len < sizeof(data); len += len < 16 ? 1 : 97) {
+		for (size_t len = 0; len < sizeof(data);
+		     len += len < 16 ? 1 : 97) {
 			s.payload_len = len;
 			ssize_t n = fp_segment_build(&s, buf, sizeof(buf));
-			uint16_t got = (uint16_t)(buf[ip + 16] << 8 | buf[ip + 17]);
+			uint16_t got =
+				(uint16_t)(buf[ip + 16] << 8 | buf[ip + 17]);
 			buf[ip + 16] = buf[ip + 17] = 0;
-			CHECK_EQ(got, reference_checksum(s.src, s.dst, alen, buf + ip, (size_t)n - ip));
+			CHECK_EQ(got,
+				 reference_checksum(s.src, s.dst, alen,
+						    buf + ip, (size_t)n - ip));
 		}
 	}
 }
@@ -361,7 +379,8 @@ static void test_every_truncation_says_truncated(void)
 	s.payload_len = 6;
 	ssize_t n = fp_segment_build(&s, buf, sizeof(buf));
 	for (size_t len = 1; len < (size_t)n; len++) {
-		CHECK_EQ(fp_segment_parse(&p, buf, len, why, sizeof(why)), -EBADMSG);
+		CHECK_EQ(fp_segment_parse(&p, buf, len, why, sizeof(why)),
+			 -EBADMSG);
 		CHECK(strstr(why, "truncated") != NULL);
 	}
 	CHECK_EQ(fp_segment_parse(&p, buf, 0, why, sizeof(why)), -EBADMSG);
@@ -378,7 +397,8 @@ static void test_option_length_below_two_is_malformed(void)
 	ssize_t n = fp_segment_build(&s, buf, sizeof(buf));
 	for (uint8_t len = 0; len < 2; len++) {
 		buf[20 + 21] = len; /* would loop on the same option forever */
-		CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)), -EBADMSG);
+		CHECK_EQ(fp_segment_parse(&p, buf, (size_t)n, why, sizeof(why)),
+			 -EBADMSG);
 		CHECK(strstr(why, "bad length") != NULL);
 	}
 }
@@ -394,7 +414,8 @@ static void test_random_mutations_parse_or_are_refused(void)
 	char why[128];
 	int parsed = 0, refused = 0, wild = 0;
 	s.n_options = 1;
-	s.options[0].kind = FP_OPT_MSS; /* something for the mutations to break */
+	/* something for the mutations to break */
+	s.options[0].kind = FP_OPT_MSS;
 	s.payload = (const uint8_t *)"abcdefgh";
 	s.payload_len = 8;
 	ssize_t n = fp_segment_build(&s, good, sizeof(good));
@@ -408,7 +429,8 @@ static void test_random_mutations_parse_or_are_refused(void)
 		int rc = fp_segment_parse(&p, buf, len, why, sizeof(why));
 		if (rc == -EBADMSG && why[0])
 			refused++;
-		else if (rc == 0 && p.payload >= buf && p.payload + p.payload_len <= buf + len &&
+		else if (rc == 0 && p.payload >= buf &&
+			 p.payload + p.payload_len <= buf + len &&
 			 p.n_options <= FP_MAX_OPTIONS)
 			parsed++;
 		else

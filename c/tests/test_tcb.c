@@ -197,7 +197,7 @@ static void test_state_names_round_trip(void)
 	}
 	CHECK_STR(fp_state_name(FP_STATE_FIN_WAIT_1), "FIN_WAIT_1");
 	CHECK_STR(fp_state_name(FP_STATE_COUNT), "?");
-	CHECK_EQ(fp_state_from_name("FIN-WAIT-1", &(enum fp_state){0}),
+	CHECK_EQ(fp_state_from_name("FIN-WAIT-1", &(enum fp_state){ 0 }),
 		 -EINVAL);
 	CHECK(!fp_state_synchronized(FP_STATE_SYN_RECEIVED));
 	CHECK(fp_state_synchronized(FP_STATE_ESTABLISHED));
@@ -667,7 +667,8 @@ static void test_closing_old_fin_with_ack_of_our_fin_enters_time_wait(void)
 	CHECK(strstr(seen[0].why, "old segment") != NULL);
 }
 
-static void test_fin_wait_1_old_data_with_ack_of_our_fin_goes_to_fin_wait_2(void)
+static void
+test_fin_wait_1_old_data_with_ack_of_our_fin_goes_to_fin_wait_2(void)
 {
 	struct fp_tcb tcb = tcb_in_fin_wait_1();
 

@@ -17,10 +17,10 @@
 
 static char dir[] = "/tmp/test_trace.XXXXXX";
 
-static ssize_t build(uint8_t *buf, size_t cap, uint8_t family, uint8_t flags, uint32_t seq,
-		     const char *payload)
+static ssize_t build(uint8_t *buf, size_t cap, uint8_t family, uint8_t flags,
+		     uint32_t seq, const char *payload)
 {
-	struct fp_segment s = {0};
+	struct fp_segment s = { 0 };
 	s.family = family;
 	s.src[0] = family == 4 ? 192 : 0x20;
 	s.dst[0] = family == 4 ? 192 : 0x20;
@@ -51,8 +51,12 @@ static struct fp_trace *two_records(void)
 	b[lb - 1] ^= 0xff; /* a checksum now wrong: written as recorded */
 	struct fp_trace *t = NULL;
 	CHECK_EQ(fp_trace_new(&t), 0);
-	CHECK_EQ(fp_trace_append(t, a, (size_t)la, 1000000123u, FP_DIR_OUT, FP_STATE_SYN_SENT), 0);
-	CHECK_EQ(fp_trace_append(t, b, (size_t)lb, 2000000456u, FP_DIR_IN, FP_STATE_ESTABLISHED), 0);
+	CHECK_EQ(fp_trace_append(t, a, (size_t)la, 1000000123u, FP_DIR_OUT,
+				 FP_STATE_SYN_SENT),
+		 0);
+	CHECK_EQ(fp_trace_append(t, b, (size_t)lb, 2000000456u, FP_DIR_IN,
+				 FP_STATE_ESTABLISHED),
+		 0);
 	return t;
 }
 
@@ -94,7 +98,9 @@ static void test_write_read_round_trip_keeps_bytes_and_stamps(void)
 	struct fp_trace *w = two_records();
 	char path[128], err[256] = "";
 	path_of(path, sizeof(path), "round.pcap");
-	CHECK_EQ(fp_trace_write_pcap(path, w, 1700000000000000000LL, err, sizeof(err)), 0);
+	CHECK_EQ(fp_trace_write_pcap(path, w, 1700000000000000000LL, err,
+				     sizeof(err)),
+		 0);
 	struct fp_trace *t = NULL;
 	CHECK_EQ(fp_trace_read_pcap(path, &t, err, sizeof(err)), 0);
 	if (!t) {
@@ -166,7 +172,8 @@ static void test_references_from_threads_free_once(void)
 	struct fp_trace *t = two_records();
 	pthread_t threads[4];
 	for (int i = 0; i < 4; i++)
-		pthread_create(&threads[i], NULL, ref_and_drop, fp_trace_ref(t));
+		pthread_create(&threads[i], NULL, ref_and_drop,
+			       fp_trace_ref(t));
 	fp_trace_free(t); /* main's own: the threads' keep it */
 	for (int i = 0; i < 4; i++)
 		pthread_join(threads[i], NULL);
@@ -174,15 +181,17 @@ static void test_references_from_threads_free_once(void)
 }
 
 /* Write frames of link type dlt with libpcap, as another tool would. */
-static void write_frames(const char *path, int dlt, const uint8_t *const *frames,
-			 const size_t *lens, int n)
+static void write_frames(const char *path, int dlt,
+			 const uint8_t *const *frames, const size_t *lens,
+			 int n)
 {
 	pcap_t *p = pcap_open_dead(dlt, 65535);
 	pcap_dumper_t *d = pcap_dump_open(p, path);
 	CHECK(d != NULL);
 	for (int i = 0; d && i < n; i++) {
-		struct pcap_pkthdr h = {{1700000000, 250000}, (bpf_u_int32)lens[i],
-					(bpf_u_int32)lens[i]};
+		struct pcap_pkthdr h = { { 1700000000, 250000 },
+					 (bpf_u_int32)lens[i],
+					 (bpf_u_int32)lens[i] };
 		pcap_dump((u_char *)d, &h, frames[i]);
 	}
 	if (d)
@@ -191,7 +200,8 @@ static void write_frames(const char *path, int dlt, const uint8_t *const *frames
 }
 
 /* Read path: one TCP packet equal to ip (padding cut), `skipped` others. */
-static void check_one_packet(const char *path, const uint8_t *ip, size_t len, size_t skipped)
+static void check_one_packet(const char *path, const uint8_t *ip, size_t len,
+			     size_t skipped)
 {
 	struct fp_trace *t = NULL;
 	char err[256] = "";
@@ -206,23 +216,25 @@ static void check_one_packet(const char *path, const uint8_t *ip, size_t len, si
 	if (fp_trace_get(t, 0, &r) == 0) {
 		CHECK_EQ(r.len, len);
 		CHECK(r.len == len && memcmp(r.pkt, ip, len) == 0);
-		CHECK_EQ(r.ts_ns, 1700000000000000000ULL + 250000000ULL); /* microsecond file */
+		/* microsecond file */
+		CHECK_EQ(r.ts_ns, 1700000000000000000ULL + 250000000ULL);
 	}
 	fp_trace_free(t);
 }
 
 static void test_ethernet_with_vlan_tag_and_padding(void)
 {
-	uint8_t ip[100], frame[200] = {0}, arp[60] = {0};
+	uint8_t ip[100], frame[200] = { 0 }, arp[60] = { 0 };
 	ssize_t n = build(ip, sizeof(ip), 4, FP_ACK, 5, "");
 	/* dst, src MACs, 802.1Q tag, IPv4; padded to 64 bytes as on the wire */
-	uint8_t head[] = {2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0x00, 0x00, 0x05, 0x08, 0x00};
+	uint8_t head[] = { 2, 0, 0, 0,	  0,	1,    2,    0,	  0,
+			   0, 0, 2, 0x81, 0x00, 0x00, 0x05, 0x08, 0x00 };
 	memcpy(frame, head, sizeof(head));
 	memcpy(frame + sizeof(head), ip, (size_t)n);
 	arp[12] = 0x08;
 	arp[13] = 0x06;
-	const uint8_t *frames[] = {arp, frame};
-	size_t lens[] = {sizeof(arp), sizeof(head) + (size_t)n + 6};
+	const uint8_t *frames[] = { arp, frame };
+	size_t lens[] = { sizeof(arp), sizeof(head) + (size_t)n + 6 };
 	char path[128];
 	path_of(path, sizeof(path), "eth.pcap");
 	write_frames(path, DLT_EN10MB, frames, lens, 2);
@@ -231,7 +243,7 @@ static void test_ethernet_with_vlan_tag_and_padding(void)
 
 static void test_linux_cooked_v1_and_v2(void)
 {
-	uint8_t ip[100], sll[200] = {0}, sll2[200] = {0};
+	uint8_t ip[100], sll[200] = { 0 }, sll2[200] = { 0 };
 	ssize_t n = build(ip, sizeof(ip), 6, FP_FIN | FP_ACK, 9, "");
 	sll[14] = 0x86; /* protocol at 14 of a 16-byte header */
 	sll[15] = 0xdd;
@@ -240,8 +252,8 @@ static void test_linux_cooked_v1_and_v2(void)
 	sll2[1] = 0xdd;
 	memcpy(sll2 + 20, ip, (size_t)n);
 	char path[128];
-	const uint8_t *f1[] = {sll}, *f2[] = {sll2};
-	size_t l1[] = {16 + (size_t)n}, l2[] = {20 + (size_t)n};
+	const uint8_t *f1[] = { sll }, *f2[] = { sll2 };
+	size_t l1[] = { 16 + (size_t)n }, l2[] = { 20 + (size_t)n };
 	path_of(path, sizeof(path), "sll.pcap");
 	write_frames(path, DLT_LINUX_SLL, f1, l1, 1);
 	check_one_packet(path, ip, (size_t)n, 0);
@@ -252,10 +264,10 @@ static void test_linux_cooked_v1_and_v2(void)
 
 static void test_raw_ipv4_link_type_skips_udp(void)
 {
-	uint8_t ip[100], udp[28] = {0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17};
+	uint8_t ip[100], udp[28] = { 0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17 };
 	ssize_t n = build(ip, sizeof(ip), 4, FP_RST, 1, "");
-	const uint8_t *frames[] = {udp, ip};
-	size_t lens[] = {sizeof(udp), (size_t)n};
+	const uint8_t *frames[] = { udp, ip };
+	size_t lens[] = { sizeof(udp), (size_t)n };
 	char path[128];
 	path_of(path, sizeof(path), "ipv4.pcap");
 	write_frames(path, DLT_IPV4, frames, lens, 2);
@@ -277,23 +289,30 @@ static void test_errors_are_named(void)
 	CHECK_EQ(fp_trace_read_pcap(path, &t, err, sizeof(err)), -EBADMSG);
 	CHECK(strstr(err, "not a pcap") != NULL);
 
-	uint8_t frame[20] = {0};
-	const uint8_t *frames[] = {frame};
-	size_t lens[] = {sizeof(frame)};
+	uint8_t frame[20] = { 0 };
+	const uint8_t *frames[] = { frame };
+	size_t lens[] = { sizeof(frame) };
 	path_of(path, sizeof(path), "usb.pcap");
 	write_frames(path, DLT_USB_LINUX, frames, lens, 1);
-	CHECK_EQ(fp_trace_read_pcap(path, &t, err, sizeof(err)), -EPROTONOSUPPORT);
+	CHECK_EQ(fp_trace_read_pcap(path, &t, err, sizeof(err)),
+		 -EPROTONOSUPPORT);
 	CHECK(strstr(err, "not supported") != NULL);
 	CHECK(t == NULL);
 
 	struct fp_trace *w = NULL;
 	CHECK_EQ(fp_trace_new(&w), 0);
-	CHECK_EQ(fp_trace_write_pcap("/nonexistent-dir/x.pcap", w, 0, err, sizeof(err)), -ENOENT);
+	CHECK_EQ(fp_trace_write_pcap("/nonexistent-dir/x.pcap", w, 0, err,
+				     sizeof(err)),
+		 -ENOENT);
 	CHECK_EQ(fp_trace_write_pcap(path, NULL, 0, err, sizeof(err)), -EINVAL);
 	uint8_t ip[60];
-	CHECK_EQ(fp_trace_append(w, ip, (size_t)build(ip, sizeof(ip), 4, FP_ACK, 1, ""), 5, 0, 0), 0);
+	CHECK_EQ(fp_trace_append(
+			 w, ip, (size_t)build(ip, sizeof(ip), 4, FP_ACK, 1, ""),
+			 5, 0, 0),
+		 0);
 	path_of(path, sizeof(path), "bad.pcap");
-	CHECK_EQ(fp_trace_write_pcap(path, w, -10, err, sizeof(err)), -EINVAL); /* before 1970 */
+	/* before 1970 */
+	CHECK_EQ(fp_trace_write_pcap(path, w, -10, err, sizeof(err)), -EINVAL);
 	CHECK(strstr(err, "before 1970") != NULL);
 	fp_trace_free(w);
 }
@@ -303,15 +322,17 @@ static void test_wall_offset_is_realtime_less_monotonic(void)
 	struct timespec rt, mono;
 	clock_gettime(CLOCK_REALTIME, &rt);
 	clock_gettime(CLOCK_MONOTONIC, &mono);
-	int64_t expect = ((int64_t)rt.tv_sec - mono.tv_sec) * 1000000000LL + (rt.tv_nsec - mono.tv_nsec);
+	int64_t expect = ((int64_t)rt.tv_sec - mono.tv_sec) * 1000000000LL +
+			 (rt.tv_nsec - mono.tv_nsec);
 	int64_t got = fp_trace_wall_offset_ns();
 	CHECK(llabs(got - expect) < 1000000); /* within 1 ms */
 }
 
 static void remove_dir(void)
 {
-	static const char *names[] = {"round.pcap", "eth.pcap",  "sll.pcap", "sll2.pcap", "ipv4.pcap",
-				      "junk.pcap",  "usb.pcap", "bad.pcap", "copy.pcap"};
+	static const char *names[] = { "round.pcap", "eth.pcap",  "sll.pcap",
+				       "sll2.pcap",  "ipv4.pcap", "junk.pcap",
+				       "usb.pcap",   "bad.pcap",  "copy.pcap" };
 	char path[128];
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		path_of(path, sizeof(path), names[i]);

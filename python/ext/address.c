@@ -12,7 +12,8 @@ const char *core_text(const char *what, PyObject *text)
 	Py_ssize_t len;
 	const char *s = PyUnicode_AsUTF8AndSize(text, &len);
 	if (s && strlen(s) != (size_t)len) {
-		PyErr_Format(PyExc_ValueError, "%s: %R holds a NUL character", what, text);
+		PyErr_Format(PyExc_ValueError, "%s: %R holds a NUL character",
+			     what, text);
 		return NULL;
 	}
 	return s;
@@ -22,7 +23,8 @@ int core_parse_address(const char *what, PyObject *text, uint8_t *addr,
 		       uint8_t *family)
 {
 	if (!PyUnicode_Check(text)) {
-		PyErr_Format(PyExc_TypeError, "%s must be an IP address as str, not %.100s",
+		PyErr_Format(PyExc_TypeError,
+			     "%s must be an IP address as str, not %.100s",
 			     what, Py_TYPE(text)->tp_name);
 		return -1;
 	}
@@ -38,7 +40,8 @@ int core_parse_address(const char *what, PyObject *text, uint8_t *addr,
 		*family = 6;
 		return 0;
 	}
-	PyErr_Format(PyExc_ValueError, "%s: %R is not an IPv4 or IPv6 address", what, text);
+	PyErr_Format(PyExc_ValueError, "%s: %R is not an IPv4 or IPv6 address",
+		     what, text);
 	return -1;
 }
 

@@ -29,19 +29,24 @@ int connection_class_arg(EngineObject *self, PyObject *cls, PyTypeObject **out)
 		*out = st->connection_type;
 		return 0;
 	}
-	if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, st->connection_type)) {
-		PyErr_SetString(PyExc_TypeError, "cls must be a subclass of finprobe._core.Connection");
+	if (!PyType_Check(cls) ||
+	    !PyType_IsSubtype((PyTypeObject *)cls, st->connection_type)) {
+		PyErr_SetString(
+			PyExc_TypeError,
+			"cls must be a subclass of finprobe._core.Connection");
 		return -1;
 	}
 	*out = (PyTypeObject *)cls;
 	return 0;
 }
 
-PyObject *connection_wrap(EngineObject *engine, PyTypeObject *cls, struct fp_conn *conn)
+PyObject *connection_wrap(EngineObject *engine, PyTypeObject *cls,
+			  struct fp_conn *conn)
 {
 	ConnectionObject *self = (ConnectionObject *)cls->tp_alloc(cls, 0);
 	core_lock(&engine->lock);
-	int open = engine->engine != NULL; /* else freed with it, by code the allocation ran */
+	/* code the allocation ran may have closed the engine, and conn with it */
+	int open = engine->engine != NULL;
 	if (open && self)
 		self->trace = fp_trace_ref(fp_conn_trace(conn));
 	else if (open)
@@ -71,7 +76,8 @@ static void connection_release(ConnectionObject *self)
 	core_unlock(&engine->lock);
 }
 
-static int connection_traverse(ConnectionObject *self, visitproc visit, void *arg)
+static int connection_traverse(ConnectionObject *self, visitproc visit,
+			       void *arg)
 {
 	Py_VISIT(Py_TYPE(self));
 	Py_VISIT(self->engine);
@@ -107,7 +113,8 @@ static int connection_is_closed(ConnectionObject *self)
 static void *closed_error(ConnectionObject *self)
 {
 	core_state *st = core_state_of_type(Py_TYPE(self));
-	PyErr_SetString(st ? st->error : PyExc_RuntimeError, "the connection is closed");
+	PyErr_SetString(st ? st->error : PyExc_RuntimeError,
+			"the connection is closed");
 	return NULL;
 }
 
@@ -128,9 +135,13 @@ static struct fp_conn *connection_lock(ConnectionObject *self)
 	return closed_error(self);
 }
 
-static void connection_unlock(ConnectionObject *self) { engine_unlock(self->engine); }
+static void connection_unlock(ConnectionObject *self)
+{
+	engine_unlock(self->engine);
+}
 
-static PyObject *connection_close(ConnectionObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *connection_close(ConnectionObject *self,
+				  PyObject *Py_UNUSED(ignored))
 {
 	connection_release(self);
 	Py_RETURN_NONE;
@@ -138,8 +149,9 @@ static PyObject *connection_close(ConnectionObject *self, PyObject *Py_UNUSED(ig
 
 /* ---- send ---- */
 
-static int optional_u32(PyObject *value, const char *name, unsigned long long max, uint32_t *out,
-			unsigned *forced, unsigned bit)
+static int optional_u32(PyObject *value, const char *name,
+			unsigned long long max, uint32_t *out, unsigned *forced,
+			unsigned bit)
 {
 	unsigned long long v;
 	if (!value || value == Py_None)
@@ -155,17 +167,21 @@ static int optional_u32(PyObject *value, const char *name, unsigned long long ma
  * constructor, so validation and messages are the same as Segment(...).
  * This runs the caller's code (a generator payload, an options iterable),
  * which may close the connection: it is looked at only afterwards. */
-static SegmentObject *send_template(ConnectionObject *self, PyObject *payload, PyObject *flags,
-				    PyObject *options)
+static SegmentObject *send_template(ConnectionObject *self, PyObject *payload,
+				    PyObject *flags, PyObject *options)
 {
 	core_state *st = core_state_of_type(Py_TYPE(self));
-	PyObject *kw = Py_BuildValue("{sOsO}", "payload", payload, "flags", flags);
-	if (!kw || (options != Py_None && PyDict_SetItemString(kw, "options", options) < 0)) {
+	PyObject *kw =
+		Py_BuildValue("{sOsO}", "payload", payload, "flags", flags);
+	if (!kw || (options != Py_None &&
+		    PyDict_SetItemString(kw, "options", options) < 0)) {
 		Py_XDECREF(kw);
 		return NULL;
 	}
 	PyObject *empty = PyTuple_New(0);
-	PyObject *seg = empty ? PyObject_Call((PyObject *)st->segment_type, empty, kw) : NULL;
+	PyObject *seg =
+		empty ? PyObject_Call((PyObject *)st->segment_type, empty, kw)
+		      : NULL;
 	Py_XDECREF(empty);
 	Py_DECREF(kw);
 	return (SegmentObject *)seg;
@@ -177,8 +193,9 @@ static void send_error(int rc, size_t payload_len)
 	PyObject *err = PyObject_CallFunction(PyExc_OSError, "is", -rc, "");
 	if (!err)
 		return;
-	PyObject *msg = PyUnicode_FromFormat("send: the link refused the segment (%s, %zu bytes of payload)",
-					     strerror(-rc), payload_len);
+	PyObject *msg = PyUnicode_FromFormat(
+		"send: the link refused the segment (%s, %zu bytes of payload)",
+		strerror(-rc), payload_len);
 	if (msg)
 		PyObject_SetAttrString(err, "strerror", msg);
 	Py_XDECREF(msg);
@@ -188,14 +205,14 @@ static void send_error(int rc, size_t payload_len)
 
 /* Send seg under the mutex: 0 and the stamp it went out with in *ts_ns,
  * a negative errno from the engine, or -EBADF with fp.Error if closed. */
-static int send_locked(ConnectionObject *self, struct fp_segment *seg, unsigned forced,
-		       uint64_t *ts_ns)
+static int send_locked(ConnectionObject *self, struct fp_segment *seg,
+		       unsigned forced, uint64_t *ts_ns)
 {
 	struct fp_conn *conn = connection_lock(self);
 	if (!conn)
 		return -EBADF;
 	int rc = fp_conn_send(conn, seg, forced);
-	struct fp_record rec = {0};
+	struct fp_record rec = { 0 };
 	if (rc == 0)
 		fp_trace_get(self->trace, fp_trace_len(self->trace) - 1, &rec);
 	connection_unlock(self);
@@ -203,18 +220,23 @@ static int send_locked(ConnectionObject *self, struct fp_segment *seg, unsigned 
 	return rc;
 }
 
-static PyObject *connection_send(ConnectionObject *self, PyObject *args, PyObject *kwargs)
+static PyObject *connection_send(ConnectionObject *self, PyObject *args,
+				 PyObject *kwargs)
 {
-	static char *kw[] = {"payload", "flags", "seq", "ack", "window", "options", "checksum", NULL};
-	PyObject *payload = NULL, *flags = NULL, *seq = NULL, *ack = NULL, *window = NULL,
-		 *options = Py_None, *checksum = Py_None;
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$OOOOOO:send", kw, &payload, &flags, &seq,
-					 &ack, &window, &options, &checksum))
+	static char *kw[] = { "payload", "flags",   "seq",	"ack",
+			      "window",	 "options", "checksum", NULL };
+	PyObject *payload = NULL, *flags = NULL, *seq = NULL, *ack = NULL,
+		 *window = NULL, *options = Py_None, *checksum = Py_None;
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$OOOOOO:send", kw,
+					 &payload, &flags, &seq, &ack, &window,
+					 &options, &checksum))
 		return NULL;
-	PyObject *empty = PyBytes_FromStringAndSize(NULL, 0), *a = PyUnicode_FromString("A");
-	SegmentObject *tmpl = empty && a ? send_template(self, payload ? payload : empty,
-							 flags ? flags : a, options)
-					 : NULL;
+	PyObject *empty = PyBytes_FromStringAndSize(NULL, 0),
+		 *a = PyUnicode_FromString("A");
+	SegmentObject *tmpl =
+		empty && a ? send_template(self, payload ? payload : empty,
+					   flags ? flags : a, options)
+			   : NULL;
 	Py_XDECREF(empty);
 	Py_XDECREF(a);
 	if (!tmpl)
@@ -222,10 +244,14 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args, PyObjec
 	struct fp_segment seg = tmpl->seg;
 	unsigned forced = 0, checksum_given = 0;
 	uint32_t window32 = 0, checksum32 = 0;
-	if (optional_u32(seq, "seq", 0xffffffffu, &seg.seq, &forced, FP_FORCE_SEQ) < 0 ||
-	    optional_u32(ack, "ack", 0xffffffffu, &seg.ack, &forced, FP_FORCE_ACK) < 0 ||
-	    optional_u32(window, "window", 0xffff, &window32, &forced, FP_FORCE_WINDOW) < 0 ||
-	    optional_u32(checksum, "checksum", 0xffff, &checksum32, &checksum_given, 1) < 0) {
+	if (optional_u32(seq, "seq", 0xffffffffu, &seg.seq, &forced,
+			 FP_FORCE_SEQ) < 0 ||
+	    optional_u32(ack, "ack", 0xffffffffu, &seg.ack, &forced,
+			 FP_FORCE_ACK) < 0 ||
+	    optional_u32(window, "window", 0xffff, &window32, &forced,
+			 FP_FORCE_WINDOW) < 0 ||
+	    optional_u32(checksum, "checksum", 0xffff, &checksum32,
+			 &checksum_given, 1) < 0) {
 		Py_DECREF(tmpl);
 		return NULL;
 	}
@@ -238,11 +264,14 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args, PyObjec
 	 * (of a bytearray, a memoryview ...): tmpl lives until seg is read. */
 	PyObject *result = NULL;
 	if (rc == -EINVAL)
-		PyErr_Format(PyExc_ValueError, "send: the segment cannot be built (options over 40 bytes?)");
+		PyErr_Format(
+			PyExc_ValueError,
+			"send: the segment cannot be built (options over 40 bytes?)");
 	else if (rc < 0 && rc != -EBADF)
 		send_error(rc, seg.payload_len);
 	else if (rc == 0)
-		result = segment_new_from(core_state_of_type(Py_TYPE(self)), &seg, ns_to_s(ts_ns), "out");
+		result = segment_new_from(core_state_of_type(Py_TYPE(self)),
+					  &seg, ns_to_s(ts_ns), "out");
 	Py_DECREF(tmpl);
 	return result;
 }
@@ -253,8 +282,8 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args, PyObjec
  * copied to *payload (malloc'd; the caller frees it): the engine's copy
  * lives only until its next poll, and the Segment is made once the mutex
  * is released. 1 if one was taken, 0 if none waits, -1 with an exception. */
-static int take_locked(ConnectionObject *self, struct fp_segment *seg, uint64_t *ts_ns,
-		       uint8_t **payload)
+static int take_locked(ConnectionObject *self, struct fp_segment *seg,
+		       uint64_t *ts_ns, uint8_t **payload)
 {
 	struct fp_conn *conn = connection_lock(self);
 	if (!conn)
@@ -296,8 +325,9 @@ static PyObject *connection_take(ConnectionObject *self, PyObject *args)
 		if (got < 0)
 			return NULL;
 		if (got) {
-			PyObject *result = segment_new_from(core_state_of_type(Py_TYPE(self)), &seg,
-							    ns_to_s(ts_ns), "in");
+			PyObject *result = segment_new_from(
+				core_state_of_type(Py_TYPE(self)), &seg,
+				ns_to_s(ts_ns), "in");
 			free(payload);
 			return result;
 		}
@@ -315,11 +345,16 @@ static PyObject *trace_row(core_state *st, const struct fp_record *rec)
 {
 	struct fp_segment seg;
 	if (fp_segment_parse(&seg, rec->pkt, rec->len, NULL, 0) < 0)
-		return PyErr_Format(st->parse_error, "a recorded packet could not be parsed again");
+		return PyErr_Format(
+			st->parse_error,
+			"a recorded packet could not be parsed again");
 	int in = rec->direction == FP_DIR_IN;
-	return Py_BuildValue("(Nsiy#)", segment_new_from(st, &seg, ns_to_s(rec->ts_ns), in ? "in" : "out"),
-			     in && !rec->taken ? "" : fp_state_name(rec->state_after),
-			     rec->taken || !in, rec->pkt, (Py_ssize_t)rec->len);
+	return Py_BuildValue(
+		"(Nsiy#)",
+		segment_new_from(st, &seg, ns_to_s(rec->ts_ns),
+				 in ? "in" : "out"),
+		in && !rec->taken ? "" : fp_state_name(rec->state_after),
+		rec->taken || !in, rec->pkt, (Py_ssize_t)rec->len);
 }
 
 /* A copy of the trace's records [start, stop) (a Python slice's meaning:
@@ -327,7 +362,8 @@ static PyObject *trace_row(core_state *st, const struct fp_record *rec)
  * engine's mutex (the engine appends while the connection is open;
  * afterwards nothing does, and the mutex costs nothing). NULL with an
  * exception. */
-static struct fp_trace *trace_copy(ConnectionObject *self, Py_ssize_t start, Py_ssize_t stop)
+static struct fp_trace *trace_copy(ConnectionObject *self, Py_ssize_t start,
+				   Py_ssize_t stop)
 {
 	struct fp_trace *copy = NULL;
 	int rc = 0;
@@ -335,11 +371,15 @@ static struct fp_trace *trace_copy(ConnectionObject *self, Py_ssize_t start, Py_
 		rc = fp_trace_new(&copy);
 		return rc < 0 ? PyErr_NoMemory(), NULL : copy;
 	}
-	EngineObject *engine = self->engine; /* NULL only while the collector clears us */
+	/* NULL only while the collector clears us */
+	EngineObject *engine = self->engine;
 	if (engine)
 		core_lock(&engine->lock);
-	PySlice_AdjustIndices((Py_ssize_t)fp_trace_len(self->trace), &start, &stop, 1); /* arithmetic only */
-	rc = fp_trace_copy(self->trace, (size_t)start, (size_t)(stop > start ? stop : start), &copy);
+	/* arithmetic only */
+	PySlice_AdjustIndices((Py_ssize_t)fp_trace_len(self->trace), &start,
+			      &stop, 1);
+	rc = fp_trace_copy(self->trace, (size_t)start,
+			   (size_t)(stop > start ? stop : start), &copy);
 	if (engine)
 		core_unlock(&engine->lock);
 	if (rc < 0) {
@@ -357,7 +397,8 @@ static PyObject *connection_trace(ConnectionObject *self, PyObject *args)
 	PyObject *stop_arg = Py_None;
 	if (!PyArg_ParseTuple(args, "|nO:_trace", &start, &stop_arg))
 		return NULL;
-	if (stop_arg != Py_None && (stop = PyNumber_AsSsize_t(stop_arg, PyExc_OverflowError)) == -1 &&
+	if (stop_arg != Py_None &&
+	    (stop = PyNumber_AsSsize_t(stop_arg, PyExc_OverflowError)) == -1 &&
 	    PyErr_Occurred())
 		return NULL;
 	struct fp_trace *copy = trace_copy(self, start, stop);
@@ -368,7 +409,9 @@ static PyObject *connection_trace(ConnectionObject *self, PyObject *args)
 	PyObject *list = PyList_New((Py_ssize_t)n);
 	for (size_t i = 0; list && i < n; i++) {
 		struct fp_record rec;
-		PyObject *item = fp_trace_get(copy, i, &rec) < 0 ? NULL : trace_row(st, &rec);
+		PyObject *item = fp_trace_get(copy, i, &rec) < 0
+					 ? NULL
+					 : trace_row(st, &rec);
 		if (!item) {
 			Py_CLEAR(list);
 			break;
@@ -380,18 +423,23 @@ static PyObject *connection_trace(ConnectionObject *self, PyObject *args)
 }
 
 /* transitions(): our state machine's changes, readable after close(). */
-static PyObject *connection_transitions(ConnectionObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *connection_transitions(ConnectionObject *self,
+					PyObject *Py_UNUSED(ignored))
 {
 	const struct fp_transition *t;
-	struct fp_trace *copy = trace_copy(self, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX); /* no records */
+	/* no records */
+	struct fp_trace *copy =
+		trace_copy(self, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX);
 	if (!copy)
 		return NULL;
 	size_t n = fp_trace_transitions(copy, &t);
 	PyObject *list = PyList_New((Py_ssize_t)n);
 	for (size_t i = 0; list && i < n; i++) {
 		/* why is a string literal of tcb.c: it outlives the copy */
-		PyObject *item = Py_BuildValue("(dsss)", ns_to_s(t[i].when_ns), fp_state_name(t[i].from),
-					       fp_state_name(t[i].to), t[i].why ? t[i].why : "");
+		PyObject *item = Py_BuildValue("(dsss)", ns_to_s(t[i].when_ns),
+					       fp_state_name(t[i].from),
+					       fp_state_name(t[i].to),
+					       t[i].why ? t[i].why : "");
 		if (!item) {
 			Py_CLEAR(list);
 			break;
@@ -419,12 +467,13 @@ static int tcb_now(ConnectionObject *self, struct fp_tcb *out)
 	return 0;
 }
 
-#define TCB_FIELD(name)                                                          \
-	static PyObject *get_##name(ConnectionObject *self, void *c)            \
-	{                                                                        \
-		struct fp_tcb tcb;                                               \
-		return tcb_now(self, &tcb) < 0 ? NULL                            \
-					       : PyLong_FromUnsignedLong(tcb.name); \
+#define TCB_FIELD(name)                                                        \
+	static PyObject *get_##name(ConnectionObject *self, void *c)           \
+	{                                                                      \
+		struct fp_tcb tcb;                                             \
+		return tcb_now(self, &tcb) < 0                                 \
+			       ? NULL                                          \
+			       : PyLong_FromUnsignedLong(tcb.name);            \
 	}
 TCB_FIELD(iss)
 TCB_FIELD(irs)
@@ -437,7 +486,9 @@ TCB_FIELD(rcv_wnd)
 static PyObject *get_state_name(ConnectionObject *self, void *c)
 {
 	struct fp_tcb tcb;
-	return tcb_now(self, &tcb) < 0 ? NULL : PyUnicode_FromString(fp_state_name(tcb.state));
+	return tcb_now(self, &tcb) < 0
+		       ? NULL
+		       : PyUnicode_FromString(fp_state_name(tcb.state));
 }
 
 /* The 4-tuple, copied under the mutex; -1 with fp.Error if closed. */
@@ -459,13 +510,17 @@ static PyObject *endpoint(int family, const uint8_t *addr, uint16_t port)
 static PyObject *get_local(ConnectionObject *self, void *c)
 {
 	struct fp_tuple t;
-	return tuple_now(self, &t) < 0 ? NULL : endpoint(t.family, t.local, t.local_port);
+	return tuple_now(self, &t) < 0
+		       ? NULL
+		       : endpoint(t.family, t.local, t.local_port);
 }
 
 static PyObject *get_remote(ConnectionObject *self, void *c)
 {
 	struct fp_tuple t;
-	return tuple_now(self, &t) < 0 ? NULL : endpoint(t.family, t.remote, t.remote_port);
+	return tuple_now(self, &t) < 0
+		       ? NULL
+		       : endpoint(t.family, t.remote, t.remote_port);
 }
 
 static PyObject *get_trace_len(ConnectionObject *self, void *c)
@@ -502,61 +557,80 @@ static PyObject *get_time_wait_left(ConnectionObject *self, void *c)
 	if (tcb.state != FP_STATE_TIME_WAIT)
 		Py_RETURN_NONE;
 	uint64_t now = fp_now_ns();
-	return PyFloat_FromDouble(tcb.time_wait_until > now ? ns_to_s(tcb.time_wait_until - now) : 0);
+	return PyFloat_FromDouble(tcb.time_wait_until > now
+					  ? ns_to_s(tcb.time_wait_until - now)
+					  : 0);
 }
 
 static PyGetSetDef connection_getset[] = {
-	{"_state_name", (getter)get_state_name, NULL, "our state's RFC 9293 name", NULL},
-	{"iss", (getter)get_iss, NULL, "our initial sequence number", NULL},
-	{"irs", (getter)get_irs, NULL, "the peer's initial sequence number", NULL},
-	{"snd_una", (getter)get_snd_una, NULL, "oldest unacknowledged sequence number", NULL},
-	{"snd_nxt", (getter)get_snd_nxt, NULL, "next sequence number to send", NULL},
-	{"snd_wnd", (getter)get_snd_wnd, NULL, "the peer's advertised window", NULL},
-	{"rcv_nxt", (getter)get_rcv_nxt, NULL, "next sequence number expected", NULL},
-	{"rcv_wnd", (getter)get_rcv_wnd, NULL, "our receive window", NULL},
-	{"local", (getter)get_local, NULL, "(address, port) of our end", NULL},
-	{"remote", (getter)get_remote, NULL, "(address, port) of the peer", NULL},
-	{"_trace_len", (getter)get_trace_len, NULL, "segments in the trace, both ways", NULL},
-	{"closed", (getter)get_closed, NULL, "whether close() released the connection", NULL},
-	{"pending", (getter)get_pending, NULL, "received segments not taken yet", NULL},
-	{"time_wait_left", (getter)get_time_wait_left, NULL, "seconds left in TIME_WAIT, or None", NULL},
-	{"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
-	{NULL},
+	{ "_state_name", (getter)get_state_name, NULL,
+	  "our state's RFC 9293 name", NULL },
+	{ "iss", (getter)get_iss, NULL, "our initial sequence number", NULL },
+	{ "irs", (getter)get_irs, NULL, "the peer's initial sequence number",
+	  NULL },
+	{ "snd_una", (getter)get_snd_una, NULL,
+	  "oldest unacknowledged sequence number", NULL },
+	{ "snd_nxt", (getter)get_snd_nxt, NULL, "next sequence number to send",
+	  NULL },
+	{ "snd_wnd", (getter)get_snd_wnd, NULL, "the peer's advertised window",
+	  NULL },
+	{ "rcv_nxt", (getter)get_rcv_nxt, NULL, "next sequence number expected",
+	  NULL },
+	{ "rcv_wnd", (getter)get_rcv_wnd, NULL, "our receive window", NULL },
+	{ "local", (getter)get_local, NULL, "(address, port) of our end",
+	  NULL },
+	{ "remote", (getter)get_remote, NULL, "(address, port) of the peer",
+	  NULL },
+	{ "_trace_len", (getter)get_trace_len, NULL,
+	  "segments in the trace, both ways", NULL },
+	{ "closed", (getter)get_closed, NULL,
+	  "whether close() released the connection", NULL },
+	{ "pending", (getter)get_pending, NULL,
+	  "received segments not taken yet", NULL },
+	{ "time_wait_left", (getter)get_time_wait_left, NULL,
+	  "seconds left in TIME_WAIT, or None", NULL },
+	{ "__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL,
+	  NULL },
+	{ NULL },
 };
 
 static PyMemberDef connection_members[] = {
-	{"__weaklistoffset__", T_PYSSIZET, offsetof(ConnectionObject, weakreflist), READONLY},
-	{"__dictoffset__", T_PYSSIZET, offsetof(ConnectionObject, dict), READONLY},
-	{NULL},
+	{ "__weaklistoffset__", T_PYSSIZET,
+	  offsetof(ConnectionObject, weakreflist), READONLY },
+	{ "__dictoffset__", T_PYSSIZET, offsetof(ConnectionObject, dict),
+	  READONLY },
+	{ NULL },
 };
 
 static PyMethodDef connection_methods[] = {
-	{"send", (PyCFunction)(void (*)(void))connection_send, METH_VARARGS | METH_KEYWORDS,
-	 "send(payload=b\"\", *, flags=\"A\", seq=None, ack=None, window=None, options=None, "
-	 "checksum=None) -> Segment\n\nUnset fields come from our state (seq = SND.NXT, ack = RCV.NXT)."},
-	{"_take", (PyCFunction)connection_take, METH_VARARGS,
-	 "_take(timeout=0) -> Segment or None: the next received segment; our state moves.\n\n"
-	 "timeout: seconds, an int or a float >= 0 (ValueError) and at most threading.TIMEOUT_MAX "
-	 "(OverflowError)."},
-	{"_trace", (PyCFunction)connection_trace, METH_VARARGS,
-	 "_trace(start=0, stop=None) -> [(Segment, state after, taken, IP packet)] both ways, in "
-	 "order, sliced as a list is; readable after close()"},
-	{"transitions", (PyCFunction)connection_transitions, METH_NOARGS,
-	 "transitions() -> [(ts, from, to, why)] of our state machine; readable after close()"},
-	{"close", (PyCFunction)connection_close, METH_NOARGS,
-	 "close(): release the connection; sends nothing"},
-	{NULL},
+	{ "send", (PyCFunction)(void (*)(void))connection_send,
+	  METH_VARARGS | METH_KEYWORDS,
+	  "send(payload=b\"\", *, flags=\"A\", seq=None, ack=None, window=None, options=None, "
+	  "checksum=None) -> Segment\n\nUnset fields come from our state (seq = SND.NXT, ack = RCV.NXT)." },
+	{ "_take", (PyCFunction)connection_take, METH_VARARGS,
+	  "_take(timeout=0) -> Segment or None: the next received segment; our state moves.\n\n"
+	  "timeout: seconds, an int or a float >= 0 (ValueError) and at most threading.TIMEOUT_MAX "
+	  "(OverflowError)." },
+	{ "_trace", (PyCFunction)connection_trace, METH_VARARGS,
+	  "_trace(start=0, stop=None) -> [(Segment, state after, taken, IP packet)] both ways, in "
+	  "order, sliced as a list is; readable after close()" },
+	{ "transitions", (PyCFunction)connection_transitions, METH_NOARGS,
+	  "transitions() -> [(ts, from, to, why)] of our state machine; readable after close()" },
+	{ "close", (PyCFunction)connection_close, METH_NOARGS,
+	  "close(): release the connection; sends nothing" },
+	{ NULL },
 };
 
 static PyType_Slot connection_slots[] = {
-	{Py_tp_doc, "The C side of a connection: our endpoint's TCB, its sends, receives and trace."},
-	{Py_tp_dealloc, connection_dealloc},
-	{Py_tp_traverse, connection_traverse},
-	{Py_tp_clear, connection_clear},
-	{Py_tp_getset, connection_getset},
-	{Py_tp_members, connection_members},
-	{Py_tp_methods, connection_methods},
-	{0, NULL},
+	{ Py_tp_doc,
+	  "The C side of a connection: our endpoint's TCB, its sends, receives and trace." },
+	{ Py_tp_dealloc, connection_dealloc },
+	{ Py_tp_traverse, connection_traverse },
+	{ Py_tp_clear, connection_clear },
+	{ Py_tp_getset, connection_getset },
+	{ Py_tp_members, connection_members },
+	{ Py_tp_methods, connection_methods },
+	{ 0, NULL },
 };
 
 PyType_Spec connection_spec = {

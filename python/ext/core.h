@@ -21,11 +21,15 @@ typedef struct {
 	PyTypeObject *listener_type;
 	PyTypeObject *tcb_type;
 	PyTypeObject *guard_type;
-	PyObject *error;              /* finprobe.Error */
-	PyObject *parse_error;        /* finprobe.ParseError(Error, ValueError) */
-	PyObject *expect_error;       /* finprobe.ExpectError(Error, AssertionError) */
-	PyObject *permission_error;   /* finprobe.PermissionError(Error, PermissionError) */
-	PyObject *connection_refused; /* finprobe.ConnectionRefused(Error, ConnectionRefusedError) */
+	PyObject *error; /* finprobe.Error */
+	/* finprobe.ParseError(Error, ValueError) */
+	PyObject *parse_error;
+	/* finprobe.ExpectError(Error, AssertionError) */
+	PyObject *expect_error;
+	/* finprobe.PermissionError(Error, PermissionError) */
+	PyObject *permission_error;
+	/* finprobe.ConnectionRefused(Error, ConnectionRefusedError) */
+	PyObject *connection_refused;
 } core_state;
 
 extern PyModuleDef core_module;
@@ -58,10 +62,16 @@ static inline void core_lock(pthread_mutex_t *m)
 	Py_END_ALLOW_THREADS
 }
 
-static inline void core_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+static inline void core_unlock(pthread_mutex_t *m)
+{
+	pthread_mutex_unlock(m);
+}
 
 /* Seconds, as Python shows times, from the library's ns. */
-static inline double ns_to_s(uint64_t ns) { return (double)ns / 1e9; }
+static inline double ns_to_s(uint64_t ns)
+{
+	return (double)ns / 1e9;
+}
 
 /* segment_type.c */
 typedef struct {
@@ -69,9 +79,11 @@ typedef struct {
 	struct fp_segment seg; /* seg.payload points into payload's buffer */
 	PyObject *payload;     /* bytes */
 	PyObject *direction;   /* "in", "out" or None */
-	double ts;             /* CLOCK_MONOTONIC seconds; NaN: never on the wire */
-	uint8_t has_checksum;  /* parsed, or forced by the caller */
-	uint8_t unaddressed;   /* SRC_MISSING | DST_MISSING: not given to the constructor */
+	/* CLOCK_MONOTONIC seconds; NaN: never on the wire */
+	double ts;
+	uint8_t has_checksum; /* parsed, or forced by the caller */
+	/* SRC_MISSING | DST_MISSING: not given to the constructor */
+	uint8_t unaddressed;
 } SegmentObject;
 
 extern PyType_Spec segment_spec;
@@ -119,7 +131,8 @@ PyObject *core_format_address(int family, const uint8_t *addr);
 /* How an int checks against 0..max (a bool is not an int here), for callers
  * that word the message themselves; CORE_NUM_ERROR has an exception set. */
 enum { CORE_NUM_OK, CORE_NUM_TYPE, CORE_NUM_RANGE, CORE_NUM_ERROR };
-int core_unsigned_check(PyObject *value, unsigned long long max, unsigned long long *out);
+int core_unsigned_check(PyObject *value, unsigned long long max,
+			unsigned long long *out);
 /* An int in 0..max (a bool is refused). */
 int core_unsigned_arg(PyObject *value, const char *name, unsigned long long max,
 		      unsigned long long *out);
@@ -127,8 +140,9 @@ int core_unsigned_arg(PyObject *value, const char *name, unsigned long long max,
 int core_port_arg(const char *name, PyObject *value, uint16_t *port);
 /* (local_addr, local_port, remote_addr, remote_port), the addresses of one
  * IP version, into t. */
-int core_tuple_arg(PyObject *local_addr, PyObject *local_port, PyObject *remote_addr,
-		   PyObject *remote_port, struct fp_tuple *t);
+int core_tuple_arg(PyObject *local_addr, PyObject *local_port,
+		   PyObject *remote_addr, PyObject *remote_port,
+		   struct fp_tuple *t);
 /* The same from exactly four positional arguments of function fname. */
 int core_tuple_args(PyObject *args, const char *fname, struct fp_tuple *t);
 /* The longest wait, or duration, in seconds: threading.TIMEOUT_MAX. As ns

@@ -32,7 +32,10 @@ int engine_open_check(EngineObject *self);
  * close() by caller code run earlier in the call, or by another thread
  * while this one waited, is seen. */
 int engine_lock(EngineObject *self);
-static inline void engine_unlock(EngineObject *self) { core_unlock(&self->lock); }
+static inline void engine_unlock(EngineObject *self)
+{
+	core_unlock(&self->lock);
+}
 /* One slice of a wait until deadline (ns): 1 to look again, 0 once it has
  * passed, -1 with an exception. */
 int engine_wait_slice(EngineObject *self, uint64_t deadline);
@@ -40,7 +43,8 @@ int engine_wait_slice(EngineObject *self, uint64_t deadline);
 /* connection_type.c */
 /* A Connection of class cls over conn, which it takes over (and frees on
  * failure). */
-PyObject *connection_wrap(EngineObject *engine, PyTypeObject *cls, struct fp_conn *conn);
+PyObject *connection_wrap(EngineObject *engine, PyTypeObject *cls,
+			  struct fp_conn *conn);
 /* cls (None: Connection) checked to be a Connection class. */
 int connection_class_arg(EngineObject *self, PyObject *cls, PyTypeObject **out);
 

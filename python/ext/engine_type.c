@@ -13,7 +13,8 @@
 
 /* ---- Engine -------------------------------------------------------------------- */
 
-static EngineObject *engine_wrap(PyTypeObject *type, struct fp_link *link, PyObject *owner)
+static EngineObject *engine_wrap(PyTypeObject *type, struct fp_link *link,
+				 PyObject *owner)
 {
 	EngineObject *self = (EngineObject *)type->tp_alloc(type, 0);
 	if (!self) {
@@ -35,21 +36,25 @@ static EngineObject *engine_wrap(PyTypeObject *type, struct fp_link *link, PyObj
 static int mac_arg(PyObject *value, const char *name, uint8_t mac[6])
 {
 	if (!PyBytes_Check(value) || PyBytes_GET_SIZE(value) != 6) {
-		PyErr_Format(PyExc_ValueError, "%s must be 6 bytes, got %R", name, value);
+		PyErr_Format(PyExc_ValueError, "%s must be 6 bytes, got %R",
+			     name, value);
 		return -1;
 	}
 	memcpy(mac, PyBytes_AS_STRING(value), 6);
 	return 0;
 }
 
-static PyObject *engine_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+static PyObject *engine_new(PyTypeObject *type, PyObject *args,
+			    PyObject *kwargs)
 {
-	static char *kw[] = {"fd", "src_mac", "dst_mac", "owner", NULL};
+	static char *kw[] = { "fd", "src_mac", "dst_mac", "owner", NULL };
 	int fd;
 	PyObject *src, *dst, *owner = Py_None;
 	uint8_t smac[6], dmac[6];
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOO|O:Engine", kw, &fd, &src, &dst, &owner) ||
-	    mac_arg(src, "src_mac", smac) < 0 || mac_arg(dst, "dst_mac", dmac) < 0)
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOO|O:Engine", kw, &fd,
+					 &src, &dst, &owner) ||
+	    mac_arg(src, "src_mac", smac) < 0 ||
+	    mac_arg(dst, "dst_mac", dmac) < 0)
 		return NULL;
 	struct fp_link *link;
 	int err = fp_link_packet_open(&link, fd, smac, dmac);
@@ -79,26 +84,34 @@ static PyObject *engine_pair(PyObject *cls, PyObject *Py_UNUSED(ignored))
 }
 
 /* The message of a failed fp_link_raw_open, raised as the fp error it is. */
-static PyObject *raw_open_error(PyTypeObject *type, int rc, PyObject *remote, PyObject *src,
-				int ifindex)
+static PyObject *raw_open_error(PyTypeObject *type, int rc, PyObject *remote,
+				PyObject *src, int ifindex)
 {
 	core_state *st = core_state_of_type(type);
 	switch (rc) {
 	case -EPERM:
 	case -EACCES:
-		return PyErr_Format(st->permission_error,
-				    "raw sockets towards %S need CAP_NET_RAW: run as root, or grant it "
-				    "(sudo setcap cap_net_raw,cap_net_admin+ep <python binary>)", remote);
+		return PyErr_Format(
+			st->permission_error,
+			"raw sockets towards %S need CAP_NET_RAW: run as root, or grant it "
+			"(sudo setcap cap_net_raw,cap_net_admin+ep <python binary>)",
+			remote);
 	case -ENETUNREACH:
 	case -EHOSTUNREACH:
 		return PyErr_Format(st->error, "no route to %S%s", remote,
-				    ifindex ? " through the interface given" : "");
+				    ifindex ? " through the interface given"
+					    : "");
 	case -EADDRNOTAVAIL:
 		if (src != Py_None)
-			return PyErr_Format(st->error, "src %R is not an address of this host", src);
-		return PyErr_Format(st->error, "no source address for the route to %S", remote);
+			return PyErr_Format(
+				st->error,
+				"src %R is not an address of this host", src);
+		return PyErr_Format(st->error,
+				    "no source address for the route to %S",
+				    remote);
 	case -ENODEV:
-		return PyErr_Format(PyExc_ValueError, "no interface with index %d", ifindex);
+		return PyErr_Format(PyExc_ValueError,
+				    "no interface with index %d", ifindex);
 	default:
 		errno = -rc;
 		return PyErr_SetFromErrno(PyExc_OSError);
@@ -108,32 +121,39 @@ static PyObject *raw_open_error(PyTypeObject *type, int rc, PyObject *remote, Py
 /* raw(remote_addr, remote_port, src=None, ifindex=0) -> (Engine, src, ifindex) */
 static PyObject *engine_raw(PyObject *cls, PyObject *args, PyObject *kwargs)
 {
-	static char *kw[] = {"remote_addr", "remote_port", "src", "ifindex", NULL};
+	static char *kw[] = { "remote_addr", "remote_port", "src", "ifindex",
+			      NULL };
 	PyObject *remote, *remote_port, *src = Py_None;
 	int ifindex = 0, rc;
 	uint16_t port;
-	uint8_t raddr[16], local[16] = {0}, family, src_family;
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|Oi:raw", kw, &remote, &remote_port, &src,
-					 &ifindex) ||
+	uint8_t raddr[16], local[16] = { 0 }, family, src_family;
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|Oi:raw", kw, &remote,
+					 &remote_port, &src, &ifindex) ||
 	    core_parse_address("remote_addr", remote, raddr, &family) < 0 ||
 	    core_port_arg("remote_port", remote_port, &port) < 0 ||
-	    (src != Py_None && core_parse_address("src", src, local, &src_family) < 0))
+	    (src != Py_None &&
+	     core_parse_address("src", src, local, &src_family) < 0))
 		return NULL;
 	if (src != Py_None && src_family != family)
-		return PyErr_Format(PyExc_ValueError, "src %R and remote_addr %R are not of one IP version",
-				    src, remote);
+		return PyErr_Format(
+			PyExc_ValueError,
+			"src %R and remote_addr %R are not of one IP version",
+			src, remote);
 	if (ifindex < 0)
-		return PyErr_Format(PyExc_ValueError, "ifindex must be >= 0, got %d", ifindex);
+		return PyErr_Format(PyExc_ValueError,
+				    "ifindex must be >= 0, got %d", ifindex);
 	struct fp_link *link;
 	Py_BEGIN_ALLOW_THREADS
 	rc = fp_link_raw_open(&link, family, raddr, port, local, &ifindex);
 	Py_END_ALLOW_THREADS
 	if (rc)
-		return raw_open_error((PyTypeObject *)cls, rc, remote, src, ifindex);
+		return raw_open_error((PyTypeObject *)cls, rc, remote, src,
+				      ifindex);
 	EngineObject *engine = engine_wrap((PyTypeObject *)cls, link, NULL);
 	if (!engine)
 		return NULL;
-	return Py_BuildValue("(NNi)", engine, core_format_address(family, local), ifindex);
+	return Py_BuildValue("(NNi)", engine,
+			     core_format_address(family, local), ifindex);
 }
 
 static int engine_traverse(EngineObject *self, visitproc visit, void *arg)
@@ -153,7 +173,8 @@ static void engine_dealloc(EngineObject *self)
 {
 	PyTypeObject *tp = Py_TYPE(self);
 	PyObject_GC_UnTrack(self);
-	fp_engine_free(self->engine); /* connections hold a reference: none is left */
+	/* connections hold a reference: none is left */
+	fp_engine_free(self->engine);
 	pthread_mutex_destroy(&self->lock);
 	engine_clear(self);
 	tp->tp_free(self);
@@ -164,7 +185,8 @@ int engine_open_check(EngineObject *self)
 {
 	if (self->engine)
 		return 0;
-	PyErr_SetString(core_state_of_type(Py_TYPE(self))->error, "the lab or link is closed");
+	PyErr_SetString(core_state_of_type(Py_TYPE(self))->error,
+			"the lab or link is closed");
 	return -1;
 }
 
@@ -227,14 +249,19 @@ static PyObject *engine_poll(EngineObject *self, PyObject *args)
 	uint64_t deadline = fp_now_ns() + wait_ns;
 	for (;;) {
 		uint64_t now = fp_now_ns();
-		uint64_t left_ms = now >= deadline ? 0 : (deadline - now + 999999) / 1000000;
-		int got = engine_poll_nogil(self, left_ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : (int)left_ms);
+		uint64_t left_ms =
+			now >= deadline ? 0
+					: (deadline - now + 999999) / 1000000;
+		int got = engine_poll_nogil(self, left_ms > WAIT_SLICE_MS
+							  ? WAIT_SLICE_MS
+							  : (int)left_ms);
 		if (got < 0)
 			return NULL;
 		if (got > 0 || left_ms == 0)
 			break;
 	}
-	if (engine_open_check(self) < 0) /* closed by another thread meanwhile */
+	/* closed by another thread meanwhile */
+	if (engine_open_check(self) < 0)
 		return NULL;
 	Py_RETURN_NONE;
 }
@@ -246,8 +273,9 @@ static PyObject *engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 		return NULL;
 	fp_engine_stats(self->engine, &s);
 	engine_unlock(self);
-	return Py_BuildValue("{sKsKsKsK}", "received", s.received, "unclaimed", s.unclaimed,
-			     "malformed", s.malformed, "truncated", s.truncated);
+	return Py_BuildValue("{sKsKsKsK}", "received", s.received, "unclaimed",
+			     s.unclaimed, "malformed", s.malformed, "truncated",
+			     s.truncated);
 }
 
 static PyObject *engine_has_tuple(EngineObject *self, PyObject *args)
@@ -262,16 +290,19 @@ static PyObject *engine_has_tuple(EngineObject *self, PyObject *args)
 
 
 /* open(local_addr, local_port, remote_addr, remote_port, iss, time_wait, cls=None) */
-static PyObject *engine_open(EngineObject *self, PyObject *args, PyObject *kwargs)
+static PyObject *engine_open(EngineObject *self, PyObject *args,
+			     PyObject *kwargs)
 {
-	static char *kw[] = {"local_addr", "local_port", "remote_addr", "remote_port", "iss", "time_wait",
-			     "cls", NULL};
+	static char *kw[] = { "local_addr",  "local_port", "remote_addr",
+			      "remote_port", "iss",	   "time_wait",
+			      "cls",	     NULL };
 	PyObject *la, *lp, *ra, *rp, *iss_arg, *time_wait_arg, *cls = NULL;
 	unsigned long long iss;
 	uint64_t time_wait;
 	PyTypeObject *type;
 	struct fp_tuple t;
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO|O:open", kw, &la, &lp, &ra, &rp, &iss_arg,
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO|O:open", kw, &la,
+					 &lp, &ra, &rp, &iss_arg,
 					 &time_wait_arg, &cls) ||
 	    core_tuple_arg(la, lp, ra, rp, &t) < 0 ||
 	    core_unsigned_arg(iss_arg, "iss", 0xffffffffu, &iss) < 0 ||
@@ -283,8 +314,10 @@ static PyObject *engine_open(EngineObject *self, PyObject *args, PyObject *kwarg
 	engine_unlock(self);
 	if (rc < 0) {
 		if (rc == -EADDRINUSE)
-			return PyErr_Format(PyExc_ValueError,
-					    "a connection %U:%S -> %U:%S is already open", la, lp, ra, rp);
+			return PyErr_Format(
+				PyExc_ValueError,
+				"a connection %U:%S -> %U:%S is already open",
+				la, lp, ra, rp);
 		return PyErr_NoMemory();
 	}
 	return connection_wrap(self, type, conn);
@@ -304,7 +337,8 @@ static PyObject *engine_listen(EngineObject *self, PyObject *args)
 	if (!l)
 		return NULL;
 	l->engine = (EngineObject *)Py_NewRef(self);
-	if (engine_lock(self) < 0) { /* the allocation may have run code that closed it */
+	/* the allocation may have run code that closed it */
+	if (engine_lock(self) < 0) {
 		Py_DECREF(l);
 		return NULL;
 	}
@@ -320,7 +354,8 @@ static PyObject *engine_listen(EngineObject *self, PyObject *args)
 /* capture_start(): the engine's capture keeps every segment from now on
  * (off by default: it grows with every segment, so only what asks for it,
  * Lab(capture=True) or a pcap recorder, pays for it). */
-static PyObject *engine_capture_start(EngineObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *engine_capture_start(EngineObject *self,
+				      PyObject *Py_UNUSED(ignored))
 {
 	if (engine_lock(self) < 0)
 		return NULL;
@@ -334,7 +369,8 @@ static PyObject *engine_capture_start(EngineObject *self, PyObject *Py_UNUSED(ig
 /* capture() -> [(Segment, IP packet)] or None: every segment sent or
  * received since capture_start(), in order, claimed by a connection or not;
  * None while the capture is off. Copied under the lock, built after. */
-static PyObject *engine_capture(EngineObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *engine_capture(EngineObject *self,
+				PyObject *Py_UNUSED(ignored))
 {
 	struct fp_trace *copy = NULL, *capture;
 	int rc = 0;
@@ -356,10 +392,12 @@ static PyObject *engine_capture(EngineObject *self, PyObject *Py_UNUSED(ignored)
 		if (fp_trace_get(copy, i, &rec) < 0 ||
 		    fp_segment_parse(&seg, rec.pkt, rec.len, NULL, 0) < 0)
 			continue;
-		PyObject *item = Py_BuildValue("(Ny#)",
-					       segment_new_from(st, &seg, ns_to_s(rec.ts_ns),
-								rec.direction == FP_DIR_IN ? "in" : "out"),
-					       rec.pkt, (Py_ssize_t)rec.len);
+		PyObject *item = Py_BuildValue(
+			"(Ny#)",
+			segment_new_from(st, &seg, ns_to_s(rec.ts_ns),
+					 rec.direction == FP_DIR_IN ? "in"
+								    : "out"),
+			rec.pkt, (Py_ssize_t)rec.len);
 		if (!item || PyList_Append(list, item) < 0)
 			Py_CLEAR(list);
 		Py_XDECREF(item);
@@ -381,45 +419,50 @@ static PyObject *engine_close(EngineObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef engine_methods[] = {
-	{"close", (PyCFunction)engine_close, METH_NOARGS,
-	 "close(): free the engine and its link; connections left become closed"},
-	{"pair", (PyCFunction)engine_pair, METH_NOARGS | METH_CLASS,
-	 "pair() -> (Engine, Engine) joined by an in-memory link"},
-	{"raw", (PyCFunction)(void (*)(void))engine_raw, METH_VARARGS | METH_KEYWORDS | METH_CLASS,
-	 "raw(remote_addr, remote_port, src=None, ifindex=0) -> (Engine, src, ifindex): over raw IP "
-	 "sockets towards a remote target; src and interface from the routing table unless given"},
-	{"poll", (PyCFunction)engine_poll, METH_VARARGS,
-	 "poll(timeout=0): receive what the link has, waiting up to timeout seconds for the first "
-	 "segment (an int or a float >= 0, at most threading.TIMEOUT_MAX: else ValueError or "
-	 "OverflowError)"},
-	{"stats", (PyCFunction)engine_stats, METH_NOARGS, "counters of what no connection took"},
-	{"capture_start", (PyCFunction)engine_capture_start, METH_NOARGS,
-	 "capture_start(): keep every segment sent or received from now on (off by default)"},
-	{"capture", (PyCFunction)engine_capture, METH_NOARGS,
-	 "capture() -> [(Segment, IP packet)] since capture_start(), claimed or not; None while off"},
-	{"has_tuple", (PyCFunction)engine_has_tuple, METH_VARARGS,
-	 "has_tuple(local_addr, local_port, remote_addr, remote_port) -> bool"},
-	{"open", (PyCFunction)(void (*)(void))engine_open, METH_VARARGS | METH_KEYWORDS,
-	 "open(local_addr, local_port, remote_addr, remote_port, iss, time_wait, cls=None) -> Connection\n\n"
-	 "time_wait: seconds of TIME_WAIT (2MSL), >= 0 and at most threading.TIMEOUT_MAX."},
-	{"listen", (PyCFunction)engine_listen, METH_VARARGS,
-	 "listen(address, port) -> Listener catching SYNs no connection claims"},
-	{NULL},
+	{ "close", (PyCFunction)engine_close, METH_NOARGS,
+	  "close(): free the engine and its link; connections left become closed" },
+	{ "pair", (PyCFunction)engine_pair, METH_NOARGS | METH_CLASS,
+	  "pair() -> (Engine, Engine) joined by an in-memory link" },
+	{ "raw", (PyCFunction)(void (*)(void))engine_raw,
+	  METH_VARARGS | METH_KEYWORDS | METH_CLASS,
+	  "raw(remote_addr, remote_port, src=None, ifindex=0) -> (Engine, src, ifindex): over raw IP "
+	  "sockets towards a remote target; src and interface from the routing table unless given" },
+	{ "poll", (PyCFunction)engine_poll, METH_VARARGS,
+	  "poll(timeout=0): receive what the link has, waiting up to timeout seconds for the first "
+	  "segment (an int or a float >= 0, at most threading.TIMEOUT_MAX: else ValueError or "
+	  "OverflowError)" },
+	{ "stats", (PyCFunction)engine_stats, METH_NOARGS,
+	  "counters of what no connection took" },
+	{ "capture_start", (PyCFunction)engine_capture_start, METH_NOARGS,
+	  "capture_start(): keep every segment sent or received from now on (off by default)" },
+	{ "capture", (PyCFunction)engine_capture, METH_NOARGS,
+	  "capture() -> [(Segment, IP packet)] since capture_start(), claimed or not; None while off" },
+	{ "has_tuple", (PyCFunction)engine_has_tuple, METH_VARARGS,
+	  "has_tuple(local_addr, local_port, remote_addr, remote_port) -> bool" },
+	{ "open", (PyCFunction)(void (*)(void))engine_open,
+	  METH_VARARGS | METH_KEYWORDS,
+	  "open(local_addr, local_port, remote_addr, remote_port, iss, time_wait, cls=None) -> Connection\n\n"
+	  "time_wait: seconds of TIME_WAIT (2MSL), >= 0 and at most threading.TIMEOUT_MAX." },
+	{ "listen", (PyCFunction)engine_listen, METH_VARARGS,
+	  "listen(address, port) -> Listener catching SYNs no connection claims" },
+	{ NULL },
 };
 
 static PyType_Slot engine_slots[] = {
-	{Py_tp_doc, "Engine(fd, src_mac, dst_mac, owner=None): connections over an AF_PACKET link"},
-	{Py_tp_new, engine_new},
-	{Py_tp_dealloc, engine_dealloc},
-	{Py_tp_traverse, engine_traverse},
-	{Py_tp_clear, engine_clear},
-	{Py_tp_methods, engine_methods},
-	{0, NULL},
+	{ Py_tp_doc,
+	  "Engine(fd, src_mac, dst_mac, owner=None): connections over an AF_PACKET link" },
+	{ Py_tp_new, engine_new },
+	{ Py_tp_dealloc, engine_dealloc },
+	{ Py_tp_traverse, engine_traverse },
+	{ Py_tp_clear, engine_clear },
+	{ Py_tp_methods, engine_methods },
+	{ 0, NULL },
 };
 
 PyType_Spec engine_spec = {
 	.name = "finprobe._core.Engine",
 	.basicsize = sizeof(EngineObject),
-	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+		 Py_TPFLAGS_IMMUTABLETYPE,
 	.slots = engine_slots,
 };

@@ -16,7 +16,7 @@ typedef struct {
 
 static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-	static char *kw[] = {NULL};
+	static char *kw[] = { NULL };
 	if (!PyArg_ParseTupleAndKeywords(args, kwargs, ":Guard", kw))
 		return NULL;
 	GuardObject *self = (GuardObject *)type->tp_alloc(type, 0);
@@ -32,7 +32,8 @@ static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 		return (PyObject *)self;
 	Py_DECREF(self);
 	core_state *st = core_state_of_type(type);
-	return PyErr_Format(rc == -EPERM || rc == -EACCES ? st->permission_error : st->error,
+	return PyErr_Format(rc == -EPERM || rc == -EACCES ? st->permission_error
+							  : st->error,
 			    "cannot set up RST suppression: %s", err);
 }
 
@@ -60,7 +61,8 @@ static void guard_dealloc(GuardObject *self)
 
 typedef int (*guard_op)(struct fp_guard *, const struct fp_tuple *);
 
-static PyObject *guard_call(GuardObject *self, PyObject *args, const char *fname, guard_op fn)
+static PyObject *guard_call(GuardObject *self, PyObject *args,
+			    const char *fname, guard_op fn)
 {
 	struct fp_tuple t;
 	if (core_tuple_args(args, fname, &t) < 0)
@@ -78,10 +80,11 @@ static PyObject *guard_call(GuardObject *self, PyObject *args, const char *fname
 	if (rc == 0)
 		Py_RETURN_NONE;
 	if (rc == -EPERM)
-		return PyErr_Format(st->permission_error,
-				    "%s: %s. Run as root, or grant the capability: "
-				    "sudo setcap cap_net_raw,cap_net_admin+ep <python binary>",
-				    fname, err);
+		return PyErr_Format(
+			st->permission_error,
+			"%s: %s. Run as root, or grant the capability: "
+			"sudo setcap cap_net_raw,cap_net_admin+ep <python binary>",
+			fname, err);
 	return PyErr_Format(st->error, "%s: %s", fname, err);
 }
 
@@ -106,7 +109,8 @@ static PyObject *get_table(GuardObject *self, void *c)
 	char name[128] = "";
 	core_lock(&self->lock);
 	if (self->guard && fp_guard_count(self->guard))
-		snprintf(name, sizeof(name), "inet %s", fp_guard_table(self->guard));
+		snprintf(name, sizeof(name), "inet %s",
+			 fp_guard_table(self->guard));
 	core_unlock(&self->lock);
 	if (!name[0])
 		Py_RETURN_NONE;
@@ -121,33 +125,41 @@ static PyObject *get_rules(GuardObject *self, void *c)
 	return PyLong_FromSize_t(n);
 }
 
-static PyObject *get_closed(GuardObject *self, void *c) { return PyBool_FromLong(!self->guard); }
+static PyObject *get_closed(GuardObject *self, void *c)
+{
+	return PyBool_FromLong(!self->guard);
+}
 
 static PyGetSetDef guard_getset[] = {
-	{"table", (getter)get_table, NULL, "\"inet finprobe_<pid>_<n>\" while a rule needs it, else None", NULL},
-	{"rules", (getter)get_rules, NULL, "how many 4-tuples have a rule", NULL},
-	{"closed", (getter)get_closed, NULL, "whether close() ran", NULL},
-	{NULL},
+	{ "table", (getter)get_table, NULL,
+	  "\"inet finprobe_<pid>_<n>\" while a rule needs it, else None",
+	  NULL },
+	{ "rules", (getter)get_rules, NULL, "how many 4-tuples have a rule",
+	  NULL },
+	{ "closed", (getter)get_closed, NULL, "whether close() ran", NULL },
+	{ NULL },
 };
 
 static PyMethodDef guard_methods[] = {
-	{"add", (PyCFunction)guard_add, METH_VARARGS,
-	 "add(local_addr, local_port, remote_addr, remote_port): drop the local kernel's RSTs "
-	 "from this 4-tuple"},
-	{"remove", (PyCFunction)guard_remove, METH_VARARGS,
-	 "remove(local_addr, local_port, remote_addr, remote_port): remove its rule (the table "
-	 "with the last one)"},
-	{"close", (PyCFunction)guard_close, METH_NOARGS, "close(): delete the table, free the context"},
-	{NULL},
+	{ "add", (PyCFunction)guard_add, METH_VARARGS,
+	  "add(local_addr, local_port, remote_addr, remote_port): drop the local kernel's RSTs "
+	  "from this 4-tuple" },
+	{ "remove", (PyCFunction)guard_remove, METH_VARARGS,
+	  "remove(local_addr, local_port, remote_addr, remote_port): remove its rule (the table "
+	  "with the last one)" },
+	{ "close", (PyCFunction)guard_close, METH_NOARGS,
+	  "close(): delete the table, free the context" },
+	{ NULL },
 };
 
 static PyType_Slot guard_slots[] = {
-	{Py_tp_doc, "Guard(): RST suppression through a table of finprobe's own (needs CAP_NET_ADMIN)"},
-	{Py_tp_new, guard_new},
-	{Py_tp_dealloc, guard_dealloc},
-	{Py_tp_getset, guard_getset},
-	{Py_tp_methods, guard_methods},
-	{0, NULL},
+	{ Py_tp_doc,
+	  "Guard(): RST suppression through a table of finprobe's own (needs CAP_NET_ADMIN)" },
+	{ Py_tp_new, guard_new },
+	{ Py_tp_dealloc, guard_dealloc },
+	{ Py_tp_getset, guard_getset },
+	{ Py_tp_methods, guard_methods },
+	{ 0, NULL },
 };
 
 PyType_Spec guard_spec = {

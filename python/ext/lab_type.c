@@ -21,19 +21,21 @@
 #include <linux/sock_diag.h>
 #include <unistd.h>
 
-#define LOCK_SLICE_US 50000	  /* then look for signals again */
+#define LOCK_SLICE_US 50000	    /* then look for signals again */
 #define LOCK_WAIT_NS 60000000000ULL /* beyond every holder's own bound */
 
 typedef struct {
 	PyObject_HEAD
 	struct fp_lab *lab; /* NULL once closed */
-	int diag_fd;	    /* NETLINK_SOCK_DIAG in the lab, made on first use */
+	/* NETLINK_SOCK_DIAG in the lab, made on first use */
+	int diag_fd;
 	PyThread_type_lock lock; /* held by the thread talking to the helper */
 } LabObject;
 
 static PyObject *closed_error(LabObject *self)
 {
-	PyErr_SetString(core_state_of_type(Py_TYPE(self))->error, "the lab is closed");
+	PyErr_SetString(core_state_of_type(Py_TYPE(self))->error,
+			"the lab is closed");
 	return NULL;
 }
 
@@ -56,8 +58,9 @@ static int lab_lock(LabObject *self)
 		if (PyErr_CheckSignals() < 0)
 			return -1;
 		if (fp_now_ns() >= deadline) {
-			PyErr_SetString(core_state_of_type(Py_TYPE(self))->error,
-					"the lab is busy: another thread's call did not end within 60 s");
+			PyErr_SetString(
+				core_state_of_type(Py_TYPE(self))->error,
+				"the lab is busy: another thread's call did not end within 60 s");
 			return -1;
 		}
 	}
@@ -91,7 +94,7 @@ static int locked_call(LabObject *self, lab_call_fn call, void *arg, int *rc)
 
 static PyObject *lab_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-	static char *kw[] = {NULL};
+	static char *kw[] = { NULL };
 	if (!PyArg_ParseTupleAndKeywords(args, kwargs, ":Lab", kw))
 		return NULL;
 	LabObject *self = (LabObject *)type->tp_alloc(type, 0);
@@ -113,11 +116,14 @@ static PyObject *lab_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	Py_DECREF(self);
 	core_state *st = core_state_of_type(type);
 	if (rc == -EPERM || rc == -EACCES)
-		return PyErr_Format(st->permission_error,
-				    "cannot make a lab: %s. A lab needs root, or unprivileged user "
-				    "namespaces (sysctl kernel.unprivileged_userns_clone=1 and "
-				    "user.max_user_namespaces > 0)", err);
-	return PyErr_Format(st->error, "cannot make a lab: %s (%s)", err, strerror(-rc));
+		return PyErr_Format(
+			st->permission_error,
+			"cannot make a lab: %s. A lab needs root, or unprivileged user "
+			"namespaces (sysctl kernel.unprivileged_userns_clone=1 and "
+			"user.max_user_namespaces > 0)",
+			err);
+	return PyErr_Format(st->error, "cannot make a lab: %s (%s)", err,
+			    strerror(-rc));
 }
 
 /* Close everything with the GIL released; the caller holds the lock, or
@@ -173,7 +179,8 @@ struct socket_call {
 static int call_socket(LabObject *self, void *arg)
 {
 	struct socket_call *c = arg;
-	return fp_lab_socket(self->lab, c->family, c->type | SOCK_CLOEXEC, c->protocol);
+	return fp_lab_socket(self->lab, c->family, c->type | SOCK_CLOEXEC,
+			     c->protocol);
 }
 
 /* An empty socket.socket (no descriptor yet), made as socket.socket's own
@@ -181,19 +188,23 @@ static int call_socket(LabObject *self, void *arg)
 static PyObject *empty_socket(PyTypeObject **base)
 {
 	PyObject *module = PyImport_ImportModule("socket");
-	PyObject *cls = module ? PyObject_GetAttrString(module, "socket") : NULL;
+	PyObject *cls = module ? PyObject_GetAttrString(module, "socket")
+			       : NULL;
 	PyObject *sock = NULL, *empty = NULL;
 
 	Py_XDECREF(module);
 	if (cls && (!PyType_Check(cls) || !((PyTypeObject *)cls)->tp_base ||
 		    !((PyTypeObject *)cls)->tp_base->tp_init))
-		PyErr_SetString(PyExc_TypeError, "socket.socket is not the standard library's");
+		PyErr_SetString(PyExc_TypeError,
+				"socket.socket is not the standard library's");
 	else if (cls && (empty = PyTuple_New(0)))
-		sock = ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, empty, NULL);
+		sock = ((PyTypeObject *)cls)
+			       ->tp_new((PyTypeObject *)cls, empty, NULL);
 	Py_XDECREF(empty);
 	PyObject *zero = sock ? PyLong_FromLong(0) : NULL;
-	if (sock && (!zero || PyObject_SetAttrString(sock, "_io_refs", zero) < 0 ||
-		     PyObject_SetAttrString(sock, "_closed", Py_False) < 0))
+	if (sock &&
+	    (!zero || PyObject_SetAttrString(sock, "_io_refs", zero) < 0 ||
+	     PyObject_SetAttrString(sock, "_closed", Py_False) < 0))
 		Py_CLEAR(sock);
 	Py_XDECREF(zero);
 	if (sock)
@@ -204,9 +215,11 @@ static PyObject *empty_socket(PyTypeObject **base)
 
 /* Give fd to sock (_socket.socket.__init__, C only). On failure fd is
  * closed unless sock took it: it is owned the whole time. */
-static int adopt_fd(PyObject *sock, PyTypeObject *base, const struct socket_call *c, int fd)
+static int adopt_fd(PyObject *sock, PyTypeObject *base,
+		    const struct socket_call *c, int fd)
 {
-	PyObject *args = Py_BuildValue("(iiii)", c->family, c->type, c->protocol, fd);
+	PyObject *args =
+		Py_BuildValue("(iiii)", c->family, c->type, c->protocol, fd);
 	int rc = args ? base->tp_init(sock, args, NULL) : -1;
 
 	Py_XDECREF(args);
@@ -228,11 +241,13 @@ static int adopt_fd(PyObject *sock, PyTypeObject *base, const struct socket_call
  * before any Python code can run (and raise KeyboardInterrupt). */
 static PyObject *lab_socket(LabObject *self, PyObject *args)
 {
-	struct socket_call c = {.protocol = 0};
+	struct socket_call c = { .protocol = 0 };
 	PyTypeObject *base = NULL;
 	int fd;
 
-	if (!PyArg_ParseTuple(args, "ii|i:socket", &c.family, &c.type, &c.protocol) || lab_open(self) < 0)
+	if (!PyArg_ParseTuple(args, "ii|i:socket", &c.family, &c.type,
+			      &c.protocol) ||
+	    lab_open(self) < 0)
 		return NULL;
 	PyObject *sock = empty_socket(&base);
 	if (!sock)
@@ -263,7 +278,8 @@ struct sysctl_call {
 static int call_sysctl(LabObject *self, void *arg)
 {
 	struct sysctl_call *c = arg;
-	return fp_lab_sysctl(self->lab, c->name, c->value, c->out, sizeof(c->out));
+	return fp_lab_sysctl(self->lab, c->name, c->value, c->out,
+			     sizeof(c->out));
 }
 
 /* The UTF-8 of text, or NULL with ValueError naming what if it holds a NUL
@@ -274,7 +290,9 @@ static const char *text_without_nul(const char *what, PyObject *text)
 	const char *utf8 = PyUnicode_AsUTF8AndSize(text, &len);
 
 	if (utf8 && (Py_ssize_t)strlen(utf8) != len) {
-		PyErr_Format(PyExc_ValueError, "sysctl: the %s %R holds a NUL character", what, text);
+		PyErr_Format(PyExc_ValueError,
+			     "sysctl: the %s %R holds a NUL character", what,
+			     text);
 		return NULL;
 	}
 	return utf8;
@@ -285,26 +303,38 @@ static PyObject *sysctl_error(int rc, PyObject *name, PyObject *value)
 {
 	switch (rc) {
 	case -ENOENT:
-		return PyErr_Format(PyExc_ValueError, "sysctl: no such setting %R in the lab", name);
-	case -EISDIR:
-		return PyErr_Format(PyExc_ValueError, "sysctl: %R is a group of settings, not one", name);
-	case -EDOM:
 		return PyErr_Format(PyExc_ValueError,
-				    "sysctl: %R is not a net.* setting: only those belong to the lab's namespace",
+				    "sysctl: no such setting %R in the lab",
 				    name);
+	case -EISDIR:
+		return PyErr_Format(
+			PyExc_ValueError,
+			"sysctl: %R is a group of settings, not one", name);
+	case -EDOM:
+		return PyErr_Format(
+			PyExc_ValueError,
+			"sysctl: %R is not a net.* setting: only those belong to the lab's namespace",
+			name);
 	case -ENAMETOOLONG:
-		return PyErr_Format(PyExc_ValueError, "sysctl: the name %R is too long", name);
+		return PyErr_Format(PyExc_ValueError,
+				    "sysctl: the name %R is too long", name);
 	case -E2BIG:
-		return PyErr_Format(PyExc_ValueError, "sysctl: the value %R for %R is too long", value, name);
+		return PyErr_Format(PyExc_ValueError,
+				    "sysctl: the value %R for %R is too long",
+				    value, name);
 	case -EINVAL:
 		if (value)
-			return PyErr_Format(PyExc_ValueError,
-					    "sysctl: the kernel refused the value %R for %R (EINVAL)", value, name);
+			return PyErr_Format(
+				PyExc_ValueError,
+				"sysctl: the kernel refused the value %R for %R (EINVAL)",
+				value, name);
 		break;
 	}
-	PyObject *text = PyUnicode_FromFormat("sysctl %U: %s", name, strerror(-rc));
+	PyObject *text =
+		PyUnicode_FromFormat("sysctl %U: %s", name, strerror(-rc));
 	if (text) {
-		PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iO", -rc, text);
+		PyObject *exc =
+			PyObject_CallFunction(PyExc_OSError, "iO", -rc, text);
 		if (exc) {
 			PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
 			Py_DECREF(exc);
@@ -318,17 +348,19 @@ static PyObject *sysctl_error(int rc, PyObject *name, PyObject *value)
 static PyObject *lab_sysctl(LabObject *self, PyObject *args)
 {
 	PyObject *name, *value = Py_None, *text = NULL, *result = NULL;
-	struct sysctl_call c = {.value = NULL};
+	struct sysctl_call c = { .value = NULL };
 	int rc;
 
-	if (!PyArg_ParseTuple(args, "U|O:sysctl", &name, &value) || lab_open(self) < 0)
+	if (!PyArg_ParseTuple(args, "U|O:sysctl", &name, &value) ||
+	    lab_open(self) < 0)
 		return NULL;
 	if (value != Py_None && !(text = PyObject_Str(value)))
 		return NULL;
 	c.name = text_without_nul("name", name);
 	if (c.name && text)
 		c.value = text_without_nul("value", text);
-	if (c.name && (!text || c.value) && locked_call(self, call_sysctl, &c, &rc) == 0) {
+	if (c.name && (!text || c.value) &&
+	    locked_call(self, call_sysctl, &c, &rc) == 0) {
 		if (rc < 0)
 			sysctl_error(rc, name, text);
 		else if (text)
@@ -344,7 +376,8 @@ static PyObject *lab_sysctl(LabObject *self, PyObject *args)
 
 static const char *timer_name(enum fp_diag_timer t)
 {
-	static const char *names[] = {NULL, "retrans", "keepalive", "timewait", "persist"};
+	static const char *names[] = { NULL, "retrans", "keepalive", "timewait",
+				       "persist" };
 	return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : NULL;
 }
 
@@ -353,18 +386,21 @@ static PyObject *info_dict(const struct fp_diag_info *info)
 	const char *timer = timer_name(info->timer);
 	PyObject *d = Py_BuildValue(
 		"{sssNsdsIsIsI}", "state", fp_state_name(info->state), "timer",
-		timer ? PyUnicode_FromString(timer) : Py_NewRef(Py_None), "expires",
-		info->timer ? info->expires_ms / 1000.0 : 0.0, "retransmits", info->retransmits,
-		"rqueue", info->rqueue, "wqueue", info->wqueue);
+		timer ? PyUnicode_FromString(timer) : Py_NewRef(Py_None),
+		"expires", info->timer ? info->expires_ms / 1000.0 : 0.0,
+		"retransmits", info->retransmits, "rqueue", info->rqueue,
+		"wqueue", info->wqueue);
 	if (d && info->has_tcp_info) {
-		PyObject *more = Py_BuildValue("{sisdsIsI}", "backoff", info->backoff, "rto",
-					       info->rto_us / 1e6, "total_retrans", info->total_retrans,
-					       "snd_cwnd", info->snd_cwnd);
+		PyObject *more = Py_BuildValue(
+			"{sisdsIsI}", "backoff", info->backoff, "rto",
+			info->rto_us / 1e6, "total_retrans",
+			info->total_retrans, "snd_cwnd", info->snd_cwnd);
 		if (!more || PyDict_Update(d, more) < 0)
 			Py_CLEAR(d);
 		Py_XDECREF(more);
 	}
-	if (d && info->timer == FP_TIMER_NONE && PyDict_SetItemString(d, "expires", Py_None) < 0)
+	if (d && info->timer == FP_TIMER_NONE &&
+	    PyDict_SetItemString(d, "expires", Py_None) < 0)
 		Py_CLEAR(d);
 	return d;
 }
@@ -383,12 +419,15 @@ static int call_diag(LabObject *self, void *arg)
 	struct diag_call *c = arg;
 
 	if (self->diag_fd < 0) {
-		int fd = fp_lab_socket(self->lab, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+		int fd = fp_lab_socket(self->lab, AF_NETLINK,
+				       SOCK_RAW | SOCK_CLOEXEC,
+				       NETLINK_SOCK_DIAG);
 		if (fd < 0)
 			return fd;
 		self->diag_fd = fd;
 	}
-	return fp_diag_lookup(self->diag_fd, c->family, c->laddr, c->lport, c->raddr, c->rport, &c->info);
+	return fp_diag_lookup(self->diag_fd, c->family, c->laddr, c->lport,
+			      c->raddr, c->rport, &c->info);
 }
 
 /* diag(local_addr, local_port, remote_addr, remote_port) -> dict or None,
@@ -437,52 +476,70 @@ static PyObject *lab_enter(LabObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *get_packet_fd(LabObject *self, void *c)
 {
-	return lab_open(self) < 0 ? NULL : PyLong_FromLong(fp_lab_packet_fd(self->lab));
+	return lab_open(self) < 0
+		       ? NULL
+		       : PyLong_FromLong(fp_lab_packet_fd(self->lab));
 }
 static PyObject *get_netns_fd(LabObject *self, void *c)
 {
-	return lab_open(self) < 0 ? NULL : PyLong_FromLong(fp_lab_netns_fd(self->lab));
+	return lab_open(self) < 0 ? NULL
+				  : PyLong_FromLong(fp_lab_netns_fd(self->lab));
 }
 static PyObject *get_userns_fd(LabObject *self, void *c)
 {
-	return lab_open(self) < 0 ? NULL : PyLong_FromLong(fp_lab_userns_fd(self->lab));
+	return lab_open(self) < 0
+		       ? NULL
+		       : PyLong_FromLong(fp_lab_userns_fd(self->lab));
 }
-static PyObject *get_closed(LabObject *self, void *c) { return PyBool_FromLong(!self->lab); }
+static PyObject *get_closed(LabObject *self, void *c)
+{
+	return PyBool_FromLong(!self->lab);
+}
 
 static PyObject *get_macs(LabObject *self, void *c)
 {
-	static const uint8_t peer[6] = FP_LAB_PEER_MAC, local[6] = FP_LAB_LOCAL_MAC;
-	return Py_BuildValue("(y#y#)", (const char *)local, (Py_ssize_t)6, (const char *)peer, (Py_ssize_t)6);
+	static const uint8_t peer[6] = FP_LAB_PEER_MAC,
+			     local[6] = FP_LAB_LOCAL_MAC;
+	return Py_BuildValue("(y#y#)", (const char *)local, (Py_ssize_t)6,
+			     (const char *)peer, (Py_ssize_t)6);
 }
 
 static PyGetSetDef lab_getset[] = {
-	{"packet_fd", (getter)get_packet_fd, NULL, "AF_PACKET socket on finprobe's end", NULL},
-	{"netns_fd", (getter)get_netns_fd, NULL, "the kernel's network namespace", NULL},
-	{"userns_fd", (getter)get_userns_fd, NULL, "the lab's user namespace, or -1 (root)", NULL},
-	{"macs", (getter)get_macs, NULL, "(finprobe's MAC, the kernel's MAC)", NULL},
-	{"closed", (getter)get_closed, NULL, "whether close() ended the lab", NULL},
-	{NULL},
+	{ "packet_fd", (getter)get_packet_fd, NULL,
+	  "AF_PACKET socket on finprobe's end", NULL },
+	{ "netns_fd", (getter)get_netns_fd, NULL,
+	  "the kernel's network namespace", NULL },
+	{ "userns_fd", (getter)get_userns_fd, NULL,
+	  "the lab's user namespace, or -1 (root)", NULL },
+	{ "macs", (getter)get_macs, NULL, "(finprobe's MAC, the kernel's MAC)",
+	  NULL },
+	{ "closed", (getter)get_closed, NULL, "whether close() ended the lab",
+	  NULL },
+	{ NULL },
 };
 
 static PyMethodDef lab_methods[] = {
-	{"close", (PyCFunction)lab_close, METH_NOARGS, "end the helper: namespaces and veth go"},
-	{"socket", (PyCFunction)lab_socket, METH_VARARGS,
-	 "socket(family, type, protocol=0) -> socket.socket made in the kernel's namespace"},
-	{"sysctl", (PyCFunction)lab_sysctl, METH_VARARGS, "sysctl(name, value=None) -> str or None"},
-	{"diag", (PyCFunction)lab_diag, METH_VARARGS,
-	 "diag(local_addr, local_port, remote_addr, remote_port) -> dict of the kernel's socket, or None"},
-	{"_enter", (PyCFunction)lab_enter, METH_NOARGS,
-	 "_enter(): in a forked child before exec, end with the lab and join its namespaces"},
-	{NULL},
+	{ "close", (PyCFunction)lab_close, METH_NOARGS,
+	  "end the helper: namespaces and veth go" },
+	{ "socket", (PyCFunction)lab_socket, METH_VARARGS,
+	  "socket(family, type, protocol=0) -> socket.socket made in the kernel's namespace" },
+	{ "sysctl", (PyCFunction)lab_sysctl, METH_VARARGS,
+	  "sysctl(name, value=None) -> str or None" },
+	{ "diag", (PyCFunction)lab_diag, METH_VARARGS,
+	  "diag(local_addr, local_port, remote_addr, remote_port) -> dict of the kernel's socket, or None" },
+	{ "_enter", (PyCFunction)lab_enter, METH_NOARGS,
+	  "_enter(): in a forked child before exec, end with the lab and join its namespaces" },
+	{ NULL },
 };
 
 static PyType_Slot lab_slots[] = {
-	{Py_tp_doc, "Lab(): two network namespaces joined by veth, a kernel peer in one."},
-	{Py_tp_new, lab_new},
-	{Py_tp_dealloc, lab_dealloc},
-	{Py_tp_getset, lab_getset},
-	{Py_tp_methods, lab_methods},
-	{0, NULL},
+	{ Py_tp_doc,
+	  "Lab(): two network namespaces joined by veth, a kernel peer in one." },
+	{ Py_tp_new, lab_new },
+	{ Py_tp_dealloc, lab_dealloc },
+	{ Py_tp_getset, lab_getset },
+	{ Py_tp_methods, lab_methods },
+	{ 0, NULL },
 };
 
 PyType_Spec lab_spec = {

@@ -22,23 +22,29 @@ static int add_exception(PyObject *module, PyObject **slot, const char *name,
 
 static int add_exceptions(PyObject *m, core_state *st)
 {
-	if (add_exception(m, &st->error, "Error", NULL, "Base of every finprobe error.") < 0)
+	if (add_exception(m, &st->error, "Error", NULL,
+			  "Base of every finprobe error.") < 0)
 		return -1;
-	return add_exception(m, &st->parse_error, "ParseError",
-			     PyTuple_Pack(2, st->error, PyExc_ValueError),
-			     "A malformed packet: the message says what is wrong.") ||
-	       add_exception(m, &st->expect_error, "ExpectError",
-			     PyTuple_Pack(2, st->error, PyExc_AssertionError),
-			     "A failed expectation: expected against got, and the recent trace.") ||
-	       add_exception(m, &st->permission_error, "PermissionError",
-			     PyTuple_Pack(2, st->error, PyExc_PermissionError),
-			     "A missing privilege: the message says which and how to grant it.") ||
+	return add_exception(
+		       m, &st->parse_error, "ParseError",
+		       PyTuple_Pack(2, st->error, PyExc_ValueError),
+		       "A malformed packet: the message says what is wrong.") ||
+	       add_exception(
+		       m, &st->expect_error, "ExpectError",
+		       PyTuple_Pack(2, st->error, PyExc_AssertionError),
+		       "A failed expectation: expected against got, and the recent trace.") ||
+	       add_exception(
+		       m, &st->permission_error, "PermissionError",
+		       PyTuple_Pack(2, st->error, PyExc_PermissionError),
+		       "A missing privilege: the message says which and how to grant it.") ||
 	       add_exception(m, &st->connection_refused, "ConnectionRefused",
-			     PyTuple_Pack(2, st->error, PyExc_ConnectionRefusedError),
+			     PyTuple_Pack(2, st->error,
+					  PyExc_ConnectionRefusedError),
 			     "A handshake answered by RST.");
 }
 
-static int add_type(PyObject *m, PyTypeObject **slot, PyType_Spec *spec, PyObject *base)
+static int add_type(PyObject *m, PyTypeObject **slot, PyType_Spec *spec,
+		    PyObject *base)
 {
 	*slot = (PyTypeObject *)PyType_FromModuleAndSpec(m, spec, base);
 	if (!*slot)
@@ -49,7 +55,8 @@ static int add_type(PyObject *m, PyTypeObject **slot, PyType_Spec *spec, PyObjec
 static int core_exec(PyObject *m)
 {
 	core_state *st = PyModule_GetState(m);
-	if (add_exceptions(m, st) < 0 || PyModule_AddFunctions(m, pcap_functions) < 0)
+	if (add_exceptions(m, st) < 0 ||
+	    PyModule_AddFunctions(m, pcap_functions) < 0)
 		return -1;
 	return add_type(m, &st->segment_type, &segment_spec, NULL) ||
 	       add_type(m, &st->lab_type, &lab_spec, NULL) ||
@@ -96,7 +103,10 @@ static int core_clear(PyObject *m)
 	return 0;
 }
 
-static void core_free(void *m) { core_clear((PyObject *)m); }
+static void core_free(void *m)
+{
+	core_clear((PyObject *)m);
+}
 
 core_state *core_state_of_type(PyTypeObject *type)
 {
@@ -105,14 +115,15 @@ core_state *core_state_of_type(PyTypeObject *type)
 }
 
 static PyModuleDef_Slot core_slots[] = {
-	{Py_mod_exec, core_exec},
-	{0, NULL},
+	{ Py_mod_exec, core_exec },
+	{ 0, NULL },
 };
 
 PyModuleDef core_module = {
 	PyModuleDef_HEAD_INIT,
 	.m_name = "finprobe._core",
-	.m_doc = "The C core of finprobe: segments, the lab, links and connections.",
+	.m_doc =
+		"The C core of finprobe: segments, the lab, links and connections.",
 	.m_size = sizeof(core_state),
 	.m_slots = core_slots,
 	.m_traverse = core_traverse,
@@ -120,4 +131,7 @@ PyModuleDef core_module = {
 	.m_free = core_free,
 };
 
-PyMODINIT_FUNC PyInit__core(void) { return PyModuleDef_Init(&core_module); }
+PyMODINIT_FUNC PyInit__core(void)
+{
+	return PyModuleDef_Init(&core_module);
+}
