@@ -10,6 +10,11 @@ PYTHON = "/usr/bin/python3"
 PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
 
 
+# A 4-tuple over Engine.pair() (the engines fixture), seen from each end.
+OURS = ("192.0.2.2", 40000, "192.0.2.1", 8080)
+THEIRS = ("192.0.2.1", 8080, "192.0.2.2", 40000)
+
+
 def established(lab, port=8080):
     """A connection of ours in ESTABLISHED with a kernel socket of the lab:
     (our Connection, the kernel's accepted socket)."""
@@ -17,6 +22,17 @@ def established(lab, port=8080):
     conn = lab.connect(port)
     peer, _ = server.accept()
     return conn, peer
+
+
+def close_to_time_wait(conn, peer):
+    """Our active close of an ESTABLISHED conn against the kernel socket
+    peer: FIN, its ACK, its FIN, our ACK; asserts we are in TIME_WAIT."""
+    conn.fin()
+    conn.expect("A")
+    peer.close()
+    conn.expect("FA")
+    conn.ack()
+    assert conn.state == "TIME_WAIT"
 
 
 def netns_inodes():

@@ -3,10 +3,9 @@ CLOSE_WAIT and LAST_ACK seen through sock_diag."""
 
 import socket
 
-import pytest
 
 import finprobe as fp
-from labtools import established
+from labtools import close_to_time_wait, established
 
 
 
@@ -31,12 +30,7 @@ def test_time_wait_is_configurable(lab):
     srv = lab.listen(8080)
     conn = lab.connect(8080, time_wait=0.2)
     peer, _ = srv.accept()
-    conn.fin()
-    conn.expect("A")
-    peer.close()
-    conn.expect("FA")
-    conn.ack()
-    assert conn.state == "TIME_WAIT"
+    close_to_time_wait(conn, peer)
     conn.expect_silence(0.3)
     assert conn.state == "CLOSED"
     assert [t[2] for t in conn.transitions()][-2:] == ["TIME_WAIT", "CLOSED"]

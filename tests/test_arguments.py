@@ -11,16 +11,7 @@ import finprobe as fp
 from finprobe import _core
 from finprobe.connection import Connection
 
-OURS = ("192.0.2.2", 40000, "192.0.2.1", 8080)
-THEIRS = ("192.0.2.1", 8080, "192.0.2.2", 40000)
-
-
-@pytest.fixture
-def engines():
-    a, b = _core.Engine.pair()
-    yield a, b
-    a.close()
-    b.close()
+from labtools import OURS, THEIRS
 
 
 @pytest.fixture

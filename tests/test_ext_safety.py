@@ -18,11 +18,9 @@ import threading
 import pytest
 
 import finprobe as fp
-from finprobe import _core
 from finprobe.connection import Connection
 
-OURS = ("192.0.2.2", 40000, "192.0.2.1", 8080)
-THEIRS = ("192.0.2.1", 8080, "192.0.2.2", 40000)
+from labtools import OURS, THEIRS
 
 CHILD_PRELUDE = f"""
 import finprobe as fp
@@ -46,14 +44,6 @@ def run_child(body, timeout=60, **env):
         pytest.fail(f"the child hung for {timeout} s (a deadlock?)")
     assert proc.returncode == 0, f"the child ended with {proc.returncode}:\n{proc.stderr[-3000:]}"
     return proc.stdout
-
-
-@pytest.fixture
-def engines():
-    a, b = _core.Engine.pair()
-    yield a, b
-    a.close()
-    b.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 import finprobe as fp
 
-from labtools import established
+from labtools import close_to_time_wait, established
 
 FIN_TIMEOUT = "net.ipv4.tcp_fin_timeout"
 
@@ -70,12 +70,7 @@ def test_a_time_wait_that_is_no_duration_is_refused(time_wait):
 def test_the_longest_time_wait_is_kept_as_asked():
     with fp.Lab(time_wait=threading.TIMEOUT_MAX) as lab:
         conn, peer = established(lab)
-        conn.fin()
-        conn.expect("A")
-        peer.close()
-        conn.expect("FA")
-        conn.ack()
-        assert conn.state == "TIME_WAIT"
+        close_to_time_wait(conn, peer)
         assert conn.time_wait_left > threading.TIMEOUT_MAX - 60
         conn.expect_silence(0.05)
         assert conn.state == "TIME_WAIT"

@@ -22,7 +22,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 

@@ -3,10 +3,8 @@ captures of theirs that finprobe reads), the Lab-wide capture, and the ladder
 diagrams (text, SVG, HTML)."""
 
 import contextlib
-import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET

@@ -8,10 +8,8 @@ import finprobe as fp
 from finprobe import _core
 from finprobe.connection import Connection
 
-from labtools import established
+from labtools import OURS, THEIRS, close_to_time_wait, established
 
-OURS = ("192.0.2.2", 40000, "192.0.2.1", 8080)
-THEIRS = ("192.0.2.1", 8080, "192.0.2.2", 40000)
 
 
 def four_way_close(lab):
@@ -22,12 +20,7 @@ def four_way_close(lab):
     conn.write(b"hello")
     conn.expect("A")
     assert peer.recv(10) == b"hello"  # unread data would make its close a RST
-    conn.fin()
-    conn.expect("A")
-    peer.close()
-    conn.expect("FA")
-    conn.ack()
-    assert conn.state == "TIME_WAIT"
+    close_to_time_wait(conn, peer)
     return conn, rows(conn.trace), conn.transitions()
 
 
