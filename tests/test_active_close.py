@@ -3,10 +3,8 @@ CLOSE_WAIT and LAST_ACK seen through sock_diag."""
 
 import socket
 
-
 import finprobe as fp
 from labtools import close_to_time_wait, established
-
 
 
 def test_we_close_first_through_fin_wait_2_and_time_wait(lab):
