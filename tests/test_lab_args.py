@@ -52,7 +52,7 @@ def test_sysctl_refuses_a_nul_character_instead_of_cutting_there(lab):
     assert lab.sysctl(FIN_TIMEOUT) == "9"
 
 
-@pytest.mark.parametrize("time_wait", [1e11, threading.TIMEOUT_MAX * 2])
+@pytest.mark.parametrize("time_wait", [1e11, threading.TIMEOUT_MAX * 2, float("inf")])
 def test_a_time_wait_beyond_the_clock_is_refused(time_wait):
     with pytest.raises(OverflowError, match="time_wait"):
         fp.Lab(time_wait=time_wait)
@@ -61,7 +61,7 @@ def test_a_time_wait_beyond_the_clock_is_refused(time_wait):
             lab.open(8080, time_wait=time_wait)
 
 
-@pytest.mark.parametrize("time_wait", [float("nan"), float("inf"), -1.0])
+@pytest.mark.parametrize("time_wait", [float("nan"), -1.0])
 def test_a_time_wait_that_is_no_duration_is_refused(time_wait):
     with pytest.raises(ValueError, match="time_wait"):
         fp.Lab(time_wait=time_wait)

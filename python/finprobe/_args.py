@@ -24,10 +24,11 @@ def seconds(name, value):
     what C could not count would become another duration."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    if value > threading.TIMEOUT_MAX:
-        raise OverflowError(f"{name} must be at most {threading.TIMEOUT_MAX:g} seconds, got {value!r}")
+    if not value >= 0:  # NaN too
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    if value > threading.TIMEOUT_MAX:  # inf too: the extension's rule (args.c)
+        raise OverflowError(f"{name} must be at most {int(threading.TIMEOUT_MAX)} seconds "
+                            f"(threading.TIMEOUT_MAX), got {value!r}")
     return float(value)
 
 
