@@ -10,6 +10,10 @@
 #include "check.h"
 #include "finprobe.h"
 
+/* 2MSL of the tests' connections: long enough that no TIME_WAIT a test
+ * checks runs out on a busy machine before the check. */
+#define TIME_WAIT_NS (60 * 1000000000ULL)
+
 struct world {
 	struct fp_engine *a, *b; /* a: the client at .2, b: the server at .1 */
 };
@@ -71,10 +75,10 @@ static void handshake(struct world *w, struct fp_conn **client,
 	inet_pton(AF_INET, "192.0.2.1", server_addr);
 	struct fp_listener *l = NULL;
 	CHECK_EQ(fp_listener_new(&l, w->b, 4, server_addr, 80), 0);
-	CHECK_EQ(fp_conn_new(client, w->a, &t, 1000, 1000000), 0);
+	CHECK_EQ(fp_conn_new(client, w->a, &t, 1000, TIME_WAIT_NS), 0);
 	send_flags(*client, FP_SYN);
 	fp_engine_poll(w->b, 100);
-	CHECK_EQ(fp_listener_accept(server, l, 5000, 1000000), 0);
+	CHECK_EQ(fp_listener_accept(server, l, 5000, TIME_WAIT_NS), 0);
 	CHECK_EQ(take(w->b, *server), FP_SYN);
 	CHECK_EQ(fp_conn_tcb(*server)->state, FP_STATE_LISTEN);
 	send_flags(*server, FP_SYN | FP_ACK);
@@ -407,10 +411,10 @@ static void lifecycle(struct world *w, struct fp_listener *l, uint16_t port)
 {
 	struct fp_tuple t = tuple(port, 80, 0);
 	struct fp_conn *c, *s;
-	CHECK_EQ(fp_conn_new(&c, w->a, &t, 1000, 1000000), 0);
+	CHECK_EQ(fp_conn_new(&c, w->a, &t, 1000, TIME_WAIT_NS), 0);
 	send_flags(c, FP_SYN);
 	fp_engine_poll(w->b, 0);
-	CHECK_EQ(fp_listener_accept(&s, l, 5000, 1000000), 0);
+	CHECK_EQ(fp_listener_accept(&s, l, 5000, TIME_WAIT_NS), 0);
 	CHECK_EQ(take_now(w->b, s), FP_SYN);
 	send_flags(s, FP_SYN | FP_ACK);
 	CHECK_EQ(take_now(w->a, c), FP_SYN | FP_ACK);
