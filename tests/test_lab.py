@@ -115,7 +115,10 @@ def test_sigkill_of_the_process_leaves_nothing_behind():
 
 def test_ctrl_c_interrupts_a_wait():
     script = run_script("""
-        import finprobe as fp, time
+        import finprobe as fp, signal, time
+        # a terminal's Ctrl-C, whatever this process inherited (a shell
+        # starts background jobs with SIGINT ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with fp.Lab() as lab:
             srv = lab.listen(80)
             conn = lab.connect(80)
