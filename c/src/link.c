@@ -447,8 +447,9 @@ int fp_link_packet_resolve(struct fp_link *link, const uint8_t *peer,
 		 end = now + (uint64_t)timeout_ms * 1000000u;
 	for (;;) {
 		if (now >= next) {
+			/* -ENOBUFS: no one has the TAP open yet (tun drops) */
 			int err = resolve_ask(link);
-			if (err)
+			if (err && err != -ENOBUFS)
 				return err;
 			next = now + RESOLVE_EVERY_MS * 1000000u;
 		}

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include <lwip/init.h>
+#include <lwip/mld6.h>
 #include <lwip/netif.h>
 #include <lwip/sockets.h>
 #include <lwip/tcpip.h>
@@ -85,6 +86,18 @@ static void add_ipv4(const struct options *o)
 	netif_add(&tap_netif, &addr, &mask, &gw, NULL, tapif_init, tcpip_input);
 }
 
+/* Address index of the netif preferred at once, and its solicited-node
+ * group joined, which lwIP does only when duplicate address detection
+ * starts (nd6_tmr): without it a neighbour solicitation is not for us. */
+static void ipv6_usable(s8_t index)
+{
+	ip6_addr_t group;
+	ip6_addr_set_solicitednode(
+		&group, netif_ip6_addr(&tap_netif, index)->addr[3]);
+	netif_ip6_addr_set_state(&tap_netif, index, IP6_ADDR_PREFERRED);
+	mld6_joingroup_netif(&tap_netif, &group);
+}
+
 /* IPv6: a link-local address and ADDR, usable at once. Duplicate address
  * detection is skipped: the Lab's link holds no one else, and a tentative
  * address would not answer the Lab's neighbour solicitation for a second. */
@@ -96,10 +109,10 @@ static void add_ipv6(const struct options *o)
 		usage("bad IPv6 address");
 	netif_add_noaddr(&tap_netif, NULL, tapif_init, tcpip_input);
 	netif_create_ip6_linklocal_address(&tap_netif, 1);
-	netif_ip6_addr_set_state(&tap_netif, 0, IP6_ADDR_PREFERRED);
+	ipv6_usable(0);
 	if (netif_add_ip6_address(&tap_netif, &addr, &index) != ERR_OK)
 		usage("cannot add the IPv6 address");
-	netif_ip6_addr_set_state(&tap_netif, index, IP6_ADDR_PREFERRED);
+	ipv6_usable(index);
 }
 
 static void bring_up(const struct options *o)
