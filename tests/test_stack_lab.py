@@ -252,3 +252,24 @@ def test_placeholders_are_filled_in_arguments_and_env(tmp_path):
 def test_bad_stack_arguments_raise_naming_them(kwargs, error, match):
     with pytest.raises(error, match=match):
         fp.Lab(**kwargs)
+
+
+def test_an_unprivileged_user_gets_a_stack_lab_or_is_told_about_dev_net_tun():
+    """Rootless as the kernel Lab is, where /dev/net/tun is open to all (as
+    distributions ship it); where it is not, fp.PermissionError says so."""
+    tun_open = os.stat("/dev/net/tun").st_mode & 0o006 == 0o006
+    script = run_script(f"""
+        import finprobe as fp
+        try:
+            with fp.Lab(stack={lwip_command()!r}) as lab:
+                conn = lab.connect({PORT})
+                conn.write({GET!r})
+                print("answer", conn.recv(2).payload == {ANSWER!r})
+        except fp.PermissionError as e:
+            print("refused", e)
+    """, user=65534, group=65534, extra_groups=[])
+    out, err = script.communicate(timeout=30)
+    if tun_open:
+        assert out.strip() == "answer True", err
+    else:
+        assert out.startswith("refused") and "read-write access to /dev/net/tun" in out, out + err

@@ -125,8 +125,11 @@ static PyObject *lab_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 			st->permission_error,
 			"cannot make a lab: %s. A lab needs root, or unprivileged user "
 			"namespaces (sysctl kernel.unprivileged_userns_clone=1 and "
-			"user.max_user_namespaces > 0)",
-			err);
+			"user.max_user_namespaces > 0)%s",
+			err,
+			stack ? "; a stack lab also needs read-write access to "
+				"/dev/net/tun (mode 0666, as distributions ship it)"
+			      : "");
 	return PyErr_Format(st->error, "cannot make a lab: %s (%s)", err,
 			    strerror(-rc));
 }
