@@ -90,13 +90,13 @@ struct fp_lab {
 enum lab_op { LAB_SOCKET = 1, LAB_SYSCTL_READ, LAB_SYSCTL_WRITE, LAB_ADOPT };
 
 struct lab_msg {
-	uint32_t seq;	 /* request: lab_call's number; the answer repeats it */
-	int32_t op;	 /* request: enum lab_op */
-	int32_t err;	 /* response: 0 or the negative errno to return */
-	int32_t cause;	 /* response: the errno behind err, for the message */
-	int32_t arg[3];	 /* LAB_SOCKET: family, type, protocol; LAB_ADOPT: [0] the
+	uint32_t seq;	/* request: lab_call's number; the answer repeats it */
+	int32_t op;	/* request: enum lab_op */
+	int32_t err;	/* response: 0 or the negative errno to return */
+	int32_t cause;	/* response: the errno behind err, for the message */
+	int32_t arg[3]; /* LAB_SOCKET: family, type, protocol; LAB_ADOPT: [0] the
 			    child's process group if it leads one, else 0 */
-	char name[96];	 /* request: sysctl name; failed setup: the step */
+	char name[96];	/* request: sysctl name; failed setup: the step */
 	char value[512]; /* sysctl value to write, or the value read */
 };
 
@@ -1052,8 +1052,7 @@ static int receive_lab(struct fp_lab *lab)
 
 /* -EPERM without the right to make namespaces, -ENOMEM, or the errno of
  * the step that failed, named in err. */
-static int lab_open(struct fp_lab **out, int stack, char *err,
-		    size_t err_len)
+static int lab_open(struct fp_lab **out, int stack, char *err, size_t err_len)
 {
 	struct fp_lab *lab = calloc(1, sizeof(*lab));
 	int rc;

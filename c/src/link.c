@@ -246,7 +246,8 @@ static uint16_t icmp6_checksum(const uint8_t *ip6, const uint8_t *icmp,
 	for (int i = 8; i < 40; i += 2) /* source and destination */
 		sum += (uint32_t)(ip6[i] << 8 | ip6[i + 1]);
 	for (size_t i = 0; i < len; i += 2)
-		sum += (uint32_t)(icmp[i] << 8 | (i + 1 < len ? icmp[i + 1] : 0));
+		sum += (uint32_t)(icmp[i] << 8 |
+				  (i + 1 < len ? icmp[i + 1] : 0));
 	while (sum >> 16)
 		sum = (sum & 0xffff) + (sum >> 16);
 	return (uint16_t)~sum;
@@ -290,8 +291,8 @@ static const uint8_t *nd_option(const uint8_t *icmp, size_t len, uint8_t opt)
 static void nd_input(struct fp_link *link, const uint8_t *p, size_t len,
 		     const uint8_t *eth_src)
 {
-	static const uint8_t unspecified[16], all_nodes[16] = { 0xff, 2,
-								[15] = 1 };
+	static const uint8_t unspecified[16],
+		all_nodes[16] = { 0xff, 2, [15] = 1 };
 	static const uint8_t all_nodes_mac[6] = { 0x33, 0x33, 0, 0, 0, 1 };
 	const uint8_t *icmp = p + 40;
 	if (link->family != 6 || len < 40 + 24 || p[6] != 58 || p[7] != 255)
@@ -422,9 +423,9 @@ int fp_link_packet_answer(struct fp_link *link, uint8_t family,
 
 static int resolve_ask(struct fp_link *link)
 {
-	static const uint8_t broadcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff,
-					      0xff },
-			     none[6];
+	static const uint8_t
+		broadcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff },
+		none[6];
 	if (link->family == 4)
 		return arp_send(link, 1, broadcast, none, link->peer);
 	/* the solicited-node multicast address of peer, RFC 4291 §2.7.1 */
@@ -466,7 +467,8 @@ int fp_link_packet_resolve(struct fp_link *link, const uint8_t *peer,
 			return -ETIMEDOUT;
 		uint64_t until = next < end ? next : end;
 		struct pollfd p = { link->fd, POLLIN, 0 };
-		if (poll(&p, 1, (int)((until - now + 999999u) / 1000000u)) < 0 &&
+		if (poll(&p, 1, (int)((until - now + 999999u) / 1000000u)) <
+			    0 &&
 		    errno != EINTR)
 			return -errno;
 		now = fp_now_ns();

@@ -852,7 +852,10 @@ static void test_open_close_time(void)
 /* A fake stack in a child of the test: it attaches to the lab's TAP, answers
  * finprobe's ARP / NS for 192.0.2.1 / 2001:db8::1 with STACK_MAC, then asks
  * for finprobe's address itself and checks the answer field by field. */
-#define STACK_MAC { 0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee }
+#define STACK_MAC                                                              \
+	{                                                                      \
+		0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee                             \
+	}
 static const uint8_t stack_mac[6] = STACK_MAC;
 static const uint8_t local_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
 
@@ -948,8 +951,7 @@ static _Noreturn void fake_stack(int tap, int family)
 			if (family == 4)
 				arp_frame(out, 1, NULL, local_ip4);
 			else
-				nd_frame(out, 135, group_mac, group,
-					 local_ip6);
+				nd_frame(out, 135, group_mac, group, local_ip6);
 			if (write(tap, out, family == 4 ? 42 : 86) < 0)
 				_exit(1);
 		}
@@ -1023,8 +1025,7 @@ static void stack_link_answers_and_resolves(int family)
 	CHECK(memcmp(mac, stack_mac, 6) == 0);
 	/* the stack's question is answered inside fp_link_recv, and is not
 	 * handed on: it is no TCP segment */
-	for (int i = 0; i < 500 && waitpid(child, &status, WNOHANG) == 0;
-	     i++) {
+	for (int i = 0; i < 500 && waitpid(child, &status, WNOHANG) == 0; i++) {
 		struct pollfd p = { fp_link_fd(link), POLLIN, 0 };
 		poll(&p, 1, 10);
 		tcp += fp_link_recv(link, frames, 8);

@@ -71,8 +71,8 @@ static int packet_link(int fd, const uint8_t smac[6], const uint8_t dmac[6],
 static PyObject *engine_new(PyTypeObject *type, PyObject *args,
 			    PyObject *kwargs)
 {
-	static char *kw[] = { "fd",	"src_mac", "dst_mac",
-			      "owner",	"answer",  NULL };
+	static char *kw[] = { "fd",    "src_mac", "dst_mac",
+			      "owner", "answer",  NULL };
 	int fd;
 	PyObject *src, *dst, *owner = Py_None, *answer = Py_None;
 	uint8_t smac[6], dmac[6];

@@ -81,8 +81,8 @@ static void add_ipv4(const struct options *o)
 	if (!ip4addr_aton(o->addr, &addr) || !ip4addr_aton(o->gateway, &gw) ||
 	    o->prefix > 32)
 		usage("bad IPv4 address or prefix");
-	ip4_addr_set_u32(&mask, o->prefix ? lwip_htonl(~0u << (32 - o->prefix))
-					  : 0);
+	ip4_addr_set_u32(&mask,
+			 o->prefix ? lwip_htonl(~0u << (32 - o->prefix)) : 0);
 	netif_add(&tap_netif, &addr, &mask, &gw, NULL, tapif_init, tcpip_input);
 }
 
@@ -92,8 +92,8 @@ static void add_ipv4(const struct options *o)
 static void ipv6_usable(s8_t index)
 {
 	ip6_addr_t group;
-	ip6_addr_set_solicitednode(
-		&group, netif_ip6_addr(&tap_netif, index)->addr[3]);
+	ip6_addr_set_solicitednode(&group,
+				   netif_ip6_addr(&tap_netif, index)->addr[3]);
 	netif_ip6_addr_set_state(&tap_netif, index, IP6_ADDR_PREFERRED);
 	mld6_joingroup_netif(&tap_netif, &group);
 }
@@ -189,7 +189,8 @@ int main(int argc, char **argv)
 	struct options o = parse(argc, argv);
 #if !LWIP_IPV6
 	if (o.ipv6) {
-		fprintf(stderr, "lwip-http: this lwIP was built without IPv6\n");
+		fprintf(stderr,
+			"lwip-http: this lwIP was built without IPv6\n");
 		return 2;
 	}
 #endif
