@@ -39,6 +39,11 @@ OUTPUT_LINES = 20    # of the stack's output, in a readiness failure
 
 class Lab:
     """A kernel TCP peer in a lab of its own; see shared/API.md, "The lab".
+    With ``stack=`` (a command) the peer is a user-space TCP/IP stack on a
+    TAP device instead ("A user-space TCP stack as the peer"): ``{tap}``,
+    ``{peer_addr}``, ``{local_addr}`` and ``{prefix}`` are filled in its
+    arguments and in ``env`` (added to the environment); ready when it
+    answers ARP / neighbour solicitation within ``ready_timeout``.
 
     Threads may share a Lab. Every resource is owned by an object from the
     moment it exists, so an exception at any point of the constructor
