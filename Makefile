@@ -38,13 +38,14 @@ LIBUBSAN   = $(shell $(CC) -print-file-name=libubsan.so)
 DEBS := build-essential clang clang-format libclang-rt-14-dev pkg-config libmnl-dev libnftables-dev libpcap-dev \
         python3 python3-dev python3-setuptools python3-pip python3-venv python3-pytest \
         python3-scapy python3-nbclient python3-nbformat python3-ipykernel \
-        tcpdump tshark nginx-light iproute2 nftables procps util-linux librsvg2-bin
+        tcpdump tshark nginx-light iproute2 nftables procps util-linux librsvg2-bin \
+        liblwip-dev
 
 # What runs again under the sanitizers: the suites that drive the C code hardest.
 ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_close.py \
                 tests/test_passive_close.py tests/test_rst.py tests/test_probe.py tests/test_connection.py tests/test_model.py \
                 tests/test_ext_safety.py tests/test_arguments.py tests/test_trace.py tests/test_trace_record.py \
-                tests/test_lab_args.py
+                tests/test_lab_args.py tests/test_stack_lab.py
 
 # libFuzzer targets (clang): the codec and the state machine. make test gives
 # each a short run; make fuzz FUZZ_SECONDS=600 a long one.
@@ -56,7 +57,7 @@ FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover
 # The one C dialect (.clang-format): every C file of the project.
 FMT_SRCS := $(wildcard c/include/*.h c/src/*.[ch] c/tests/*.[ch] c/fuzz/*.c python/ext/*.[ch])
 
-.PHONY: all deps test ctest ctest-asan pytest pytest-asan fuzz probe bench fmt fmt-check clean
+.PHONY: all deps test ctest ctest-asan pytest pytest-asan fuzz probe bench fmt fmt-check clean stacks
 all: $(BUILD)/libfinprobe.so $(BUILD)/libfinprobe.a $(EXT)
 
 deps:
@@ -98,6 +99,15 @@ $(ASAN_EXT): $(EXT_SRCS) $(wildcard python/ext/*.h) $(ASAN_OBJS)
 	$(CC) -O1 -g $(ASAN) $(FPFLAGS) -Wno-cast-function-type -Wno-unused-parameter -I$(PY_INC) -Ipython/ext \
 	    -shared $(EXT_SRCS) -o $@ $(ASAN_OBJS) $(LDLIBS)
 
+# Recipes (stacks/<name>/): small HTTP servers on user-space TCP stacks, the
+# peers of stack Labs, each from Debian packages, one binary each.
+STACK_BINS := $(BUILD)/stacks/lwip-http
+stacks: $(STACK_BINS)
+
+$(BUILD)/stacks/lwip-http: stacks/lwip/server.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=gnu11 $(WARN) $$(pkg-config --cflags lwip) $< -o $@ $$(pkg-config --libs lwip) -pthread
+
 $(BUILD)/fuzz/%: c/fuzz/%.c $(LIB_SRCS) c/include/finprobe.h $(wildcard c/src/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) $< c/src/segment.c c/src/tcb.c -o $@
@@ -116,7 +126,7 @@ ctest: $(TESTS)
 ctest-asan: $(ASAN_TESTS)
 	@for t in $(ASAN_TESTS); do ASAN_OPTIONS=detect_leaks=1 $$t || exit 1; done
 
-pytest: all
+pytest: all stacks
 	PYTHONPATH=python $(PY) -m pytest -q -p no:cacheprovider tests
 
 # The Python suite once more over the sanitized extension (leaks are the

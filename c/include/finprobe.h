@@ -279,12 +279,24 @@ FP_API void fp_tcb_tick(struct fp_tcb *tcb, uint64_t now_ns);
 		0x02, 0x66, 0x70, 0x00, 0x00, 0x02                             \
 	}
 
+/*
+ * A stack lab (fp_lab_open_stack) has one namespace: loopback and the TAP
+ * device FP_LAB_TAP (IFF_TAP | IFF_NO_PI, persistent, up), with no address
+ * and IPv6 disabled, so its kernel says nothing there; the packet socket is
+ * bound to it. A user-space stack started in the namespace (fp_lab_enter)
+ * attaches to the TAP by name and is the peer; the namespace and the TAP
+ * go when the helper and every process in it are gone.
+ */
+#define FP_LAB_TAP "fptap0"
+
 struct fp_lab;
 
 /* Make a lab. Returns 0 and *out, or a negative errno with a message in err
  * (-EPERM when neither root nor user namespaces allow it). The caller frees
  * *out with fp_lab_close(). */
 FP_API int fp_lab_open(struct fp_lab **out, char *err, size_t err_len);
+/* Make a stack lab (above); returns as fp_lab_open. */
+FP_API int fp_lab_open_stack(struct fp_lab **out, char *err, size_t err_len);
 /* End the helper, close every descriptor: the namespaces and the veth go.
  * The packet socket's close, which waits for the kernel (synchronize_net),
  * finishes on a short-lived thread a moment after this returns. */
@@ -293,7 +305,8 @@ FP_API void fp_lab_close(struct fp_lab *lab);
 FP_API const char *fp_lab_error(const struct fp_lab *lab);
 
 /* An AF_PACKET socket (SOCK_RAW, ETH_P_ALL) bound to probe0, made in the
- * probe namespace; owned by the lab, valid until fp_lab_close(). */
+ * probe namespace (a stack lab's: to FP_LAB_TAP); owned by the lab, valid
+ * until fp_lab_close(). */
 FP_API int fp_lab_packet_fd(const struct fp_lab *lab);
 /* The kernel namespace (for setns in a child process), owned by the lab. */
 FP_API int fp_lab_netns_fd(const struct fp_lab *lab);
@@ -302,8 +315,10 @@ FP_API int fp_lab_userns_fd(const struct fp_lab *lab);
 /* In a child the caller forked, before exec (system calls only, safe after
  * fork in a threaded process): hand the child to the helper, which kills it
  * (SIGKILL) when the lab ends, by fp_lab_close() or the caller's death,
- * whichever thread forked it; then join the lab's user (if any) and network
- * namespaces. Returns 0, or a negative errno (-EPIPE: the lab has ended). */
+ * whichever thread forked it; a child that leads its own process group
+ * (setpgid(0, 0) or setsid() before this call) has its whole group killed.
+ * Then join the lab's user (if any) and network namespaces. Returns 0, or a
+ * negative errno (-EPIPE: the lab has ended). */
 FP_API int fp_lab_enter(const struct fp_lab *lab);
 /* A new socket(family, type, protocol) in the kernel namespace; the caller
  * owns the returned descriptor. Negative errno on failure: socket()'s in
@@ -402,6 +417,24 @@ FP_API int fp_link_packet_open(struct fp_link **out, int fd,
 			       const uint8_t src_mac[6],
 			       const uint8_t dst_mac[6]);
 FP_API int fp_link_pair_open(struct fp_link **a, struct fp_link **b);
+/*
+ * A packet link on a stack lab's TAP, where no kernel resolves addresses:
+ * from now on it lets ARP and ICMPv6 through its filter, answers ARP
+ * who-has (family 4) or neighbour solicitation (6) for local (4 or 16
+ * bytes, finprobe's address) by itself, and hands on only TCP. Returns 0,
+ * -EINVAL for another backend or family, or setsockopt's negative errno.
+ */
+FP_API int fp_link_packet_answer(struct fp_link *link, uint8_t family,
+				 const uint8_t *local);
+/*
+ * After fp_link_packet_answer: ask who has peer (ARP; IPv6: neighbour
+ * solicitation) every 50 ms until it answers, within timeout_ms; its MAC
+ * goes to mac and becomes the destination of what the link sends. TCP
+ * frames that arrive meanwhile are dropped. Returns 0, -ETIMEDOUT,
+ * -EINVAL (not answering, negative timeout) or a socket's negative errno.
+ */
+FP_API int fp_link_packet_resolve(struct fp_link *link, const uint8_t *peer,
+				  int timeout_ms, uint8_t mac[6]);
 /*
  * raw: towards a remote target (family 4 or 6, remote and remote_port).
  * Sends through a raw IP socket (IPPROTO_RAW, header included), so the

@@ -18,6 +18,10 @@
  * between fork() and _exit() it makes system calls and libmnl's
  * buffer-only calls and nothing else: no malloc, no stdio, no locale. The
  * parent turns its errno into text.
+ *
+ * A stack lab (fp_lab_open_stack) is built in build_stack_lab's order:
+ * enter_kernel_namespace, make_tap, setup_tap. Its one namespace holds the
+ * TAP a user-space stack attaches to, and the packet socket on it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,6 +46,7 @@
 
 #include <libmnl/libmnl.h>
 #include <linux/ethtool.h>
+#include <linux/if_tun.h>
 #include <linux/rtnetlink.h>
 #include <linux/sockios.h>
 #include <linux/veth.h>
@@ -85,12 +90,13 @@ struct fp_lab {
 enum lab_op { LAB_SOCKET = 1, LAB_SYSCTL_READ, LAB_SYSCTL_WRITE, LAB_ADOPT };
 
 struct lab_msg {
-	uint32_t seq;	 /* request: lab_call's number; the answer repeats it */
-	int32_t op;	 /* request: enum lab_op */
-	int32_t err;	 /* response: 0 or the negative errno to return */
-	int32_t cause;	 /* response: the errno behind err, for the message */
-	int32_t arg[3];	 /* LAB_SOCKET: family, type, protocol */
-	char name[96];	 /* request: sysctl name; failed setup: the step */
+	uint32_t seq;	/* request: lab_call's number; the answer repeats it */
+	int32_t op;	/* request: enum lab_op */
+	int32_t err;	/* response: 0 or the negative errno to return */
+	int32_t cause;	/* response: the errno behind err, for the message */
+	int32_t arg[3]; /* LAB_SOCKET: family, type, protocol; LAB_ADOPT: [0] the
+			    child's process group if it leads one, else 0 */
+	char name[96];	/* request: sysctl name; failed setup: the step */
 	char value[512]; /* sysctl value to write, or the value read */
 };
 
@@ -186,7 +192,8 @@ struct helper {
 	int user_ns;	 /* /proc/self/ns/user when one was made, else -1 */
 	int rtnl_kernel; /* rtnetlink (and ioctl) socket of each namespace */
 	int rtnl_probe;
-	int packet;	  /* AF_PACKET on probe0 */
+	int packet;	  /* AF_PACKET on probe0 (a stack lab's: its TAP) */
+	int stack;	  /* a stack lab: a TAP, no veth, no addresses */
 	const char *what; /* the step that failed */
 	int cause;	  /* its errno */
 	int err;	  /* what fp_lab_open returns */
@@ -670,8 +677,71 @@ static int setup_kernel(struct helper *h)
 	return 0;
 }
 
+/* The TAP, persistent so that the stack can attach to it by name (a
+ * non-persistent one would vanish with our descriptor, and while we held
+ * it the stack's TUNSETIFF would fail with EBUSY). It dies with the
+ * namespace. IPv6 is off for it from birth (the default of this
+ * namespace): no link-local address, no router solicitation, MLD or DAD. */
+static int make_tap(struct helper *h)
+{
+	struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI };
+	int fd;
+
+	if (write_file("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1") < 0)
+		return failed(h, "disabling IPv6 for " FP_LAB_TAP, errno);
+	fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return failed(h, "opening /dev/net/tun", errno);
+	memcpy(ifr.ifr_name, FP_LAB_TAP, sizeof(FP_LAB_TAP));
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETPERSIST, 1) < 0) {
+		int e = errno;
+		close(fd);
+		return failed(h, "making the TAP device " FP_LAB_TAP, e);
+	}
+	close(fd);
+	return 0;
+}
+
+/* lo and the TAP up, and the packet socket bound to the TAP (made with
+ * protocol 0 and given ETH_P_ALL by bind, as in setup_probe). The TAP has
+ * no address: the kernel neither answers ARP for the stack's addresses
+ * nor takes the stack's IP packets, which are not for it. */
+static int setup_tap(struct helper *h)
+{
+	struct nl_batch b = { .n = 0 };
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET,
+				   .sll_protocol = htons(ETH_P_ALL) };
+
+	sll.sll_ifindex = ifindex(h->rtnl_kernel, FP_LAB_TAP);
+	if (!sll.sll_ifindex)
+		return failed(h, "finding " FP_LAB_TAP, errno);
+	add_link_up(&b, LOOPBACK_IFINDEX, "bringing lo up");
+	add_link_up(&b, sll.sll_ifindex, "bringing " FP_LAB_TAP " up");
+	if (batch_run(h, h->rtnl_kernel, &b) < 0)
+		return -1;
+	h->packet = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+	if (h->packet < 0)
+		return failed(h, "making the packet socket", errno);
+	if (bind(h->packet, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+		return failed(h, "binding the packet socket to " FP_LAB_TAP,
+			      errno);
+	close(h->rtnl_kernel);
+	h->rtnl_kernel = -1;
+	return 0;
+}
+
+static int build_stack_lab(struct helper *h)
+{
+	if (enter_kernel_namespace(h) < 0 || make_tap(h) < 0 ||
+	    setup_tap(h) < 0)
+		return -1;
+	return 0;
+}
+
 static int build_lab(struct helper *h)
 {
+	if (h->stack)
+		return build_stack_lab(h);
 	if (enter_kernel_namespace(h) < 0 || enter_probe_namespace(h) < 0 ||
 	    make_veth(h) < 0 || setup_probe(h) < 0 || setup_kernel(h) < 0)
 		return -1;
@@ -736,10 +806,18 @@ static int sysctl_rw(struct lab_msg *msg)
  * they end with the lab, whichever of the caller's threads forked them. */
 struct adopted {
 	int pidfd[MAX_ADOPTED];
+	pid_t pgid[MAX_ADOPTED]; /* its process group, if it leads one; or 0 */
 	int n;
 };
 
-/* Forget the children that have ended (their pidfd polls readable). */
+/* Whether the process group pgid still has a member. */
+static int group_alive(pid_t pgid)
+{
+	return pgid > 0 && (kill(-pgid, 0) == 0 || errno != ESRCH);
+}
+
+/* Forget the children that have ended (their pidfd polls readable), and
+ * whose process group, if they led one, has no member left. */
 static void prune_adopted(struct adopted *a)
 {
 	int kept = 0;
@@ -747,17 +825,19 @@ static void prune_adopted(struct adopted *a)
 	for (int i = 0; i < a->n; i++) {
 		struct pollfd p = { .fd = a->pidfd[i], .events = POLLIN };
 
-		if (poll(&p, 1, 0) == 1)
+		if (poll(&p, 1, 0) == 1 && !group_alive(a->pgid[i])) {
 			close(a->pidfd[i]);
-		else
-			a->pidfd[kept++] = a->pidfd[i];
+			continue;
+		}
+		a->pgid[kept] = a->pgid[i];
+		a->pidfd[kept++] = a->pidfd[i];
 	}
 	a->n = kept;
 }
 
 /* MAX_ADOPTED children alive at once is far beyond any test; past it a
  * child is not tracked here, and only the caller's close stops it. */
-static void adopt(struct adopted *a, int pidfd)
+static void adopt(struct adopted *a, int pidfd, pid_t pgid)
 {
 	if (a->n == MAX_ADOPTED)
 		prune_adopted(a);
@@ -765,14 +845,21 @@ static void adopt(struct adopted *a, int pidfd)
 		close(pidfd);
 		return;
 	}
+	a->pgid[a->n] = pgid;
 	a->pidfd[a->n++] = pidfd;
 }
 
-/* The lab ends: so does every child that joined it. */
+/* The lab ends: so does every child that joined it, and every process of
+ * a group such a child led (a stack's workers). A group's number cannot be
+ * taken by a new process while the group has a member, so killing it
+ * reaches no stranger unless the group had already emptied. */
 static _Noreturn void end_lab(const struct adopted *a)
 {
-	for (int i = 0; i < a->n; i++)
+	for (int i = 0; i < a->n; i++) {
 		syscall(SYS_pidfd_send_signal, a->pidfd[i], SIGKILL, NULL, 0U);
+		if (a->pgid[i] > 0)
+			kill(-a->pgid[i], SIGKILL);
+	}
 	_exit(0);
 }
 
@@ -793,7 +880,7 @@ static _Noreturn void serve(int ctl)
 			end_lab(&children);
 		if (msg.op == LAB_ADOPT) {
 			if (n == 1)
-				adopt(&children, fd);
+				adopt(&children, fd, (pid_t)msg.arg[0]);
 			continue;
 		}
 		if (n == 1)
@@ -847,14 +934,15 @@ static void close_stray_fds(int ctl)
 		close((int)fd);
 }
 
-static _Noreturn void helper_main(int ctl)
+static _Noreturn void helper_main(int ctl, int stack)
 {
 	struct helper h = { .ctl = -1,
 			    .kernel_ns = -1,
 			    .user_ns = -1,
 			    .rtnl_kernel = -1,
 			    .rtnl_probe = -1,
-			    .packet = -1 };
+			    .packet = -1,
+			    .stack = stack };
 	struct lab_msg msg;
 	int fds[3];
 
@@ -887,7 +975,7 @@ static _Noreturn void helper_main(int ctl)
 
 /* Fork the helper with all signals blocked, so no handler of ours runs
  * in it before it resets them. Returns 0 or a negative errno. */
-static int start_helper(struct fp_lab *lab)
+static int start_helper(struct fp_lab *lab, int stack)
 {
 	sigset_t all, old;
 	int sv[2];
@@ -898,7 +986,7 @@ static int start_helper(struct fp_lab *lab)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	lab->pid = fork();
 	if (lab->pid == 0)
-		helper_main(sv[1]);
+		helper_main(sv[1], stack);
 	int e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(sv[1]);
@@ -964,7 +1052,7 @@ static int receive_lab(struct fp_lab *lab)
 
 /* -EPERM without the right to make namespaces, -ENOMEM, or the errno of
  * the step that failed, named in err. */
-int fp_lab_open(struct fp_lab **out, char *err, size_t err_len)
+static int lab_open(struct fp_lab **out, int stack, char *err, size_t err_len)
 {
 	struct fp_lab *lab = calloc(1, sizeof(*lab));
 	int rc;
@@ -976,7 +1064,7 @@ int fp_lab_open(struct fp_lab **out, char *err, size_t err_len)
 		return -ENOMEM;
 	}
 	lab->ctl = lab->packet_fd = lab->netns_fd = lab->userns_fd = -1;
-	rc = start_helper(lab);
+	rc = start_helper(lab, stack);
 	if (rc < 0)
 		snprintf(lab->err, sizeof(lab->err),
 			 "starting the lab helper: %s", strerror(-rc));
@@ -990,6 +1078,16 @@ int fp_lab_open(struct fp_lab **out, char *err, size_t err_len)
 	}
 	*out = lab;
 	return 0;
+}
+
+int fp_lab_open(struct fp_lab **out, char *err, size_t err_len)
+{
+	return lab_open(out, 0, err, err_len);
+}
+
+int fp_lab_open_stack(struct fp_lab **out, char *err, size_t err_len)
+{
+	return lab_open(out, 1, err, err_len);
 }
 
 /* Wait up to ms for pid to exit, without reaping it; 1 if it did. */
@@ -1116,6 +1214,8 @@ int fp_lab_enter(const struct fp_lab *lab)
 
 	memset(&msg, 0, sizeof(msg));
 	msg.op = LAB_ADOPT;
+	/* a group leader's group goes with it (a stack and its workers) */
+	msg.arg[0] = getpgrp() == getpid() ? (int32_t)getpid() : 0;
 	if (pidfd >= 0) {
 		rc = send_msg(lab->ctl, &msg, &pidfd, 1);
 		close(pidfd);

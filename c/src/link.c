@@ -6,6 +6,9 @@
  *    each frame is stamped by the kernel on arrival (SO_TIMESTAMPNS) and
  *    read in batches (recvmmsg). Frames the kernel left with a partial
  *    checksum (offload) are completed, so what we hand on verifies.
+ *    On a stack lab's TAP (fp_link_packet_answer) ARP and ICMPv6 pass too:
+ *    the link answers who-has / neighbour solicitation for our own
+ *    address and learns the stack's MAC (fp_link_packet_resolve).
  *  - raw: towards a remote target. Raw IP sockets send (IPPROTO_RAW, the
  *    header ours), so the kernel routes and resolves neighbours; AF_PACKET
  *    SOCK_DGRAM on the outgoing interface receives IP packets without their
@@ -62,7 +65,10 @@ struct fp_link {
 	unsigned head, count;
 	/* raw: fd captures, send_fd sends; frames land in bufs */
 	int send_fd, ifindex;
-	uint8_t family;
+	uint8_t family; /* raw; packet: 4 or 6 once answering neighbours */
+	/* packet on a stack's TAP: our address, and the one being resolved */
+	uint8_t local[16], peer[16];
+	int resolved; /* dst_mac is the peer's answer */
 	uint8_t *bufs;
 };
 
@@ -178,10 +184,166 @@ static int recv_batch(int fd, uint8_t *bufs, size_t room, size_t hdr,
 	return n;
 }
 
+/* ---- neighbours on a stack's TAP ------------------------------------------- */
+
+/*
+ * On a stack lab's TAP no kernel resolves addresses for us, so the link
+ * does the least it can: it answers ARP who-has and neighbour solicitation
+ * for finprobe's own address, and asks for the stack's. Answering for our
+ * address is the only thing finprobe ever says on its own; every TCP
+ * segment stays the caller's.
+ */
+#define ARP_LEN 28
+#define ICMP6_ND_LEN 32 /* NS/NA with one link-layer address option */
+#define ND_SOLICIT 135
+#define ND_ADVERT 136
+
+static const uint8_t arp_head[6] = { 0, 1, 0x08, 0, 6, 4 }; /* Ethernet, IPv4 */
+
+static int send_frame(struct fp_link *link, const uint8_t *dst_mac,
+		      uint16_t type, const uint8_t *body, size_t len)
+{
+	uint8_t eth[ETH_HEADER];
+	memcpy(eth, dst_mac, 6);
+	memcpy(eth + 6, link->src_mac, 6);
+	eth[12] = (uint8_t)(type >> 8);
+	eth[13] = (uint8_t)type;
+	struct iovec iov[2] = { { eth, ETH_HEADER }, { (void *)body, len } };
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
+	return sendmsg(link->fd, &msg, 0) < 0 ? -errno : 0;
+}
+
+static int arp_send(struct fp_link *link, uint16_t op, const uint8_t *to_mac,
+		    const uint8_t *target_mac, const uint8_t *target_ip)
+{
+	uint8_t a[ARP_LEN];
+	memcpy(a, arp_head, 6);
+	a[6] = 0;
+	a[7] = (uint8_t)op;
+	memcpy(a + 8, link->src_mac, 6);
+	memcpy(a + 14, link->local, 4);
+	memcpy(a + 18, target_mac, 6);
+	memcpy(a + 24, target_ip, 4);
+	return send_frame(link, to_mac, ETH_P_ARP, a, sizeof(a));
+}
+
+static void arp_input(struct fp_link *link, const uint8_t *a, size_t len)
+{
+	if (link->family != 4 || len < ARP_LEN || memcmp(a, arp_head, 6) != 0)
+		return;
+	if (a[7] == 1 && memcmp(a + 24, link->local, 4) == 0)
+		arp_send(link, 2, a + 8, a + 8, a + 14);
+	else if (a[7] == 2 && memcmp(a + 14, link->peer, 4) == 0) {
+		memcpy(link->dst_mac, a + 8, 6);
+		link->resolved = 1;
+	}
+}
+
+static uint16_t icmp6_checksum(const uint8_t *ip6, const uint8_t *icmp,
+			       size_t len)
+{
+	uint32_t sum = (uint32_t)len + 58;
+	for (int i = 8; i < 40; i += 2) /* source and destination */
+		sum += (uint32_t)(ip6[i] << 8 | ip6[i + 1]);
+	for (size_t i = 0; i < len; i += 2)
+		sum += (uint32_t)(icmp[i] << 8 |
+				  (i + 1 < len ? icmp[i + 1] : 0));
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+/* An NS or NA about target, from our address to dst, with our MAC in the
+ * link-layer address option (source for NS, target for NA). */
+static int nd_send(struct fp_link *link, uint8_t type, uint8_t flags,
+		   const uint8_t *to_mac, const uint8_t *dst,
+		   const uint8_t *target)
+{
+	uint8_t p[40 + ICMP6_ND_LEN] = { 0x60 };
+	uint8_t *icmp = p + 40;
+	p[5] = ICMP6_ND_LEN;
+	p[6] = 58;
+	p[7] = 255; /* RFC 4861: anything else is dropped */
+	memcpy(p + 8, link->local, 16);
+	memcpy(p + 24, dst, 16);
+	icmp[0] = type;
+	icmp[4] = flags;
+	memcpy(icmp + 8, target, 16);
+	icmp[24] = type == ND_SOLICIT ? 1 : 2;
+	icmp[25] = 1; /* 8 bytes */
+	memcpy(icmp + 26, link->src_mac, 6);
+	uint16_t sum = icmp6_checksum(p, icmp, ICMP6_ND_LEN);
+	icmp[2] = (uint8_t)(sum >> 8);
+	icmp[3] = (uint8_t)sum;
+	return send_frame(link, to_mac, ETH_P_IPV6, p, sizeof(p));
+}
+
+/* The MAC of an ND option of type opt in an NS/NA of len bytes, or NULL. */
+static const uint8_t *nd_option(const uint8_t *icmp, size_t len, uint8_t opt)
+{
+	for (size_t off = 24; off + 8 <= len && icmp[off + 1];
+	     off += (size_t)icmp[off + 1] * 8)
+		if (icmp[off] == opt)
+			return icmp + off + 2;
+	return NULL;
+}
+
+static void nd_input(struct fp_link *link, const uint8_t *p, size_t len,
+		     const uint8_t *eth_src)
+{
+	static const uint8_t unspecified[16],
+		all_nodes[16] = { 0xff, 2, [15] = 1 };
+	static const uint8_t all_nodes_mac[6] = { 0x33, 0x33, 0, 0, 0, 1 };
+	const uint8_t *icmp = p + 40;
+	if (link->family != 6 || len < 40 + 24 || p[6] != 58 || p[7] != 255)
+		return;
+	size_t icmp_len = len - 40;
+	if (icmp[0] == ND_SOLICIT && memcmp(icmp + 8, link->local, 16) == 0) {
+		/* RFC 4861 §7.2.4: to the solicitor, or all nodes from DAD */
+		int dad = memcmp(p + 8, unspecified, 16) == 0;
+		nd_send(link, ND_ADVERT, dad ? 0x20 : 0x60,
+			dad ? all_nodes_mac : eth_src, dad ? all_nodes : p + 8,
+			link->local);
+	} else if (icmp[0] == ND_ADVERT &&
+		   memcmp(icmp + 8, link->peer, 16) == 0) {
+		const uint8_t *mac = nd_option(icmp, icmp_len, 2);
+		memcpy(link->dst_mac, mac ? mac : eth_src, 6);
+		link->resolved = 1;
+	}
+}
+
+/* Whether f was a neighbour frame (ARP, ICMPv6), now dealt with; only a
+ * stack's link lets them through its filter. */
+static int neighbour_frame(struct fp_link *link, const struct fp_frame *f)
+{
+	const uint8_t *eth = f->pkt - ETH_HEADER;
+	uint16_t type = (uint16_t)(eth[12] << 8 | eth[13]);
+	if (type == ETH_P_ARP) {
+		arp_input(link, f->pkt, f->len);
+		return 1;
+	}
+	if (type == ETH_P_IPV6 && f->len >= 40 && f->pkt[6] == 58) {
+		nd_input(link, f->pkt, f->len, eth + 6);
+		return 1;
+	}
+	return 0;
+}
+
 static int packet_recv(struct fp_link *link, struct fp_frame *frames, int max)
 {
-	return recv_batch(link->fd, link->frames[0], FRAME_ROOM, ETH_HEADER,
-			  frames, max);
+	int n, kept;
+	do {
+		n = recv_batch(link->fd, link->frames[0], FRAME_ROOM,
+			       ETH_HEADER, frames, max);
+		if (n <= 0 || !link->family)
+			return n;
+		kept = 0;
+		for (int i = 0; i < n; i++)
+			if (!neighbour_frame(link, &frames[i]))
+				frames[kept++] = frames[i];
+		/* a full batch of ARP alone must not look like "no more" */
+	} while (kept == 0 && n == (max < BATCH ? max : BATCH));
+	return kept;
 }
 
 static void packet_close(struct fp_link *link)
@@ -216,6 +378,101 @@ static void packet_drain(int fd)
 	uint8_t junk[64];
 	while (recv(fd, junk, sizeof(junk), MSG_DONTWAIT | MSG_TRUNC) >= 0)
 		;
+}
+
+/*
+ * What packet_recv lets through on a stack's TAP:
+ *   0: ldh [12]; 1: jeq ARP -> 10; 2: jeq IPv4 ? 3 : 6
+ *   3: ldb [23]; 4: jeq TCP -> 10; 5: ret 0
+ *   6: jeq IPv6 ? 7 : 11; 7: ldb [20]; 8: jeq TCP -> 10; 9: jeq ICMPv6 ? 10 : 11
+ *  10: ret 0x40000; 11: ret 0
+ */
+static struct sock_filter tcp_and_neighbours[] = {
+	BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 12),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_ARP, 8, 0),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_IP, 0, 3),
+	BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 23),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 5, 0),
+	BPF_STMT(BPF_RET | BPF_K, 0),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_IPV6, 0, 4),
+	BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 20),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 58, 0, 1),
+	BPF_STMT(BPF_RET | BPF_K, 0x40000),
+	BPF_STMT(BPF_RET | BPF_K, 0),
+};
+
+int fp_link_packet_answer(struct fp_link *link, uint8_t family,
+			  const uint8_t *local)
+{
+	if (link->ops != &packet_ops || (family != 4 && family != 6))
+		return -EINVAL;
+	struct sock_fprog prog = { sizeof(tcp_and_neighbours) /
+					   sizeof(tcp_and_neighbours[0]),
+				   tcp_and_neighbours };
+	if (setsockopt(link->fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog,
+		       sizeof(prog)) < 0)
+		return -errno;
+	link->family = family;
+	memcpy(link->local, local, family == 6 ? 16 : 4);
+	return 0;
+}
+
+/* Ask again every RESOLVE_EVERY_MS: a stack still starting drops the first. */
+#define RESOLVE_EVERY_MS 50
+
+static int resolve_ask(struct fp_link *link)
+{
+	static const uint8_t
+		broadcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff },
+		none[6];
+	if (link->family == 4)
+		return arp_send(link, 1, broadcast, none, link->peer);
+	/* the solicited-node multicast address of peer, RFC 4291 §2.7.1 */
+	uint8_t group[16] = { 0xff, 2, [11] = 1, 0xff };
+	uint8_t mac[6] = { 0x33, 0x33, 0xff };
+	memcpy(group + 13, link->peer + 13, 3);
+	memcpy(mac + 3, link->peer + 13, 3);
+	return nd_send(link, ND_SOLICIT, 0, mac, group, link->peer);
+}
+
+int fp_link_packet_resolve(struct fp_link *link, const uint8_t *peer,
+			   int timeout_ms, uint8_t mac[6])
+{
+	struct fp_frame frames[BATCH];
+	if (link->ops != &packet_ops || !link->family || timeout_ms < 0)
+		return -EINVAL;
+	memcpy(link->peer, peer, link->family == 6 ? 16 : 4);
+	link->resolved = 0;
+	uint64_t now = fp_now_ns(), next = now,
+		 end = now + (uint64_t)timeout_ms * 1000000u;
+	for (;;) {
+		if (now >= next) {
+			/* -ENOBUFS: no one has the TAP open yet (tun drops) */
+			int err = resolve_ask(link);
+			if (err && err != -ENOBUFS)
+				return err;
+			next = now + RESOLVE_EVERY_MS * 1000000u;
+		}
+		/* TCP frames read here are dropped: before the stack is
+		 * known to be there no connection of ours exists */
+		int n = packet_recv(link, frames, BATCH);
+		if (n < 0)
+			return n;
+		if (link->resolved) {
+			memcpy(mac, link->dst_mac, 6);
+			return 0;
+		}
+		if (now >= end)
+			return -ETIMEDOUT;
+		uint64_t until = next < end ? next : end;
+		struct pollfd p = { link->fd, POLLIN, 0 };
+		if (poll(&p, 1, (int)((until - now + 999999u) / 1000000u)) <
+			    0 &&
+		    errno != EINTR)
+			return -errno;
+		now = fp_now_ns();
+	}
 }
 
 int fp_link_packet_open(struct fp_link **out, int fd, const uint8_t src_mac[6],

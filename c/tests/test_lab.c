@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include <linux/ethtool.h>
+#include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <linux/sockios.h>
@@ -845,6 +847,231 @@ static void test_open_close_time(void)
 	       CYCLES, ms[CYCLES / 2], ms[0], ms[CYCLES - 1]);
 }
 
+/* ---- a stack lab: the link answers for us and resolves the stack -------- */
+
+/* A fake stack in a child of the test: it attaches to the lab's TAP, answers
+ * finprobe's ARP / NS for 192.0.2.1 / 2001:db8::1 with STACK_MAC, then asks
+ * for finprobe's address itself and checks the answer field by field. */
+#define STACK_MAC                                                              \
+	{                                                                      \
+		0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee                             \
+	}
+static const uint8_t stack_mac[6] = STACK_MAC;
+static const uint8_t local_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
+
+static int tap_attach(void)
+{
+	struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI };
+	int fd = open("/dev/net/tun", O_RDWR);
+
+	memcpy(ifr.ifr_name, FP_LAB_TAP, sizeof(FP_LAB_TAP));
+	if (fd < 0 || ioctl(fd, TUNSETIFF, &ifr) < 0)
+		return -1;
+	return fd;
+}
+
+static void put_eth(uint8_t *f, const uint8_t *dst, uint16_t type)
+{
+	memcpy(f, dst, 6);
+	memcpy(f + 6, stack_mac, 6);
+	f[12] = (uint8_t)(type >> 8);
+	f[13] = (uint8_t)type;
+}
+
+/* op 1 (who-has tpa) or 2 (to tha/tpa) from the stack as 192.0.2.1. */
+static void arp_frame(uint8_t *f, int op, const uint8_t *tha,
+		      const uint8_t *tpa)
+{
+	static const uint8_t head[8] = { 0, 1, 8, 0, 6, 4, 0 };
+	put_eth(f, op == 1 ? (const uint8_t *)"\xff\xff\xff\xff\xff\xff" : tha,
+		0x0806);
+	memcpy(f + 14, head, 8);
+	f[21] = (uint8_t)op;
+	memcpy(f + 22, stack_mac, 6);
+	memcpy(f + 28, lab_ip4, 4);
+	memcpy(f + 32, op == 1 ? (const uint8_t *)"\0\0\0\0\0\0" : tha, 6);
+	memcpy(f + 38, tpa, 4);
+}
+
+/* The ICMPv6 checksum of an IPv6 packet p whose payload is len bytes:
+ * 0 when the packet's own checksum is right. */
+static uint16_t icmp6_sum(const uint8_t *p, size_t len)
+{
+	uint32_t sum = (uint32_t)len + 58;
+
+	for (size_t i = 8; i < 40; i += 2)
+		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+	for (size_t i = 0; i < len; i += 2)
+		sum += (uint32_t)(p[40 + i] << 8 |
+				  (i + 1 < len ? p[40 + i + 1] : 0));
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+/* An NS (135) for target or an NA (136) to dst, from 2001:db8::1. */
+static void nd_frame(uint8_t *f, int type, const uint8_t *eth_dst,
+		     const uint8_t *dst, const uint8_t *target)
+{
+	uint8_t *p = f + 14, *icmp = p + 40;
+	uint16_t sum;
+
+	memset(p, 0, 72);
+	put_eth(f, eth_dst, 0x86dd);
+	p[0] = 0x60;
+	p[5] = 32;
+	p[6] = 58;
+	p[7] = 255;
+	memcpy(p + 8, lab_ip6, 16);
+	memcpy(p + 24, dst, 16);
+	icmp[0] = (uint8_t)type;
+	icmp[4] = type == 136 ? 0x60 : 0;
+	memcpy(icmp + 8, target, 16);
+	icmp[24] = type == 135 ? 1 : 2;
+	icmp[25] = 1;
+	memcpy(icmp + 26, stack_mac, 6);
+	sum = icmp6_sum(p, 32);
+	icmp[2] = (uint8_t)(sum >> 8);
+	icmp[3] = (uint8_t)sum;
+}
+
+/* Answer finprobe's question; then ask ours until finprobe's answer, in
+ * family's protocol, is right: exit 0, else 1 (after 5 s, or at once for a
+ * wrong answer, with what was wrong). */
+static _Noreturn void fake_stack(int tap, int family)
+{
+	uint8_t in[2048], out[128];
+	int answered = 0;
+	uint8_t group[16] = { 0xff, 2, [11] = 1, 0xff, [15] = 2 };
+	const uint8_t group_mac[6] = { 0x33, 0x33, 0xff, 0, 0, 2 };
+
+	for (int round = 0; round < 100; round++) {
+		struct pollfd p = { tap, POLLIN, 0 };
+		if (answered) {
+			if (family == 4)
+				arp_frame(out, 1, NULL, local_ip4);
+			else
+				nd_frame(out, 135, group_mac, group, local_ip6);
+			if (write(tap, out, family == 4 ? 42 : 86) < 0)
+				_exit(1);
+		}
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		ssize_t n = read(tap, in, sizeof(in));
+		uint8_t *a = in + 14;
+		if (family == 4 && n >= 42 && in[12] == 8 && in[13] == 6) {
+			if (a[7] == 1 && !memcmp(a + 24, lab_ip4, 4) &&
+			    !memcmp(in + 6, local_mac, 6)) {
+				arp_frame(out, 2, a + 8, a + 14);
+				answered = write(tap, out, 42) == 42;
+			} else if (a[7] == 2) {
+				_exit(!(memcmp(in, stack_mac, 6) == 0 &&
+					memcmp(a + 8, local_mac, 6) == 0 &&
+					memcmp(a + 14, local_ip4, 4) == 0 &&
+					memcmp(a + 18, stack_mac, 6) == 0 &&
+					memcmp(a + 24, lab_ip4, 4) == 0));
+			}
+		}
+		if (family == 6 && n >= 86 && in[12] == 0x86 && a[6] == 58) {
+			uint8_t *icmp = a + 40;
+			if (icmp[0] == 135 && !memcmp(icmp + 8, lab_ip6, 16)) {
+				if (icmp6_sum(a, 32) != 0 || a[7] != 255)
+					_exit(2);
+				nd_frame(out, 136, in + 6, a + 8, lab_ip6);
+				answered = write(tap, out, 86) == 86;
+			} else if (icmp[0] == 136) {
+				_exit(!(icmp6_sum(a, 32) == 0 && a[7] == 255 &&
+					memcmp(in, stack_mac, 6) == 0 &&
+					memcmp(a + 8, local_ip6, 16) == 0 &&
+					memcmp(a + 24, lab_ip6, 16) == 0 &&
+					memcmp(icmp + 8, local_ip6, 16) == 0 &&
+					icmp[4] == 0x60 && icmp[24] == 2 &&
+					memcmp(icmp + 26, local_mac, 6) == 0));
+			}
+		}
+	}
+	_exit(3);
+}
+
+static void stack_link_answers_and_resolves(int family)
+{
+	struct fp_lab *lab = NULL;
+	struct fp_link *link = NULL;
+	struct fp_frame frames[8];
+	char err[256] = "";
+	uint8_t mac[6] = { 0 };
+	int status = -1, tcp = 0;
+	pid_t child;
+
+	CHECK_EQ(fp_lab_open_stack(&lab, err, sizeof(err)), 0);
+	if (!lab)
+		return;
+	child = fork();
+	if (child == 0) {
+		int tap = fp_lab_enter(lab) == 0 ? tap_attach() : -1;
+		if (tap < 0)
+			_exit(4);
+		fake_stack(tap, family);
+	}
+	CHECK_EQ(fp_link_packet_open(&link, fp_lab_packet_fd(lab), local_mac,
+				     mac),
+		 0);
+	CHECK_EQ(fp_link_packet_answer(link, (uint8_t)family,
+				       family == 4 ? local_ip4 : local_ip6),
+		 0);
+	CHECK_EQ(fp_link_packet_resolve(link, family == 4 ? lab_ip4 : lab_ip6,
+					5000, mac),
+		 0);
+	CHECK(memcmp(mac, stack_mac, 6) == 0);
+	/* the stack's question is answered inside fp_link_recv, and is not
+	 * handed on: it is no TCP segment */
+	for (int i = 0; i < 500 && waitpid(child, &status, WNOHANG) == 0; i++) {
+		struct pollfd p = { fp_link_fd(link), POLLIN, 0 };
+		poll(&p, 1, 10);
+		tcp += fp_link_recv(link, frames, 8);
+	}
+	if (status == -1) {
+		kill(child, SIGKILL);
+		waitpid(child, &status, 0);
+	}
+	CHECK(WIFEXITED(status));
+	CHECK_EQ(WEXITSTATUS(status), 0);
+	CHECK_EQ(tcp, 0);
+	fp_link_close(link);
+	fp_lab_close(lab);
+}
+
+static void test_stack_link_answers_arp_and_resolves_the_stack(void)
+{
+	stack_link_answers_and_resolves(4);
+}
+
+static void test_stack_link_answers_ns_and_resolves_the_stack(void)
+{
+	stack_link_answers_and_resolves(6);
+}
+
+static void test_stack_link_resolve_times_out_without_a_stack(void)
+{
+	struct fp_lab *lab = NULL;
+	struct fp_link *link = NULL;
+	char err[256] = "";
+	uint8_t mac[6] = { 0 };
+
+	CHECK_EQ(fp_lab_open_stack(&lab, err, sizeof(err)), 0);
+	if (!lab)
+		return;
+	CHECK_EQ(fp_link_packet_open(&link, fp_lab_packet_fd(lab), local_mac,
+				     mac),
+		 0);
+	CHECK_EQ(fp_link_packet_resolve(link, lab_ip4, 100, mac), -EINVAL);
+	CHECK_EQ(fp_link_packet_answer(link, 5, local_ip4), -EINVAL);
+	CHECK_EQ(fp_link_packet_answer(link, 4, local_ip4), 0);
+	CHECK_EQ(fp_link_packet_resolve(link, lab_ip4, 100, mac), -ETIMEDOUT);
+	fp_link_close(link);
+	fp_lab_close(lab);
+}
+
 int main(void)
 {
 	RUN(test_diag_state_from_linux);
@@ -864,6 +1091,9 @@ int main(void)
 	RUN(test_killed_caller_ends_helper);
 	RUN(test_unprivileged_user_gets_a_lab);
 	RUN(test_no_rights_gives_eperm);
+	RUN(test_stack_link_answers_arp_and_resolves_the_stack);
+	RUN(test_stack_link_answers_ns_and_resolves_the_stack);
+	RUN(test_stack_link_resolve_times_out_without_a_stack);
 	RUN(test_open_close_time);
 	return check_summary("test_lab");
 }

@@ -44,25 +44,105 @@ static int mac_arg(PyObject *value, const char *name, uint8_t mac[6])
 	return 0;
 }
 
+/* A packet link on fd; with answer (our address, not None) one that
+ * answers ARP / neighbour solicitation for it (a stack lab's TAP). Returns
+ * 0, or -1 with an exception. */
+static int packet_link(int fd, const uint8_t smac[6], const uint8_t dmac[6],
+		       PyObject *answer, struct fp_link **link)
+{
+	uint8_t local[16], family = 0;
+	if (answer != Py_None &&
+	    core_parse_address("answer", answer, local, &family) < 0)
+		return -1;
+	int err = fp_link_packet_open(link, fd, smac, dmac);
+	if (!err && family) {
+		err = fp_link_packet_answer(*link, family, local);
+		if (err)
+			fp_link_close(*link);
+	}
+	if (err) {
+		errno = -err;
+		PyErr_SetFromErrno(PyExc_OSError);
+		return -1;
+	}
+	return 0;
+}
+
 static PyObject *engine_new(PyTypeObject *type, PyObject *args,
 			    PyObject *kwargs)
 {
-	static char *kw[] = { "fd", "src_mac", "dst_mac", "owner", NULL };
+	static char *kw[] = { "fd",    "src_mac", "dst_mac",
+			      "owner", "answer",  NULL };
 	int fd;
-	PyObject *src, *dst, *owner = Py_None;
+	PyObject *src, *dst, *owner = Py_None, *answer = Py_None;
 	uint8_t smac[6], dmac[6];
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOO|O:Engine", kw, &fd,
-					 &src, &dst, &owner) ||
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOO|O$O:Engine", kw,
+					 &fd, &src, &dst, &owner, &answer) ||
 	    mac_arg(src, "src_mac", smac) < 0 ||
 	    mac_arg(dst, "dst_mac", dmac) < 0)
 		return NULL;
 	struct fp_link *link;
-	int err = fp_link_packet_open(&link, fd, smac, dmac);
-	if (err) {
-		errno = -err;
-		return PyErr_SetFromErrno(PyExc_OSError);
-	}
+	if (packet_link(fd, smac, dmac, answer, &link) < 0)
+		return NULL;
 	return (PyObject *)engine_wrap(type, link, owner);
+}
+
+#define RESOLVE_SLICE_MS 100 /* then look for signals again */
+
+/* Ask on the TAP in slices with the GIL released, signals run between. */
+static PyObject *resolve_wait(struct fp_link *link, const uint8_t *peer,
+			      uint64_t timeout_ns)
+{
+	uint64_t end = fp_now_ns() + timeout_ns;
+	uint8_t mac[6];
+	int rc;
+	for (;;) {
+		uint64_t now = fp_now_ns(), left = end > now ? end - now : 0;
+		int ms = left / 1000000u < RESOLVE_SLICE_MS
+				 ? (int)(left / 1000000u)
+				 : RESOLVE_SLICE_MS;
+		Py_BEGIN_ALLOW_THREADS
+		rc = fp_link_packet_resolve(link, peer, ms, mac);
+		Py_END_ALLOW_THREADS
+		if (rc == 0)
+			return PyBytes_FromStringAndSize((const char *)mac, 6);
+		if (rc != -ETIMEDOUT) {
+			errno = -rc;
+			return PyErr_SetFromErrno(PyExc_OSError);
+		}
+		if (PyErr_CheckSignals() < 0)
+			return NULL;
+		if (fp_now_ns() >= end)
+			Py_RETURN_NONE;
+	}
+}
+
+/* Engine.resolve: the stack's MAC, before any Engine is made on fd. */
+static PyObject *engine_resolve(PyObject *cls, PyObject *args)
+{
+	int fd;
+	PyObject *src, *local_text, *peer_text, *timeout;
+	uint8_t smac[6], local[16], peer[16], lfam, pfam;
+	uint64_t timeout_ns;
+	if (!PyArg_ParseTuple(args, "iOOOO:resolve", &fd, &src, &local_text,
+			      &peer_text, &timeout) ||
+	    mac_arg(src, "src_mac", smac) < 0 ||
+	    core_parse_address("local_addr", local_text, local, &lfam) < 0 ||
+	    core_parse_address("peer_addr", peer_text, peer, &pfam) < 0 ||
+	    core_seconds_arg("timeout", timeout, &timeout_ns) < 0)
+		return NULL;
+	if (lfam != pfam)
+		return PyErr_Format(PyExc_ValueError,
+				    "local_addr %R and peer_addr %R are of "
+				    "different families",
+				    local_text, peer_text);
+	static const uint8_t none[6];
+	struct fp_link *link;
+	if (packet_link(fd, smac, none, local_text, &link) < 0)
+		return NULL;
+	PyObject *mac = resolve_wait(link, peer, timeout_ns);
+	fp_link_close(link); /* fd stays the caller's */
+	return mac;
 }
 
 static PyObject *engine_pair(PyObject *cls, PyObject *Py_UNUSED(ignored))
@@ -437,6 +517,10 @@ static PyMethodDef engine_methods[] = {
 	  "capture_start(): keep every segment sent or received from now on (off by default)" },
 	{ "capture", (PyCFunction)engine_capture, METH_NOARGS,
 	  "capture() -> [(Segment, IP packet)] since capture_start(), claimed or not; None while off" },
+	{ "resolve", (PyCFunction)engine_resolve, METH_VARARGS | METH_CLASS,
+	  "resolve(fd, src_mac, local_addr, peer_addr, timeout) -> bytes or None\n\n"
+	  "On a stack lab's TAP: ask who has peer_addr (ARP; IPv6: neighbour solicitation)\n"
+	  "until it answers, answering for local_addr meanwhile; its MAC, or None after timeout." },
 	{ "has_tuple", (PyCFunction)engine_has_tuple, METH_VARARGS,
 	  "has_tuple(local_addr, local_port, remote_addr, remote_port) -> bool" },
 	{ "open", (PyCFunction)(void (*)(void))engine_open,
@@ -450,7 +534,8 @@ static PyMethodDef engine_methods[] = {
 
 static PyType_Slot engine_slots[] = {
 	{ Py_tp_doc,
-	  "Engine(fd, src_mac, dst_mac, owner=None): connections over an AF_PACKET link" },
+	  "Engine(fd, src_mac, dst_mac, owner=None, *, answer=None): connections over an AF_PACKET link;\n"
+	  "answer: our address, answered for on a stack lab's TAP (ARP, neighbour solicitation)" },
 	{ Py_tp_new, engine_new },
 	{ Py_tp_dealloc, engine_dealloc },
 	{ Py_tp_traverse, engine_traverse },

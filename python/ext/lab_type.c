@@ -1,6 +1,7 @@
 /*
- * lab_type.c: finprobe._core.Lab, the namespaces, veth and helper process
- * of lab.c, and the kernel's sockets read through diag.c.
+ * lab_type.c: finprobe._core.Lab, the namespaces, veth (or a stack lab's
+ * TAP) and helper process of lab.c, and the kernel's sockets read through
+ * diag.c.
  *
  * The pure-Python fp.Lab composes it with an Engine on packet_fd; this type
  * only owns descriptors and answers questions about the kernel's side.
@@ -30,6 +31,7 @@ typedef struct {
 	/* NETLINK_SOCK_DIAG in the lab, made on first use */
 	int diag_fd;
 	PyThread_type_lock lock; /* held by the thread talking to the helper */
+	int stack;		 /* a stack lab: a TAP for a user-space stack */
 } LabObject;
 
 static PyObject *closed_error(LabObject *self)
@@ -94,13 +96,15 @@ static int locked_call(LabObject *self, lab_call_fn call, void *arg, int *rc)
 
 static PyObject *lab_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-	static char *kw[] = { NULL };
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, ":Lab", kw))
+	static char *kw[] = { "stack", NULL };
+	int stack = 0;
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$p:Lab", kw, &stack))
 		return NULL;
 	LabObject *self = (LabObject *)type->tp_alloc(type, 0);
 	if (!self)
 		return NULL;
 	self->diag_fd = -1;
+	self->stack = stack;
 	self->lock = PyThread_allocate_lock();
 	if (!self->lock) {
 		Py_DECREF(self);
@@ -109,7 +113,8 @@ static PyObject *lab_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	char err[256] = "";
 	int rc;
 	Py_BEGIN_ALLOW_THREADS
-	rc = fp_lab_open(&self->lab, err, sizeof(err));
+	rc = stack ? fp_lab_open_stack(&self->lab, err, sizeof(err))
+		   : fp_lab_open(&self->lab, err, sizeof(err));
 	Py_END_ALLOW_THREADS
 	if (rc == 0)
 		return (PyObject *)self;
@@ -120,8 +125,11 @@ static PyObject *lab_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 			st->permission_error,
 			"cannot make a lab: %s. A lab needs root, or unprivileged user "
 			"namespaces (sysctl kernel.unprivileged_userns_clone=1 and "
-			"user.max_user_namespaces > 0)",
-			err);
+			"user.max_user_namespaces > 0)%s",
+			err,
+			stack ? "; a stack lab also needs read-write access to "
+				"/dev/net/tun (mode 0666, as distributions ship it)"
+			      : "");
 	return PyErr_Format(st->error, "cannot make a lab: %s (%s)", err,
 			    strerror(-rc));
 }
@@ -504,7 +512,17 @@ static PyObject *get_macs(LabObject *self, void *c)
 			     (const char *)peer, (Py_ssize_t)6);
 }
 
+/* The TAP a stack attaches to, or None in a kernel lab. */
+static PyObject *get_tap(LabObject *self, void *c)
+{
+	if (!self->stack)
+		Py_RETURN_NONE;
+	return PyUnicode_FromString(FP_LAB_TAP);
+}
+
 static PyGetSetDef lab_getset[] = {
+	{ "tap", (getter)get_tap, NULL,
+	  "a stack lab's TAP device name, or None", NULL },
 	{ "packet_fd", (getter)get_packet_fd, NULL,
 	  "AF_PACKET socket on finprobe's end", NULL },
 	{ "netns_fd", (getter)get_netns_fd, NULL,
@@ -534,7 +552,8 @@ static PyMethodDef lab_methods[] = {
 
 static PyType_Slot lab_slots[] = {
 	{ Py_tp_doc,
-	  "Lab(): two network namespaces joined by veth, a kernel peer in one." },
+	  "Lab(*, stack=False): two network namespaces joined by veth, a kernel peer in one;\n"
+	  "with stack=True one namespace with a TAP device for a user-space stack." },
 	{ Py_tp_new, lab_new },
 	{ Py_tp_dealloc, lab_dealloc },
 	{ Py_tp_getset, lab_getset },

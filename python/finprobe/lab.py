@@ -5,11 +5,21 @@ veth pair, through a helper process that hands back descriptors; the kernel
 owns 192.0.2.1 / 2001:db8::1 in one, finprobe speaks as 192.0.2.2 /
 2001:db8::2 from the other over AF_PACKET. Nothing is visible outside, and
 the lab vanishes with the ``with`` block, an exception or the process.
+
+With ``stack=`` the peer is a user-space TCP/IP stack instead: the C side
+makes one namespace with a TAP device and no address, the stack's command
+runs there in a process group of its own, and finprobe speaks to it over
+AF_PACKET on the TAP, answering ARP / neighbour solicitation for its own
+address and nothing else.
 """
 
+import collections
 import itertools
+import os
+import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import weakref
@@ -21,10 +31,19 @@ from .state import State, as_state
 
 FIRST_PORT, PORT_COUNT = 40000, 20000
 PEER_POLL_INTERVAL = 0.002
+PREFIX = {False: 24, True: 64}
+RESOLVE_SLICE = 0.1  # seconds between looks at whether the stack still runs
+STOP_GRACE = 0.5     # seconds between SIGTERM and SIGKILL of the stack's group
+OUTPUT_LINES = 20    # of the stack's output, in a readiness failure
 
 
 class Lab:
     """A kernel TCP peer in a lab of its own; see shared/API.md, "The lab".
+    With ``stack=`` (a command) the peer is a user-space TCP/IP stack on a
+    TAP device instead ("A user-space TCP stack as the peer"): ``{tap}``,
+    ``{peer_addr}``, ``{local_addr}`` and ``{prefix}`` are filled in its
+    arguments and in ``env`` (added to the environment); ready when it
+    answers ARP / neighbour solicitation within ``ready_timeout``.
 
     Threads may share a Lab. Every resource is owned by an object from the
     moment it exists, so an exception at any point of the constructor
@@ -37,24 +56,35 @@ class Lab:
     _connections = ()
     _processes = ()
     _sockets = ()
+    stack = None          # subprocess.Popen of a stack Lab's stack
+    _stack_output = None  # its stdout and stderr, a temporary file
 
-    def __init__(self, ipv6=False, *, time_wait=60.0, capture=False):
+    def __init__(self, ipv6=False, *, stack=None, env=None, ready_timeout=5.0,
+                 time_wait=60.0, capture=False):
         if not isinstance(ipv6, bool):
             raise TypeError(f"ipv6 must be a bool, not {type(ipv6).__name__}")
         self.ipv6 = ipv6
         self.time_wait = _args.seconds("time_wait", time_wait)
+        self.ready_timeout = _args.seconds("ready_timeout", ready_timeout)
+        _check_stack(stack, env)
         self.peer_addr = "2001:db8::1" if self.ipv6 else "192.0.2.1"
         self.local_addr = "2001:db8::2" if self.ipv6 else "192.0.2.2"
+        self.prefix = PREFIX[self.ipv6]
         self.family = socket.AF_INET6 if self.ipv6 else socket.AF_INET
         self._connections = weakref.WeakSet()
         self._processes = []
         self._sockets = []
         self._next_port = itertools.cycle(range(FIRST_PORT, FIRST_PORT + PORT_COUNT))
         self._port_lock = threading.Lock()
-        self._core = _core.Lab()
+        self._core = _core.Lab(stack=stack is not None)
         try:
             local_mac, peer_mac = self._core.macs
-            self._engine = _core.Engine(self._core.packet_fd, local_mac, peer_mac, self._core)
+            if stack is not None:
+                self._start_stack(stack, env)
+                peer_mac = self._wait_ready(local_mac)
+            self._peer_mac = peer_mac
+            self._engine = _core.Engine(self._core.packet_fd, local_mac, peer_mac, self._core,
+                                        answer=self.local_addr if stack is not None else None)
             if capture:
                 self._engine.capture_start()
             _trace._source_opened(self)
@@ -70,6 +100,7 @@ class Lab:
             return
         for conn in list(self._connections):
             conn.close()
+        self._stop_stack()
         for proc in list(self._processes):
             _stop(proc)
         for sock in list(self._sockets):
@@ -91,18 +122,96 @@ class Lab:
     def __repr__(self):
         if self._core is None or self._core.closed:
             return "<Lab closed>"
+        if self.stack is not None:
+            return (f"<Lab peer {self.peer_addr} (stack {self._stack_name()}, pid {self.stack.pid}), "
+                    f"us {self.local_addr}>")
         return f"<Lab peer {self.peer_addr}, us {self.local_addr}>"
+
+    # ---- a user-space stack as the peer -------------------------------------
+
+    def _fill(self, text):
+        """{tap}, {peer_addr}, {local_addr} and {prefix} filled in; other braces
+        stay as they are (no str.format: a command may hold JSON)."""
+        for key, value in (("{tap}", self._core.tap), ("{peer_addr}", self.peer_addr),
+                           ("{local_addr}", self.local_addr), ("{prefix}", str(self.prefix))):
+            text = text.replace(key, value)
+        return text
+
+    def _start_stack(self, stack, env):
+        """The stack's command in the lab, leading a process group of its own
+        (which the lab's helper kills if we die), its output in a file."""
+        environ = dict(os.environ)
+        environ.update({k: self._fill(v) for k, v in (env or {}).items()})
+        self._stack_output = tempfile.TemporaryFile()
+        self.stack = subprocess.Popen([self._fill(a) for a in stack], env=environ,
+                                      stdin=subprocess.DEVNULL, stdout=self._stack_output,
+                                      stderr=subprocess.STDOUT, process_group=0,
+                                      preexec_fn=self._core._enter)
+
+    def _wait_ready(self, local_mac):
+        """The stack's MAC once it answers ARP / neighbour solicitation for
+        peer_addr; fp.Error with its last output if it does not within
+        ready_timeout, or exits first."""
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            mac = _core.Engine.resolve(self._core.packet_fd, local_mac, self.local_addr,
+                                       self.peer_addr, min(left, RESOLVE_SLICE))
+            if mac is not None:
+                return mac
+            code = self.stack.poll()
+            if code is not None:
+                raise _core.Error(f"the stack {self._stack_name()} exited with status {code} before "
+                                  f"answering for {self.peer_addr}; its last output:\n{self._stack_tail()}")
+            if left == 0.0:
+                raise _core.Error(f"the stack {self._stack_name()} did not answer "
+                                  f"{'neighbour solicitation' if self.ipv6 else 'ARP'} for {self.peer_addr} "
+                                  f"within {self.ready_timeout:g}s; its last output:\n{self._stack_tail()}")
+
+    def _stack_name(self):
+        return os.path.basename(self.stack.args[0])
+
+    def _stack_tail(self):
+        """The last OUTPUT_LINES lines the stack wrote, or a note that it wrote none."""
+        out = self._stack_output
+        out.flush()
+        out.seek(0)
+        tail = collections.deque(out, maxlen=OUTPUT_LINES)
+        return b"".join(tail).decode(errors="replace").rstrip() or "(nothing)"
+
+    def _stop_stack(self):
+        """SIGTERM to the stack's process group, SIGKILL after a short grace.
+        The group outlives its leader (a worker may remain): it is signalled
+        even when the leader is gone already."""
+        proc = self.stack
+        if proc is None or self._stack_output.closed:
+            return
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self._stack_output.close()
+
+    def _kernel_only(self, what):
+        if self.stack is not None:
+            raise _core.Error(f"lab.{what} needs the kernel's sockets, but this Lab's peer is the "
+                              f"user-space stack {self._stack_name()}, not the kernel")
 
     # ---- the kernel's side ---------------------------------------------------
 
     def socket(self, family=None, type=socket.SOCK_STREAM):
         """A socket.socket made inside the lab (family: the lab's by default)."""
+        self._kernel_only("socket")
         sock = self._core.socket(self.family if family is None else int(family), int(type), 0)
         self._sockets.append(sock)
         return sock
 
     def listen(self, port, backlog=128):
         """A kernel socket listening on (peer_addr, port) inside the lab."""
+        self._kernel_only("listen")
         _args.port("port", port)
         sock = self.socket()
         try:
@@ -138,6 +247,7 @@ class Lab:
         """What the kernel says of its socket for conn's 4-tuple (sock_diag):
         state, timer, expires, retransmits, ...; state "CLOSED" and timer None
         when it has none."""
+        self._kernel_only("peer_info")
         (laddr, lport), (raddr, rport) = self._tuple(conn)
         info = self._core.diag(raddr, rport, laddr, lport)
         if info is None:
@@ -147,11 +257,13 @@ class Lab:
 
     def peer_state(self, conn):
         """The kernel's state for conn's 4-tuple ("CLOSED": no socket)."""
+        self._kernel_only("peer_state")
         return self.peer_info(conn)["state"]
 
     def wait_peer_state(self, conn, state, timeout=1.0):
         """Poll the kernel's state until it is ``state``; else fp.ExpectError
         naming the last state seen."""
+        self._kernel_only("wait_peer_state")
         want = as_state(state)
         self._tuple(conn)
         deadline = time.monotonic() + _args.seconds("timeout", timeout)
@@ -217,7 +329,8 @@ class Lab:
             port = next(self._next_port)
             if self._engine.has_tuple(self.local_addr, port, self.peer_addr, remote_port):
                 continue
-            if self._core.diag(self.peer_addr, remote_port, self.local_addr, port) is None:
+            if self.stack is not None or self._core.diag(self.peer_addr, remote_port,
+                                                         self.local_addr, port) is None:
                 return port
         raise _core.Error(f"no free source port towards {self.peer_addr}:{remote_port}")
 
@@ -260,6 +373,36 @@ class RawListener:
 
     def __repr__(self):
         return f"<RawListener {self._lab.local_addr}:{self.port}>"
+
+
+def _check_stack(stack, env):
+    """stack: None or a command (a list or tuple of str); env: None or a dict
+    of str to str, added to the environment."""
+    if stack is None:
+        if env is not None:
+            raise ValueError("env is for the stack's command: give stack= too")
+        return
+    if not isinstance(stack, (list, tuple)):
+        raise TypeError(f"stack must be a list of str (a command), not {type(stack).__name__}")
+    if not stack:
+        raise ValueError("stack must name a command, got an empty list")
+    for arg in stack:
+        if not isinstance(arg, str):
+            raise TypeError(f"stack must be a list of str, but holds {arg!r}")
+    if env is None:
+        return
+    if not isinstance(env, dict):
+        raise TypeError(f"env must be a dict of str to str, not {type(env).__name__}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"env must be a dict of str to str, but holds {key!r}: {value!r}")
+
+
+def _signal_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass  # the whole group is gone
 
 
 def _stop(proc):
