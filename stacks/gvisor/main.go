@@ -1,0 +1,219 @@
+// gvisor-http: gVisor's netstack (the user-space TCP/IP stack of gVisor's
+// runsc sandbox) as finprobe's peer. It attaches to an existing TAP device,
+// gives netstack its own MAC and address there, and serves a one-shot HTTP
+// answer on one port, so finprobe can watch how netstack closes connections.
+//
+// Usage (the common CLI of finprobe's stack recipes):
+//
+//	gvisor-http --tap TAP --addr PEER_ADDR --prefix PREFIX \
+//		--gateway LOCAL_ADDR --port PORT [--ipv6]
+//
+// Built in GOPATH mode against Debian's golang-gvisor-gvisor-dev (2022-12),
+// see build.mk; nothing is fetched from the network.
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
+	"gvisor.dev/gvisor/pkg/tcpip/link/rawfile"
+	"gvisor.dev/gvisor/pkg/tcpip/link/tun"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+const (
+	nicID = 1
+	// A locally administered unicast MAC, so it can never be a real card's.
+	stackMAC = "\x02\x66\x70\x00\x00\x11"
+	// Requests are tiny; a peer that sends more header than this without
+	// "\r\n\r\n" is not speaking our HTTP, and we stop buffering it.
+	maxRequest = 64 * 1024
+	response   = "HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n"
+)
+
+// config is the parsed command line.
+type config struct {
+	tap     string
+	addr    tcpip.Address
+	prefix  int
+	gateway tcpip.Address
+	port    uint16
+	proto   tcpip.NetworkProtocolNumber
+}
+
+// usageExit reports a command-line error the way every recipe does: exit 2.
+func usageExit(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "gvisor-http: "+format+"\n", args...)
+	fmt.Fprintln(os.Stderr, "usage: gvisor-http --tap TAP --addr PEER_ADDR --prefix PREFIX --gateway LOCAL_ADDR --port PORT [--ipv6]")
+	os.Exit(2)
+}
+
+// fatal reports a runtime failure (TAP, stack setup): exit 1.
+func fatal(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "gvisor-http: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+// parseAddr turns text into netstack's address form, checking the family
+// matches --ipv6 so a v4 address never slips into a v6 stack or back.
+func parseAddr(name, text string, v6 bool) tcpip.Address {
+	ip := net.ParseIP(text)
+	if ip == nil {
+		usageExit("--%s: %q is not an IP address", name, text)
+	}
+	if v6 {
+		if ip.To4() != nil {
+			usageExit("--%s: %q is IPv4 but --ipv6 was given", name, text)
+		}
+		return tcpip.Address(ip.To16())
+	}
+	if ip.To4() == nil {
+		usageExit("--%s: %q is IPv6; pass --ipv6 for an IPv6 stack", name, text)
+	}
+	return tcpip.Address(ip.To4())
+}
+
+func parseArgs() config {
+	fs := flag.NewFlagSet("gvisor-http", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	tap := fs.String("tap", "", "existing TAP device (IFF_TAP|IFF_NO_PI) to attach to")
+	addr := fs.String("addr", "", "the stack's own address (PEER_ADDR)")
+	prefix := fs.Int("prefix", -1, "prefix length of the link's subnet")
+	gateway := fs.String("gateway", "", "finprobe's address (LOCAL_ADDR), the default route")
+	port := fs.Int("port", 0, "TCP port to serve HTTP on")
+	v6 := fs.Bool("ipv6", false, "the addresses are IPv6")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2) // flag has already said what was wrong
+	}
+	if fs.NArg() != 0 {
+		usageExit("unexpected argument %q", fs.Arg(0))
+	}
+	if *tap == "" || *addr == "" || *gateway == "" || *prefix == -1 || *port == 0 {
+		usageExit("--tap, --addr, --prefix, --gateway and --port are required")
+	}
+	c := config{tap: *tap, prefix: *prefix, proto: ipv4.ProtocolNumber}
+	if *v6 {
+		c.proto = ipv6.ProtocolNumber
+	}
+	c.addr = parseAddr("addr", *addr, *v6)
+	c.gateway = parseAddr("gateway", *gateway, *v6)
+	if c.prefix < 0 || c.prefix > len(c.addr)*8 {
+		usageExit("--prefix: %d is not a prefix length for this family", *prefix)
+	}
+	if *port < 1 || *port > 65535 {
+		usageExit("--port: %d is not a TCP port", *port)
+	}
+	c.port = uint16(*port)
+	return c
+}
+
+// newStack builds netstack on the TAP: an Ethernet NIC with our MAC, the
+// address, an on-link route for the subnet and a default route via
+// finprobe. ARP and the IPv6 protocol's NDP answer for the address.
+// ipv6.NewProtocol's zero options mean no DAD, no router solicitations and
+// no MLD: the address is usable at once and the TAP carries only what the
+// probe is about.
+func newStack(c config) *stack.Stack {
+	fd, err := tun.OpenTAP(c.tap)
+	if err != nil {
+		fatal("open TAP %q: %v", c.tap, err)
+	}
+	mtu, err := rawfile.GetMTU(c.tap)
+	if err != nil {
+		fatal("MTU of %q: %v", c.tap, err)
+	}
+	link, err := fdbased.New(&fdbased.Options{
+		FDs:            []int{fd},
+		MTU:            mtu,
+		EthernetHeader: true,
+		Address:        tcpip.LinkAddress(stackMAC),
+	})
+	if err != nil {
+		fatal("fdbased endpoint on %q: %v", c.tap, err)
+	}
+	s := stack.New(stack.Options{
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	if terr := s.CreateNIC(nicID, link); terr != nil {
+		fatal("create NIC: %v", terr)
+	}
+	own := tcpip.AddressWithPrefix{Address: c.addr, PrefixLen: c.prefix}
+	if terr := s.AddProtocolAddress(nicID, tcpip.ProtocolAddress{
+		Protocol: c.proto, AddressWithPrefix: own},
+		stack.AddressProperties{}); terr != nil {
+		fatal("add address %v: %v", own, terr)
+	}
+	anywhere := header.IPv4EmptySubnet
+	if c.proto == ipv6.ProtocolNumber {
+		anywhere = header.IPv6EmptySubnet
+	}
+	s.SetRouteTable([]tcpip.Route{
+		{Destination: own.Subnet(), NIC: nicID},
+		{Destination: anywhere, Gateway: c.gateway, NIC: nicID},
+	})
+	return s
+}
+
+// serve answers one connection: read until the end of the request header,
+// answer, close. It reads one byte at a time on purpose: bytes pipelined
+// after the request then stay unread in netstack's receive queue, so the
+// probe's "close with unread data" sees what netstack does with them.
+// EOF (the client's FIN) or an error before a whole request: just close.
+func serve(conn net.Conn) {
+	defer conn.Close()
+	var req []byte
+	one := make([]byte, 1)
+	for !bytes.HasSuffix(req, []byte("\r\n\r\n")) {
+		if len(req) >= maxRequest {
+			fmt.Fprintf(os.Stderr, "gvisor-http: %v: request header over %d bytes, closing\n",
+				conn.RemoteAddr(), maxRequest)
+			return
+		}
+		n, err := conn.Read(one)
+		if n == 1 {
+			req = append(req, one[0])
+			continue
+		}
+		if err != nil && err != io.EOF {
+			fmt.Fprintf(os.Stderr, "gvisor-http: %v: read: %v\n", conn.RemoteAddr(), err)
+		}
+		if err != nil {
+			return
+		}
+	}
+	if _, err := conn.Write([]byte(response)); err != nil {
+		fmt.Fprintf(os.Stderr, "gvisor-http: %v: write: %v\n", conn.RemoteAddr(), err)
+	}
+}
+
+func main() {
+	c := parseArgs()
+	s := newStack(c)
+	ln, err := gonet.ListenTCP(s, tcpip.FullAddress{NIC: nicID, Addr: c.addr, Port: c.port}, c.proto)
+	if err != nil {
+		fatal("listen on port %d: %v", c.port, err)
+	}
+	// Go's stdout is unbuffered: the line is out before we accept.
+	fmt.Println("ready")
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			fatal("accept: %v", err)
+		}
+		go serve(conn)
+	}
+}
