@@ -39,7 +39,7 @@ DEBS := build-essential clang clang-format libclang-rt-14-dev pkg-config libmnl-
         python3 python3-dev python3-setuptools python3-pip python3-venv python3-pytest \
         python3-scapy python3-nbclient python3-nbformat python3-ipykernel \
         tcpdump tshark nginx-light iproute2 nftables procps util-linux librsvg2-bin \
-        liblwip-dev
+        liblwip-dev golang-go golang-gvisor-gvisor-dev
 
 # What runs again under the sanitizers: the suites that drive the C code hardest.
 ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_close.py \
@@ -101,8 +101,10 @@ $(ASAN_EXT): $(EXT_SRCS) $(wildcard python/ext/*.h) $(ASAN_OBJS)
 
 # Recipes (stacks/<name>/): small HTTP servers on user-space TCP stacks, the
 # peers of stack Labs, each from Debian packages, one binary each.
-STACK_BINS := $(BUILD)/stacks/lwip-http
+STACK_BINS := $(BUILD)/stacks/lwip-http $(BUILD)/stacks/gvisor-http
 stacks: $(STACK_BINS)
+
+include stacks/gvisor/build.mk
 
 $(BUILD)/stacks/lwip-http: stacks/lwip/server.c
 	@mkdir -p $(dir $@)
@@ -132,7 +134,7 @@ pytest: all stacks
 # The Python suite once more over the sanitized extension (leaks are the
 # interpreter's business: CPython keeps much alive until exit). PYTHONMALLOC=malloc:
 # pymalloc reuses freed blocks itself, hiding a use-after-free from ASan.
-pytest-asan: $(ASAN_EXT)
+pytest-asan: $(ASAN_EXT) stacks
 	rm -f $(ASAN_PY)/finprobe/*.py && cp python/finprobe/*.py $(ASAN_PY)/finprobe/
 	LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1 PYTHONMALLOC=malloc \
 	    PYTHONPATH=$(ASAN_PY) $(PY) -m pytest -q -p no:cacheprovider $(ASAN_PYTESTS)

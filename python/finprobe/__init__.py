@@ -12,7 +12,7 @@ See README.md and the public API in shared/API.md.
         conn.expect("A")
 """
 
-from . import _core
+from . import _core, stacks
 from ._core import ConnectionRefused, Error, ExpectError, ParseError, PermissionError, Segment
 from .connection import Connection
 from .lab import Lab
@@ -23,5 +23,5 @@ from .trace import Trace, read_pcap
 
 __all__ = [
     "Connection", "ConnectionRefused", "Error", "ExpectError", "Lab", "ParseError",
-    "PermissionError", "Segment", "State", "Target", "Trace", "read_pcap", "probe", "Check", "Report",
+    "PermissionError", "Segment", "State", "Target", "Trace", "read_pcap", "probe", "Check", "Report", "stacks",
 ]

@@ -1,0 +1,63 @@
+"""Every stack recipe (finprobe.stacks, built by make stacks) as the peer of
+a stack Lab, IPv4 and IPv6: it is ready, answers a GET and closes first
+(our passive close), and closes after our FIN (our active close). What the
+stacks do differently is the probe's business; this is what all must do."""
+
+import pytest
+
+import finprobe as fp
+
+GET = b"GET / HTTP/1.0\r\n\r\n"
+ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n"
+PORT = 8080
+RECIPES = ["lwip", "gvisor"]
+
+
+def recipes_and_families():
+    for name in RECIPES:
+        for ipv6 in (False, True):
+            yield pytest.param((name, ipv6), id=f"{name}-{'ipv6' if ipv6 else 'ipv4'}")
+
+
+@pytest.fixture(params=list(recipes_and_families()))
+def stack_lab(request):
+    name, ipv6 = request.param
+    with fp.Lab(**fp.stacks.lab_args(name, PORT, ipv6)) as lab:
+        yield lab
+
+
+def answer_then_fin(conn):
+    """Take the peer's answer to our GET and its FIN (ACKing the data as it
+    comes, as a client would); returns the answer's bytes."""
+    got = b""
+    while True:
+        seg = conn.recv(timeout=3)
+        assert seg is not None, f"the stack went silent:\n{conn.trace.ladder_text()}"
+        got += seg.payload
+        if seg.payload or "F" in seg.flags:
+            conn.ack()
+        if "F" in seg.flags:
+            return got
+
+
+def test_a_stack_answers_and_closes_first(stack_lab):
+    conn = stack_lab.connect(PORT)
+    conn.write(GET)
+    assert answer_then_fin(conn) == ANSWER
+    assert conn.state == "CLOSE_WAIT"
+    conn.fin()
+    conn.expect("A", ack=conn.snd_nxt)
+    assert conn.state == "CLOSED"
+
+
+def test_a_stack_closes_after_our_fin(stack_lab):
+    conn = stack_lab.connect(PORT)
+    conn.fin()
+    seg = conn.expect(timeout=3)
+    if "F" not in seg.flags:  # its ACK alone first, then its FIN
+        assert seg.flags == "A" and seg.ack == conn.snd_nxt
+        assert conn.state == "FIN_WAIT_2"
+        seg = conn.expect("FA", timeout=3)
+    assert seg.ack == conn.snd_nxt
+    conn.ack()
+    assert conn.state == "TIME_WAIT"
