@@ -208,3 +208,19 @@ def test_a_pcap_that_cannot_be_written_is_said_in_the_report_and_the_session_goe
     result.assert_outcomes(passed=1, failed=1)
     assert "INTERNALERROR" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*--finprobe-pcap: could not write * segments of this test's traffic to *pcaps*"])
+
+
+STACK_INNER = '''
+def test_through_the_stack(lab):
+    assert lab.stack is not None and lab.stack.poll() is None
+    conn = lab.connect(8080)
+    conn.fin()
+    conn.expect(timeout=3)
+'''
+
+
+def test_finprobe_stack_makes_the_lab_fixture_a_stack_lab(pytester, runner):
+    pytester.makepyfile(test_stack_inner=STACK_INNER)
+    command = " ".join(fp.stacks.command("lwip", 8080))
+    result = runner("--finprobe-stack", command)
+    result.assert_outcomes(passed=1)

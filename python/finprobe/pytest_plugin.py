@@ -26,6 +26,7 @@ the failure report as it is.
 import hashlib
 import os
 import re
+import shlex
 import time
 import weakref
 
@@ -43,6 +44,9 @@ def pytest_addoption(parser):
     group = parser.getgroup("finprobe", "finprobe: TCP close-behaviour tests")
     group.addoption("--finprobe-target", metavar="HOST:PORT", default=None,
                     help="the remote target for the finprobe_target fixture; IPv6 as [addr]:port")
+    group.addoption("--finprobe-stack", metavar="CMD", default=None,
+                    help="make the lab fixture a Lab with this user-space TCP stack as its peer "
+                         "(a command, split as a shell would; {tap} {peer_addr} {local_addr} {prefix} filled in)")
     group.addoption("--finprobe-pcap", metavar="DIR", default=None,
                     help="write each failed test's traffic (Labs and Targets) to DIR/<test id>.pcap")
 
@@ -80,9 +84,13 @@ def parse_target(spec):
 
 @pytest.fixture
 def lab(request):
-    """A fresh fp.Lab for the test, closed after it."""
+    """A fresh fp.Lab for the test, closed after it; with --finprobe-stack,
+    one whose peer is that user-space stack."""
     from .lab import Lab
-    kwargs = getattr(request, "param", None) or {}
+    kwargs = dict(getattr(request, "param", None) or {})
+    stack = request.config.getoption("finprobe_stack")
+    if stack is not None and "stack" not in kwargs:
+        kwargs["stack"] = shlex.split(stack)
     the_lab = Lab(**kwargs)
     try:
         yield the_lab
