@@ -116,12 +116,19 @@ static int link_up(const char *name)
 	return rc;
 }
 
-/* Attach to the existing TAP device by name (IFF_TAP | IFF_NO_PI). */
+/*
+ * Attach to the existing TAP device by name (IFF_TAP | IFF_NO_PI). TUNSETIFF
+ * would make a new device for an unknown name, which nobody would be on the
+ * other side of: refuse that instead.
+ */
 static int tap_open(const char *name)
 {
 	struct ifreq ifr = { 0 };
-	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	int fd;
 
+	if (if_nametoindex(name) == 0)
+		return -ENODEV;
+	fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
