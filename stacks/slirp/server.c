@@ -82,7 +82,7 @@ struct loop {
 	struct timer timers[MAX_TIMERS];
 };
 
-/* ---- helpers --------------------------------------------------------------- */
+/* ---- helpers ------------------------------------------------------------- */
 
 static int64_t now_ns(void)
 {
@@ -178,7 +178,7 @@ static int http_listen(bool ipv6, int port)
 	return fd;
 }
 
-/* ---- the poll set, shared by slirp's sockets and ours ---------------------- */
+/* ---- the poll set, shared by slirp's sockets and ours -------------------- */
 
 static int pollset_add(struct loop *lp, int fd, short events)
 {
@@ -229,7 +229,7 @@ static int slirp_get_revents(int idx, void *opaque)
 	return events;
 }
 
-/* ---- slirp's callbacks ------------------------------------------------------ */
+/* ---- slirp's callbacks --------------------------------------------------- */
 
 /* A frame for the guest (finprobe): onto the TAP. Dropping is allowed. */
 static ssize_t cb_send_packet(const void *buf, size_t len, void *opaque)
@@ -255,8 +255,7 @@ static int64_t cb_clock_get_ns(void *opaque)
 	return now_ns();
 }
 
-static void *cb_timer_new_opaque(SlirpTimerId id, void *cb_opaque,
-				 void *opaque)
+static void *cb_timer_new_opaque(SlirpTimerId id, void *cb_opaque, void *opaque)
 {
 	struct loop *lp = opaque;
 
@@ -264,7 +263,8 @@ static void *cb_timer_new_opaque(SlirpTimerId id, void *cb_opaque,
 		struct timer *t = &lp->timers[i];
 
 		if (!t->used) {
-			*t = (struct timer){ .used = true, .id = id,
+			*t = (struct timer){ .used = true,
+					     .id = id,
 					     .cb_opaque = cb_opaque };
 			return t;
 		}
@@ -354,7 +354,7 @@ static void timers_run(struct loop *lp)
 	}
 }
 
-/* ---- slirp configuration ------------------------------------------------------ */
+/* ---- slirp configuration ------------------------------------------------- */
 
 /*
  * vnetwork/vprefix are the Lab's subnet and vhost is --addr, so slirp
@@ -364,7 +364,8 @@ static void timers_run(struct loop *lp)
  */
 static int slirp_configure(const struct options *o, SlirpConfig *cfg)
 {
-	*cfg = (SlirpConfig){ .version = 4, .disable_dns = true,
+	*cfg = (SlirpConfig){ .version = 4,
+			      .disable_dns = true,
 			      .disable_dhcp = true };
 	if (o->ipv6) {
 		struct in6_addr a;
@@ -405,7 +406,7 @@ static int slirp_configure(const struct options *o, SlirpConfig *cfg)
 	return 0;
 }
 
-/* ---- the HTTP server ----------------------------------------------------------- */
+/* ---- the HTTP server ----------------------------------------------------- */
 
 static void http_accept(struct loop *lp)
 {
@@ -465,7 +466,7 @@ static bool http_serve(struct client *c)
 	return true;
 }
 
-/* ---- the loop ------------------------------------------------------------------ */
+/* ---- the loop ------------------------------------------------------------ */
 
 static void tap_drain(struct loop *lp)
 {
@@ -519,7 +520,7 @@ static void loop_once(struct loop *lp)
 	timers_run(lp);
 }
 
-/* ---- main ---------------------------------------------------------------------- */
+/* ---- main ---------------------------------------------------------------- */
 
 static void usage(void)
 {
