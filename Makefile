@@ -39,7 +39,7 @@ DEBS := build-essential clang clang-format libclang-rt-14-dev pkg-config libmnl-
         python3 python3-dev python3-setuptools python3-pip python3-venv python3-pytest \
         python3-scapy python3-nbclient python3-nbformat python3-ipykernel \
         tcpdump tshark nginx-light iproute2 nftables procps util-linux librsvg2-bin \
-        liblwip-dev golang-go golang-gvisor-gvisor-dev
+        liblwip-dev golang-go golang-gvisor-gvisor-dev libslirp-dev libglib2.0-dev
 
 # What runs again under the sanitizers: the suites that drive the C code hardest.
 ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_close.py \
@@ -55,7 +55,7 @@ FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover
                 -std=c11 -D_GNU_SOURCE -Ic/include -Ic/src
 
 # The one C dialect (.clang-format): every C file of the project.
-FMT_SRCS := $(wildcard c/include/*.h c/src/*.[ch] c/tests/*.[ch] c/fuzz/*.c python/ext/*.[ch])
+FMT_SRCS := $(wildcard c/include/*.h c/src/*.[ch] c/tests/*.[ch] c/fuzz/*.c python/ext/*.[ch] stacks/*/*.c)
 
 .PHONY: all deps test ctest ctest-asan pytest pytest-asan fuzz probe bench fmt fmt-check clean stacks
 all: $(BUILD)/libfinprobe.so $(BUILD)/libfinprobe.a $(EXT)
@@ -100,15 +100,12 @@ $(ASAN_EXT): $(EXT_SRCS) $(wildcard python/ext/*.h) $(ASAN_OBJS)
 	    -shared $(EXT_SRCS) -o $@ $(ASAN_OBJS) $(LDLIBS)
 
 # Recipes (stacks/<name>/): small HTTP servers on user-space TCP stacks, the
-# peers of stack Labs, each from Debian packages, one binary each.
-STACK_BINS := $(BUILD)/stacks/lwip-http $(BUILD)/stacks/gvisor-http
+# peers of stack Labs, each from Debian packages, one binary each, built by
+# the rule in its stacks/<name>/build.mk.
+STACK_BINS := $(patsubst stacks/%/build.mk,$(BUILD)/stacks/%-http,$(wildcard stacks/*/build.mk))
 stacks: $(STACK_BINS)
 
-include stacks/gvisor/build.mk
-
-$(BUILD)/stacks/lwip-http: stacks/lwip/server.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -std=gnu11 $(WARN) $$(pkg-config --cflags lwip) $< -o $@ $$(pkg-config --libs lwip) -pthread
+include $(wildcard stacks/*/build.mk)  # after `all`, the default goal
 
 $(BUILD)/fuzz/%: c/fuzz/%.c $(LIB_SRCS) c/include/finprobe.h $(wildcard c/src/*.h)
 	@mkdir -p $(dir $@)

@@ -10,7 +10,7 @@ import finprobe as fp
 GET = b"GET / HTTP/1.0\r\n\r\n"
 ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n"
 PORT = 8080
-RECIPES = ["lwip", "gvisor"]
+RECIPES = list(fp.stacks.RECIPES)
 
 
 def recipes_and_families():

@@ -6,15 +6,9 @@
 # nor anything outside the tree needs to exist or be writable (CI as root).
 # CGO_ENABLED=0: netstack needs no C, and a static binary needs no gcc.
 
-# Restored at the end so that including this file anywhere in the Makefile
-# never makes gvisor-http the default goal.
-GVISOR_SAVED_GOAL := $(.DEFAULT_GOAL)
-
 GVISOR_GO_ENV = GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOENV=off \
-	GOCACHE=$(CURDIR)/build/gocache CGO_ENABLED=0
+	GOCACHE=$(CURDIR)/$(BUILD)/gocache CGO_ENABLED=0
 
-build/stacks/gvisor-http: $(wildcard stacks/gvisor/*.go) stacks/gvisor/build.mk
-	@mkdir -p build/stacks build/gocache
+$(BUILD)/stacks/gvisor-http: $(wildcard stacks/gvisor/*.go) stacks/gvisor/build.mk
+	@mkdir -p $(BUILD)/stacks $(BUILD)/gocache
 	cd stacks/gvisor && $(GVISOR_GO_ENV) go build -o $(CURDIR)/$@ .
-
-.DEFAULT_GOAL := $(GVISOR_SAVED_GOAL)
