@@ -150,3 +150,57 @@ def test_cli_writes_each_checks_segments_into_the_pcap_dir_made_for_it(tmp_path)
     assert os.listdir(directory) == ["rst_exact.pcap"]
     # our RST, then the follow-up probe, answered by the kernel's RST: the connection is gone
     assert [s.flags for s in fp.read_pcap(directory / "rst_exact.pcap")] == ["S", "SA", "A", "R", "A", "R"]
+
+
+def test_time_wait_of_the_local_kernel_is_measured_on_the_wire_by_probes_of_many_connections(lab_report):
+    check = next(c for c in lab_report.checks if c.name == "time_wait_duration")
+    assert [o.source for o in check.observations] == ["wire", "wire", "wire"]
+    probes = check.observations[1].text.split("; ")
+    assert len(probes) == 6 and all(p.endswith("[A] ack=2 (alive)") for p in probes)  # 60 s: all within
+    assert check.value.startswith("> ") and "--slow" in check.value        # a lower bound, said so
+    assert sum(s.flags == "S" for s in check.trace) == 6
+
+
+def test_probe_refuses_peer_arguments_that_do_not_go_together():
+    with pytest.raises(ValueError, match="port"):
+        fp.probe(stack=["./stack"])
+    with pytest.raises(ValueError, match="host or stack"):
+        fp.probe("192.0.2.1", 80, stack=["./stack"])
+    with pytest.raises(ValueError, match="env"):
+        fp.probe(env={"A": "1"})
+    with pytest.raises(TypeError, match="stack"):
+        fp.probe(stack=[1, 2], port=80)
+    with pytest.raises(TypeError, match="ipv6"):
+        fp.probe(ipv6="yes")
+
+
+def test_comparison_peers_are_linux_host_port_or_a_recipe_name():
+    from finprobe.probe import peer_arguments, stack_command
+    assert peer_arguments("linux") == {}
+    assert peer_arguments("192.0.2.1:80") == {"host": "192.0.2.1", "port": 80}
+    assert peer_arguments("[2001:db8::1]:80") == {"host": "2001:db8::1", "port": 80}
+    with pytest.raises(ValueError, match=r"build/stacks/nosuchstack-http"):
+        stack_command("nosuchstack")
+    ran = []
+    with pytest.raises(ValueError, match="nosuchstack"):  # every name checked before any probe
+        fp.compare(["linux", "nosuchstack"], on_report=lambda *a: ran.append(a))
+    assert ran == []
+
+
+def test_cli_refuses_peer_options_that_do_not_go_together():
+    for args, says in ((["--stack", "./stack"], "--port"), (["--html", "x.html"], "--compare"),
+                       (["192.0.2.1:80", "--stack", "./stack", "--port", "80"], "not both"),
+                       (["--compare", "linux", "nosuchstack"], "nosuchstack"),
+                       (["--compare", "linux", "--stack", "./stack"], "--compare")):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and says in proc.stderr, (args, proc.stderr)
+        assert "probing" not in proc.stdout
+
+
+def test_cli_compare_json_holds_the_table_and_the_reports(tmp_path):
+    proc = run_cli("--compare", "linux", "--check", "rst_exact", "--json", "--html", str(tmp_path / "t.html"))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["peers"] == ["linux"] and out["reports"][0]["counts"]["pass"] == 1
+    assert out["table"] == [{"check": "rst_exact", "cells": [{"verdict": "pass", "value": "silence, then gone"}]}]
+    assert "<td" in (tmp_path / "t.html").read_text()
