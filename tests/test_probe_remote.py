@@ -18,7 +18,7 @@ import pytest
 
 import finprobe as fp
 from finprobe.probe import CHECKS, LIFETIME_QUICK
-from labtools import PACKAGE_DIR, PORTS, PYTHON, SERVER4, inside, target_servers
+from labtools import CLIENT6, PACKAGE_DIR, PORTS, PYTHON, SERVER4, SERVER6, inside, target_servers
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, raw sockets, nftables"),
@@ -280,3 +280,12 @@ def test_cli_compares_linux_with_a_remote_nginx(net, tmp_path):
     html = page.read_text()
     assert html.count("<tr>") == len(checks) + 1 and "linux" in html and f"{SERVER4}:{PORTS['nginx']}" in html
     assert "linux: <Report" in proc.stderr and f"{SERVER4}:{PORTS['nginx']}: <Report" in proc.stderr
+
+
+def test_probe_of_a_remote_server_over_ipv6(net):
+    names = ["passive_close", "rst_in_window", "close_with_unread_data"]
+    with inside(net.cli):
+        report = fp.probe(SERVER6, PORTS["nginx"], checks=names)
+    assert report.target == f"[{SERVER6}]:{PORTS['nginx']}"
+    assert [(c.name, c.verdict) for c in report.checks] == [(n, "pass") for n in names]
+    assert all(s.src in (SERVER6, CLIENT6) for c in report.checks for s in c.trace)

@@ -237,7 +237,7 @@ class KernelPeer:
         conn.expect("A", ack=conn.snd_nxt, timeout=2.0)
         sock.close()
 
-    def close_unread(self, conn, sock, check):
+    def close_unread(self, conn, sock):
         """The kernel's socket closed with 10 bytes of ours unread."""
         conn.write(b"never read")
         conn.expect("A")
@@ -297,7 +297,7 @@ class HttpPeer:
     def close_after(self, conn, sock):
         """Nothing to do: our FIN before a request makes the server close."""
 
-    def close_unread(self, conn, sock, check):
+    def close_unread(self, conn, sock):
         """A request, then more bytes than a server's first read takes,
         pipelined at once: what the server does not read is unread when it
         closes after answering."""
@@ -699,7 +699,7 @@ def check_rst_out_of_window(peer, check):
 
 def check_close_with_unread_data(peer, check):
     conn, sock = peer.open()
-    what = peer.close_unread(conn, sock, check)
+    what = peer.close_unread(conn, sock)
     seen, reset = _until_rst(conn)
     flags = " ".join(f"[{s.flags}]" for s in seen if s.flags != "A" or s.payload) or "nothing"
     fin_first = any("F" in s.flags for s in seen)
