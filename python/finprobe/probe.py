@@ -461,6 +461,8 @@ def _answer(seg, conn):
     """A segment of the peer's, short: [flags] ack=relative."""
     if seg is None:
         return "nothing"
+    if "A" not in seg.flags:  # its ack field means nothing
+        return f"[{seg.flags}]"
     return f"[{seg.flags}] ack={_rel(seg.ack, conn.iss)}"
 
 
@@ -556,11 +558,17 @@ def check_last_ack_retransmits_fin(peer, check, slow=False):
     for seg in again:
         gaps.append(seg.ts - last)
         last = seg.ts
-    check.value = "after " + " ".join(f"{g:.2f}" for g in gaps) + " s"
+    # Silence after fewer than ``most``, for the rest of a long (slow)
+    # horizon and more than twice the last gap (a backoff that doubles
+    # would have sent again): the peer gave up (RFC 1122 §4.2.3.5, R2), allowed.
+    quiet = first.ts + horizon - again[-1].ts
+    gave_up = slow and other is None and len(again) < most and quiet > 2.5 * gaps[-1]
+    check.value = "after " + " ".join(f"{g:.2f}" for g in gaps) + " s" + (", then gave up" if gave_up else "")
     check.saw("wire", f"its FIN again {len(again)} time(s), each after "
                       + ", ".join(f"{g:.3f}" for g in gaps) + " s (from the one before; followed "
-                      f"for {len(again)} retransmission(s) at most {most}, or {horizon:g} s)"
-                      + (f"; then [{other.flags}]" if other is not None else ""))
+                      f"for {most} retransmissions at most, or {horizon:g} s)"
+                      + (f"; then [{other.flags}]" if other is not None else "")
+                      + (f"; none more within {quiet:.0f} s: it gave up" if gave_up else ""))
     info = None
     if peer.holds_socket:
         info = peer.lab.peer_info(conn)
@@ -576,7 +584,8 @@ def check_last_ack_retransmits_fin(peer, check, slow=False):
     check.value += "" if gone else "; alive after our ACK"
     ok = gone and other is None
     if info is not None:
-        ok = ok and info["state"] == "LAST_ACK" and info["retransmits"] >= 1
+        ok = ok and (info["state"] == "LAST_ACK" and info["retransmits"] >= 1
+                     or gave_up and info["state"] == "CLOSED")
     check.judge(ok)
 
 
