@@ -443,11 +443,14 @@ def _follow_up(conn, check, wait=1.0):
 
 def _next_fin(conn, timeout=3.0, ack_data=False):
     """The peer's next FIN, or None; the segments before it taken (their
-    data ACKed with ``ack_data``, the FIN itself not)."""
+    data ACKed with ``ack_data``, the FIN itself not). A RST instead ends
+    the check: the peer did not close."""
     while True:
         seg = conn.recv(timeout=timeout)
-        if seg is None or "F" in seg.flags or "R" in seg.flags:
-            return seg if seg is None or "F" in seg.flags else None
+        if seg is None or "F" in seg.flags:
+            return seg
+        if "R" in seg.flags:
+            raise _Unmet("wire", f"the peer reset the connection ([{seg.flags}]) where it was to close it")
         if ack_data and seg.payload:
             conn.ack()
 
@@ -549,7 +552,7 @@ def check_last_ack_retransmits_fin(peer, check, slow=False):
     check.saw("wire", f"after our FIN at seq {_rel(ours.seq, conn.iss)}, its FIN [{first.flags}] "
                       f"at seq {_rel(_fin_seq(first), conn.irs)}, which we do not ACK")
     most, horizon = RETRANSMISSIONS_SLOW if slow else RETRANSMISSIONS_QUICK
-    again, other = _retransmissions(conn, first, most, horizon)
+    again, other, quiet = _retransmissions(conn, first, most, horizon)
     if not again:
         check.saw("wire", f"no retransmission within {horizon:g} s")
         check.value = "none"
@@ -558,10 +561,9 @@ def check_last_ack_retransmits_fin(peer, check, slow=False):
     for seg in again:
         gaps.append(seg.ts - last)
         last = seg.ts
-    # Silence after fewer than ``most``, for the rest of a long (slow)
-    # horizon and more than twice the last gap (a backoff that doubles
-    # would have sent again): the peer gave up (RFC 1122 §4.2.3.5, R2), allowed.
-    quiet = first.ts + horizon - again[-1].ts
+    # Silence after fewer than ``most``, in a long (slow) run, for more than
+    # twice the last gap (a backoff that doubles would have sent again):
+    # the peer gave up (RFC 1122 §4.2.3.5, R2), which is allowed.
     gave_up = slow and other is None and len(again) < most and quiet > 2.5 * gaps[-1]
     check.value = "after " + " ".join(f"{g:.2f}" for g in gaps) + " s" + (", then gave up" if gave_up else "")
     check.saw("wire", f"its FIN again {len(again)} time(s), each after "
@@ -591,17 +593,21 @@ def check_last_ack_retransmits_fin(peer, check, slow=False):
 
 def _retransmissions(conn, first, most, horizon):
     """The peer's FIN retransmitted (same sequence number) up to ``most``
-    times within ``horizon`` s of ``first``; and the first other segment,
-    which ends the wait (None when there was none)."""
-    again, end = [], first.ts + horizon
+    times within ``horizon`` s of ``first``; the first other segment, which
+    ends the wait (None when there was none); and how long the peer was
+    silent after its last FIN. The wait also ends after three times the last
+    gap of silence (a backoff that doubles would have sent again by then)."""
+    again, end, last, gap = [], first.ts + horizon, first, horizon
     while len(again) < most:
-        seg = conn.recv(timeout=max(0.0, end - time.monotonic()))
+        now = time.monotonic()
+        seg = conn.recv(timeout=max(0.0, min(end, last.ts + 3 * gap) - now))
         if seg is None:
-            return again, None
+            return again, None, time.monotonic() - last.ts
         if "F" not in seg.flags or seg.seq != first.seq:
-            return again, seg
+            return again, seg, seg.ts - last.ts
         again.append(seg)
-    return again, None
+        last, gap = seg, seg.ts - last.ts
+    return again, None, 0.0
 
 
 def _to_time_wait(peer, check, conn=None, sock=None):
