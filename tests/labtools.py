@@ -1,7 +1,10 @@
 """Helpers the Lab tests share: a connection in ESTABLISHED, and the
 processes, namespaces and descriptors a Lab may leave behind."""
 
+import contextlib
+import ctypes
 import os
+import secrets
 import subprocess
 import textwrap
 import time
@@ -102,3 +105,143 @@ def run_script(body, *args, **kwargs):
     kwargs.setdefault("stderr", subprocess.PIPE)
     return subprocess.Popen([PYTHON, "-c", textwrap.dedent(body), *map(str, args)], text=True,
                             env={**os.environ, "PYTHONPATH": PACKAGE_DIR}, **kwargs)
+
+
+# ---- two namespaces with real servers, for fp.Target ----------------------------
+#
+# Two fresh namespaces joined by a veth pair, nothing else: fpt-srv-<id> runs
+# ``python3 -m http.server`` and nginx on SERVER4 / SERVER6, fpt-cli-<id>
+# holds finprobe's side, CLIENT4 / CLIENT6. A test runs inside the client
+# namespace with ``inside(net.cli)``.
+
+SERVER4, CLIENT4 = "192.0.2.1", "192.0.2.2"
+SERVER6, CLIENT6 = "2001:db8:1::1", "2001:db8:1::2"
+PORTS = {"http.server": 8000, "nginx": 8080}
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd):
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def inside(netns):
+    """Run this thread in the named network namespace, then come back."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    there = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        _setns(there)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(there)
+        os.close(home)
+
+
+def run(*args):
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+class Net:
+    def __init__(self):
+        tag = secrets.token_hex(3)
+        self.srv, self.cli = f"fpt-srv-{tag}", f"fpt-cli-{tag}"
+
+    def make(self):
+        run("ip", "netns", "add", self.srv)
+        run("ip", "netns", "add", self.cli)
+        run("ip", "link", "add", "fpt-c", "netns", self.cli, "type", "veth",
+            "peer", "name", "fpt-s", "netns", self.srv)
+        for ns, dev, v4, v6 in ((self.cli, "fpt-c", CLIENT4, CLIENT6),
+                                (self.srv, "fpt-s", SERVER4, SERVER6)):
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+            run("ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
+            run("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+            run("ip", "-n", ns, "link", "set", dev, "up")
+
+    def remove(self):
+        for ns in (self.cli, self.srv):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def ruleset(self):
+        """The client namespace's nftables ruleset, and the host's."""
+        return run("ip", "netns", "exec", self.cli, "nft", "list", "ruleset"), run("nft", "list", "ruleset")
+
+    def popen(self, netns, args, **kwargs):
+        return subprocess.Popen(["ip", "netns", "exec", netns, *args], **kwargs)
+
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    default_type text/html;
+    keepalive_timeout 30s;
+    lingering_close off;   # close at once: bytes a client sent unread are reset, not drained
+    server {{
+        listen {v4}:{port};
+        listen [{v6}]:{port};
+        root {tmp}/www;
+    }}
+}}
+"""
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _listening(net, port):
+    out = run("ip", "netns", "exec", net.srv, "ss", "-ltnH", f"sport = :{port}")
+    return bool(out.strip())
+
+
+
+@contextlib.contextmanager
+def target_servers(tmp):
+    """The two namespaces with http.server and nginx listening (files in
+    the directory tmp); all gone afterwards, also on failure."""
+    net, procs = Net(), []
+    (tmp / "www").mkdir()
+    (tmp / "www" / "index.html").write_text("<p>finprobe</p>\n" * 8)
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, v4=SERVER4, v6=SERVER6, port=PORTS["nginx"]))
+    try:
+        net.make()
+        with open(tmp / "servers.log", "w") as logs:
+            procs.append(net.popen(net.srv, [PYTHON, "-m", "http.server", str(PORTS["http.server"]),
+                                             "-b", "::", "-p", "HTTP/1.1", "-d", str(tmp / "www")],
+                                   stdout=logs, stderr=logs))
+            procs.append(net.popen(net.srv, ["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"),
+                                             "-c", str(tmp / "nginx.conf")], stdout=logs, stderr=logs))
+        deadline = time.monotonic() + 5
+        while not all(_listening(net, p) for p in PORTS.values()):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"servers did not start: {(tmp / 'servers.log').read_text()}"
+                                   f"{(tmp / 'error.log').read_text() if (tmp / 'error.log').exists() else ''}")
+            time.sleep(0.05)
+        yield net
+    finally:
+        for proc in procs:
+            _stop(proc)
+        net.remove()

@@ -14,7 +14,7 @@ PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 
 SOURCES = {"wire", "socket", "config", "model"}
-MEASUREMENTS = {"syn_into_time_wait", "fin_wait_2_timeout"}  # no right answer: "info"
+MEASUREMENTS = {"syn_into_time_wait", "fin_wait_2_timeout", "time_wait_duration"}  # no right answer: "info"
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,8 @@ def test_every_observation_of_a_lab_probe_is_labelled_and_none_is_the_models(lab
         sources = [o.source for o in check.observations]
         assert set(sources) <= SOURCES - {"model"}, check  # the socket is read: nothing inferred
         assert "wire" in sources or check.name == "fin_wait_2_timeout", check
+        if check.name == "time_wait_duration":             # measured on the wire alone
+            continue
         assert "socket" in sources, check                 # a Lab's checks all read the kernel's socket
         assert check.peer_states, check                    # ... and keep what they read
         assert all(str(o) == f"{o.source}: {o.text}" for o in check.observations)
@@ -114,10 +116,14 @@ def test_cli_json_report():
     assert report["counts"] == {"pass": 1, "fail": 0, "info": 0, "skipped": 0}
     (check,) = report["checks"]
     assert check["name"] == "rst_in_window" and check["verdict"] == "pass" and check["reason"] == ""
-    assert [s["flags"] for s in check["segments"]] == ["S", "SA", "A", "R", "A"]
+    # the challenge ACK, then our follow-up keepalive probe (1 byte) and its ACK
+    assert [s["flags"] for s in check["segments"]] == ["S", "SA", "A", "R", "A", "A", "A"]
+    assert [s["len"] for s in check["segments"][-2:]] == [1, 0]
     assert check["observations"] == [
         {"source": "wire", "text": "our RST 10 past RCV.NXT got [A] ack=1"},
-        {"source": "socket", "text": "the peer's socket in ESTABLISHED after it"}]
+        {"source": "socket", "text": "the peer's socket in ESTABLISHED after it"},
+        {"source": "wire", "text": "a follow-up keepalive probe (1 byte at seq 0, already ACKed) got [A] ack=1: "
+                                   "the connection is alive"}]
     assert check["peer_states"] == ["ESTABLISHED"]
 
 
@@ -142,4 +148,59 @@ def test_cli_writes_each_checks_segments_into_the_pcap_dir_made_for_it(tmp_path)
     proc = run_cli("--pcap", str(directory), "--check", "rst_exact")
     assert proc.returncode == 0, proc.stderr
     assert os.listdir(directory) == ["rst_exact.pcap"]
-    assert [s.flags for s in fp.read_pcap(directory / "rst_exact.pcap")] == ["S", "SA", "A", "R"]
+    # our RST, then the follow-up probe, answered by the kernel's RST: the connection is gone
+    assert [s.flags for s in fp.read_pcap(directory / "rst_exact.pcap")] == ["S", "SA", "A", "R", "A", "R"]
+
+
+def test_time_wait_of_the_local_kernel_is_measured_on_the_wire_by_probes_of_many_connections(lab_report):
+    check = next(c for c in lab_report.checks if c.name == "time_wait_duration")
+    assert [o.source for o in check.observations] == ["wire", "wire", "wire"]
+    probes = check.observations[1].text.split("; ")
+    assert len(probes) == 6 and all(p.endswith("[A] ack=2 (alive)") for p in probes)  # 60 s: all within
+    assert check.value.startswith("> ") and "--slow" in check.value        # a lower bound, said so
+    assert sum(s.flags == "S" for s in check.trace) == 6
+
+
+def test_probe_refuses_peer_arguments_that_do_not_go_together():
+    with pytest.raises(ValueError, match="port"):
+        fp.probe(stack=["./stack"])
+    with pytest.raises(ValueError, match="host or stack"):
+        fp.probe("192.0.2.1", 80, stack=["./stack"])
+    with pytest.raises(ValueError, match="env"):
+        fp.probe(env={"A": "1"})
+    with pytest.raises(TypeError, match="stack"):
+        fp.probe(stack=[1, 2], port=80)
+    with pytest.raises(TypeError, match="ipv6"):
+        fp.probe(ipv6="yes")
+
+
+def test_comparison_peers_are_linux_host_port_or_a_recipe_name():
+    from finprobe.probe import peer_arguments, stack_command
+    assert peer_arguments("linux") == {}
+    assert peer_arguments("192.0.2.1:80") == {"host": "192.0.2.1", "port": 80}
+    assert peer_arguments("[2001:db8::1]:80") == {"host": "2001:db8::1", "port": 80}
+    with pytest.raises(ValueError, match=r"build/stacks/nosuchstack-http"):
+        stack_command("nosuchstack")
+    ran = []
+    with pytest.raises(ValueError, match="nosuchstack"):  # every name checked before any probe
+        fp.compare(["linux", "nosuchstack"], on_report=lambda *a: ran.append(a))
+    assert ran == []
+
+
+def test_cli_refuses_peer_options_that_do_not_go_together():
+    for args, says in ((["--stack", "./stack"], "--port"), (["--html", "x.html"], "--compare"),
+                       (["192.0.2.1:80", "--stack", "./stack", "--port", "80"], "not both"),
+                       (["--compare", "linux", "nosuchstack"], "nosuchstack"),
+                       (["--compare", "linux", "--stack", "./stack"], "--compare")):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and says in proc.stderr, (args, proc.stderr)
+        assert "probing" not in proc.stdout
+
+
+def test_cli_compare_json_holds_the_table_and_the_reports(tmp_path):
+    proc = run_cli("--compare", "linux", "--check", "rst_exact", "--json", "--html", str(tmp_path / "t.html"))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["peers"] == ["linux"] and out["reports"][0]["counts"]["pass"] == 1
+    assert out["table"] == [{"check": "rst_exact", "cells": [{"verdict": "pass", "value": "silence, then gone"}]}]
+    assert "<td" in (tmp_path / "t.html").read_text()

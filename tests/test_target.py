@@ -15,10 +15,8 @@ Needs root (namespaces, raw sockets, nftables) and nginx (nginx-light).
 """
 
 import contextlib
-import ctypes
 import os
 import re
-import secrets
 import shutil
 import socket
 import subprocess
@@ -28,10 +26,8 @@ import time
 import pytest
 
 import finprobe as fp
+from labtools import CLIENT4, CLIENT6, PORTS, SERVER4, SERVER6, inside, run, target_servers
 
-SERVER4, CLIENT4 = "192.0.2.1", "192.0.2.2"
-SERVER6, CLIENT6 = "2001:db8:1::1", "2001:db8:1::2"
-PORTS = {"http.server": 8000, "nginx": 8080}
 CLOSED_PORT = 9
 PYTHON = "/usr/bin/python3"
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(fp.__file__)))
@@ -42,133 +38,11 @@ pytestmark = [
                        reason="needs nginx (Debian package nginx-light)"),
 ]
 
-# ---- namespaces --------------------------------------------------------------
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd):
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def inside(netns):
-    """Run this thread in the named network namespace, then come back."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    there = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        _setns(there)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(there)
-        os.close(home)
-
-
-def run(*args):
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
-
-
-class Net:
-    def __init__(self):
-        tag = secrets.token_hex(3)
-        self.srv, self.cli = f"fpt-srv-{tag}", f"fpt-cli-{tag}"
-
-    def make(self):
-        run("ip", "netns", "add", self.srv)
-        run("ip", "netns", "add", self.cli)
-        run("ip", "link", "add", "fpt-c", "netns", self.cli, "type", "veth",
-            "peer", "name", "fpt-s", "netns", self.srv)
-        for ns, dev, v4, v6 in ((self.cli, "fpt-c", CLIENT4, CLIENT6),
-                                (self.srv, "fpt-s", SERVER4, SERVER6)):
-            run("ip", "-n", ns, "link", "set", "lo", "up")
-            run("ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
-            run("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
-            run("ip", "-n", ns, "link", "set", dev, "up")
-
-    def remove(self):
-        for ns in (self.cli, self.srv):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-    def ruleset(self):
-        """The client namespace's nftables ruleset, and the host's."""
-        return run("ip", "netns", "exec", self.cli, "nft", "list", "ruleset"), run("nft", "list", "ruleset")
-
-    def popen(self, netns, args, **kwargs):
-        return subprocess.Popen(["ip", "netns", "exec", netns, *args], **kwargs)
-
-
-NGINX_CONF = """\
-daemon off;
-master_process off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    default_type text/html;
-    keepalive_timeout 30s;
-    server {{
-        listen {v4}:{port};
-        listen [{v6}]:{port};
-        root {tmp}/www;
-    }}
-}}
-"""
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _listening(net, port):
-    out = run("ip", "netns", "exec", net.srv, "ss", "-ltnH", f"sport = :{port}")
-    return bool(out.strip())
-
-
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
     """The two namespaces and the servers; all gone when the module ends."""
-    net, procs = Net(), []
-    tmp = tmp_path_factory.mktemp("servers")
-    (tmp / "www").mkdir()
-    (tmp / "www" / "index.html").write_text("<p>finprobe</p>\n" * 8)
-    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, v4=SERVER4, v6=SERVER6, port=PORTS["nginx"]))
-    try:
-        net.make()
-        logs = open(tmp / "servers.log", "w")
-        procs.append(net.popen(net.srv, [PYTHON, "-m", "http.server", str(PORTS["http.server"]),
-                                         "-b", "::", "-p", "HTTP/1.1", "-d", str(tmp / "www")],
-                               stdout=logs, stderr=logs))
-        procs.append(net.popen(net.srv, ["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"),
-                                         "-c", str(tmp / "nginx.conf")], stdout=logs, stderr=logs))
-        deadline = time.monotonic() + 5
-        while not all(_listening(net, p) for p in PORTS.values()):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                pytest.fail(f"servers did not start: {(tmp / 'servers.log').read_text()}"
-                            f"{(tmp / 'error.log').read_text() if (tmp / 'error.log').exists() else ''}")
-            time.sleep(0.05)
+    with target_servers(tmp_path_factory.mktemp("servers")) as net:
         yield net
-    finally:
-        for proc in procs:
-            _stop(proc)
-        net.remove()
 
 
 @pytest.fixture
@@ -462,49 +336,3 @@ def test_sigkill_mid_connection_leaves_no_table(net):
         child.wait()
         child.stdout.close()
         child.stderr.close()
-
-
-# ---- the probe against a remote server ---------------------------------------
-
-def test_probe_reports_how_a_remote_server_closes(client, net):
-    report = fp.probe(SERVER4, PORTS["nginx"])
-    verdicts = {c.name: c.verdict for c in report.checks}
-    for name in ("active_close", "passive_close", "last_ack_retransmits_fin", "rst_exact",
-                 "rst_in_window", "rst_out_of_window"):
-        assert verdicts[name] == "pass", (name, report.checks)
-    assert report.target == f"{SERVER4}:{PORTS['nginx']}"
-    passive = next(c for c in report.checks if c.name == "passive_close")
-    assert passive.trace[-2].direction == "out" and "F" in passive.trace[-2].flags
-
-
-def test_probe_of_a_remote_server_skips_what_needs_its_socket_and_says_why(client, net):
-    report = fp.probe(SERVER4, PORTS["nginx"])
-    by_name = {c.name: c for c in report.checks}
-    needing = ("fin_ack_skips_fin_wait_2", "time_wait_reacks_fin", "simultaneous_close",
-               "close_with_unread_data", "syn_into_time_wait", "fin_wait_2_timeout")
-    for name in needing:
-        check = by_name[name]
-        assert check.verdict == "skipped", check
-        assert "needs the peer's own socket" in check.reason and not check.observations
-        assert check.trace is None
-    assert report.counts() == {"pass": len(report.checks) - len(needing), "fail": 0, "info": 0,
-                               "skipped": len(needing)}
-
-
-def test_probe_of_a_remote_server_claims_nothing_of_its_socket(client, net):
-    report = fp.probe(SERVER4, PORTS["nginx"])
-    states = ("CLOSE_WAIT", "TIME_WAIT", "LAST_ACK", "FIN_WAIT", "CLOSING", "ESTABLISHED")
-    for check in report.checks:
-        assert not check.peer_states, check
-        for seen in check.observations:
-            assert seen.source in ("wire", "model"), (check.name, seen)
-            if any(state in seen.text for state in states):  # a state only the model can give here
-                assert seen.source == "model" and "inference" in seen.text, (check.name, seen)
-    by_name = {c.name: c for c in report.checks}
-    passive = by_name["passive_close"]
-    assert "not checked: that the peer's socket is in TIME_WAIT" in passive.expected
-    assert [o.source for o in passive.observations] == ["wire", "model"]
-    assert "TIME_WAIT" in passive.observations[1].text
-    # where the socket cannot say the connection is gone or alive, a follow-up segment does
-    assert "got [R" in by_name["rst_exact"].observations[-1].text
-    assert "the connection is alive" in by_name["rst_out_of_window"].observations[-1].text

@@ -16,12 +16,13 @@ from . import _core, stacks
 from ._core import ConnectionRefused, Error, ExpectError, ParseError, PermissionError, Segment
 from .connection import Connection
 from .lab import Lab
-from .probe import Check, Report, probe
+from .probe import Check, Comparison, Report, compare, probe
 from .state import State
 from .target import Target
 from .trace import Trace, read_pcap
 
 __all__ = [
     "Connection", "ConnectionRefused", "Error", "ExpectError", "Lab", "ParseError",
-    "PermissionError", "Segment", "State", "Target", "Trace", "read_pcap", "probe", "Check", "Report", "stacks",
+    "PermissionError", "Segment", "State", "Target", "Trace", "read_pcap", "probe", "Check", "Report",
+    "compare", "Comparison", "stacks",
 ]
