@@ -132,7 +132,6 @@ static void bring_up(const struct options *o)
 {
 	/* tapif_init reads it: attach to the Lab's TAP, run no ifconfig */
 	setenv("PRECONFIGURED_TAPIF", o->tap, 1);
-	tcpip_init(NULL, NULL);
 	LOCK_TCPIP_CORE();
 	if (o->ipv6)
 		add_ipv6(o);
@@ -345,14 +344,17 @@ int main(int argc, char **argv)
 	}
 #endif
 	int control = o.control ? control_listen(o.control) : -1;
-	bring_up(&o);
+	tcpip_init(NULL, NULL);
 	if (control >= 0)
 		control_start(control);
+	/* Listening before the interface is up: once lwIP answers ARP (the
+	 * Lab's readiness) a SYN finds the listener, not a RST. */
 	int fd = listener(&o);
 	if (fd < 0) {
 		perror("lwip-http: listen");
 		return 1;
 	}
+	bring_up(&o);
 	printf("ready\n");
 	fflush(stdout);
 	for (;;) {
