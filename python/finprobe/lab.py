@@ -158,8 +158,8 @@ class Lab:
         """The stack's command in the lab, leading a process group of its own
         (which the lab's helper kills if we die), its output in a file."""
         if any("{control}" in a for a in itertools.chain(stack, (env or {}).values())):
-            self._control_dir = tempfile.mkdtemp(prefix="finprobe-stack-")
             self._control_lock = threading.Lock()
+            self._control_dir = tempfile.mkdtemp(prefix="finprobe-stack-")
         environ = dict(os.environ)
         environ.update({k: self._fill(v) for k, v in (env or {}).items()})
         self._stack_output = tempfile.TemporaryFile()
@@ -217,11 +217,14 @@ class Lab:
 
     def _close_control(self):
         """Our control connection closed and the private directory removed
-        (after the stack: it no longer listens there)."""
-        if self._control is not None:
-            self._control.close()
-            self._control = None
-        if self._control_dir is not None:
+        (after the stack: it no longer listens there), once no thread is
+        asking it."""
+        if self._control_dir is None:
+            return
+        with self._control_lock:
+            if self._control is not None:
+                self._control.close()
+                self._control = None
             shutil.rmtree(self._control_dir, ignore_errors=True)
             self._control_dir = None
 
