@@ -10,12 +10,15 @@ With ``stack=`` the peer is a user-space TCP/IP stack instead: the C side
 makes one namespace with a TAP device and no address, the stack's command
 runs there in a process group of its own, and finprobe speaks to it over
 AF_PACKET on the TAP, answering ARP / neighbour solicitation for its own
-address and nothing else.
+address and nothing else. A stack whose command holds ``{control}`` tells
+its connections' states on a Unix socket at that path (a line protocol,
+see Lab.peer_state): its own view, labelled ``peer_state_source == "stack"``.
 """
 
 import collections
 import itertools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +38,9 @@ PREFIX = {False: 24, True: 64}
 RESOLVE_SLICE = 0.1  # seconds between looks at whether the stack still runs
 STOP_GRACE = 0.5     # seconds between SIGTERM and SIGKILL of the stack's group
 OUTPUT_LINES = 20    # of the stack's output, in a readiness failure
+CONTROL_TIMEOUT = 2.0  # seconds a stack has to answer on its control socket
+CONTROL_FILE = "control"
+STATES = frozenset(s.value for s in State)
 
 
 class Lab:
@@ -58,6 +64,8 @@ class Lab:
     _sockets = ()
     stack = None          # subprocess.Popen of a stack Lab's stack
     _stack_output = None  # its stdout and stderr, a temporary file
+    _control_dir = None   # a private directory holding its control socket's path
+    _control = None       # our connected socket.socket to it, made on first use
 
     def __init__(self, ipv6=False, *, stack=None, env=None, ready_timeout=5.0,
                  time_wait=60.0, capture=False):
@@ -101,6 +109,7 @@ class Lab:
         for conn in list(self._connections):
             conn.close()
         self._stop_stack()
+        self._close_control()
         for proc in list(self._processes):
             _stop(proc)
         for sock in list(self._sockets):
@@ -130,16 +139,27 @@ class Lab:
     # ---- a user-space stack as the peer -------------------------------------
 
     def _fill(self, text):
-        """{tap}, {peer_addr}, {local_addr} and {prefix} filled in; other braces
-        stay as they are (no str.format: a command may hold JSON)."""
+        """{tap}, {peer_addr}, {local_addr}, {prefix} and {control} filled in;
+        other braces stay as they are (no str.format: a command may hold JSON)."""
         for key, value in (("{tap}", self._core.tap), ("{peer_addr}", self.peer_addr),
-                           ("{local_addr}", self.local_addr), ("{prefix}", str(self.prefix))):
+                           ("{local_addr}", self.local_addr), ("{prefix}", str(self.prefix)),
+                           ("{control}", self._control_path())):
             text = text.replace(key, value)
         return text
+
+    def _control_path(self):
+        """The control socket's path, in a directory only we (root) may enter,
+        so no one else can stand in for the stack; "" without one."""
+        if self._control_dir is None:
+            return ""
+        return os.path.join(self._control_dir, CONTROL_FILE)
 
     def _start_stack(self, stack, env):
         """The stack's command in the lab, leading a process group of its own
         (which the lab's helper kills if we die), its output in a file."""
+        if any("{control}" in a for a in itertools.chain(stack, (env or {}).values())):
+            self._control_lock = threading.Lock()
+            self._control_dir = tempfile.mkdtemp(prefix="finprobe-stack-")
         environ = dict(os.environ)
         environ.update({k: self._fill(v) for k, v in (env or {}).items()})
         self._stack_output = tempfile.TemporaryFile()
@@ -195,6 +215,88 @@ class Lab:
         proc.wait()
         self._stack_output.close()
 
+    def _close_control(self):
+        """Our control connection closed and the private directory removed
+        (after the stack: it no longer listens there), once no thread is
+        asking it."""
+        if self._control_dir is None:
+            return
+        with self._control_lock:
+            if self._control is not None:
+                self._control.close()
+                self._control = None
+            shutil.rmtree(self._control_dir, ignore_errors=True)
+            self._control_dir = None
+
+    def _ask_stack(self, line):
+        """One request line to the stack's control socket, its answer line
+        (without the newline); fp.Error if it does not answer within
+        CONTROL_TIMEOUT or answers "error ...". One question at a time:
+        threads may share the Lab."""
+        name = self._stack_name()
+        with self._control_lock:
+            if self._control_dir is None:
+                raise _core.Error("the lab is closed")
+            try:
+                if self._control is None:
+                    self._control = self._connect_control()
+                self._control.sendall(line.encode() + b"\n")
+                answer = self._read_line(self._control)
+            except (OSError, EOFError) as e:
+                if self._control is not None:
+                    self._control.close()
+                    self._control = None
+                why = "did not answer in time" if isinstance(e, TimeoutError) else str(e) or "hung up"
+                raise _core.Error(f"the stack {name} did not answer on its control socket "
+                                  f"{self._control_path()} within {CONTROL_TIMEOUT:g}s: {why}") from None
+        if answer.startswith("error"):
+            raise _core.Error(f"the stack {name} refused {line!r}: {answer[5:].strip()}")
+        return answer
+
+    def _connect_control(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(CONTROL_TIMEOUT)
+            sock.connect(self._control_path())
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+
+    @staticmethod
+    def _read_line(sock):
+        """Bytes up to a newline, within the socket's timeout as a whole."""
+        deadline = time.monotonic() + CONTROL_TIMEOUT
+        got = b""
+        while b"\n" not in got:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no whole line")
+            sock.settimeout(left)
+            chunk = sock.recv(256)
+            if not chunk:
+                raise EOFError("it hung up")
+            got += chunk
+        return got.split(b"\n", 1)[0].decode(errors="replace").strip()
+
+    def _stack_state(self, conn):
+        """The stack's own state for conn (its 4-tuple as the stack sees it)."""
+        (laddr, lport), (raddr, rport) = self._tuple(conn)
+        answer = self._ask_stack(f"state {raddr} {rport} {laddr} {lport}")
+        if answer not in STATES:
+            raise _core.Error(f"the stack {self._stack_name()} answered {answer!r}, "
+                              f"not a state name, for {_describe(conn)}")
+        return State(answer)
+
+    @property
+    def peer_state_source(self):
+        """Whose view lab.peer_state gives: "socket" (the kernel's sockets,
+        sock_diag), "stack" (the stack's own, on its control socket), or None
+        (a stack Lab without ``{control}``: there is none)."""
+        if self.stack is None:
+            return "socket"
+        return "stack" if self._control_dir is not None else None
+
     def _kernel_only(self, what):
         if self.stack is not None:
             raise _core.Error(f"lab.{what} needs the kernel's sockets, but this Lab's peer is the "
@@ -246,7 +348,11 @@ class Lab:
     def peer_info(self, conn):
         """What the kernel says of its socket for conn's 4-tuple (sock_diag):
         state, timer, expires, retransmits, ...; state "CLOSED" and timer None
-        when it has none."""
+        when it has none. A stack that tells its states (``{control}``) gives
+        the state only: timer, expires and retransmits are None."""
+        if self.stack is not None and self._control_dir is not None:
+            return {"state": self._stack_state(conn), "timer": None, "expires": None,
+                    "retransmits": None}
         self._kernel_only("peer_info")
         (laddr, lport), (raddr, rport) = self._tuple(conn)
         info = self._core.diag(raddr, rport, laddr, lport)
@@ -256,14 +362,21 @@ class Lab:
         return info
 
     def peer_state(self, conn):
-        """The kernel's state for conn's 4-tuple ("CLOSED": no socket)."""
+        """The kernel's state for conn's 4-tuple ("CLOSED": no socket). In a
+        stack Lab whose command holds ``{control}``, the stack's own: it is
+        asked "state LADDR LPORT RADDR RPORT" (the 4-tuple as it sees it) and
+        answers a state name ("CLOSED": no such connection) or "error TEXT";
+        fp.Error if it does not within CONTROL_TIMEOUT."""
+        if self.stack is not None and self._control_dir is not None:
+            return self._stack_state(conn)
         self._kernel_only("peer_state")
         return self.peer_info(conn)["state"]
 
     def wait_peer_state(self, conn, state, timeout=1.0):
-        """Poll the kernel's state until it is ``state``; else fp.ExpectError
-        naming the last state seen."""
-        self._kernel_only("wait_peer_state")
+        """Poll the kernel's (or the telling stack's) state until it is
+        ``state``; else fp.ExpectError naming the last state seen."""
+        if self.peer_state_source is None:
+            self._kernel_only("wait_peer_state")
         want = as_state(state)
         self._tuple(conn)
         deadline = time.monotonic() + _args.seconds("timeout", timeout)
@@ -272,7 +385,8 @@ class Lab:
             if seen == want:
                 return seen
             if time.monotonic() >= deadline:
-                raise _core.ExpectError(f"the kernel's socket for {_describe(conn)} did not reach "
+                whose = "the kernel's socket" if self.stack is None else "the stack's connection"
+                raise _core.ExpectError(f"{whose} for {_describe(conn)} did not reach "
                                         f"{want.value} within {timeout:g}s: last seen {seen.value}")
             time.sleep(PEER_POLL_INTERVAL)
 

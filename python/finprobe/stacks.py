@@ -10,6 +10,12 @@ arguments, so one place turns a name into ``fp.Lab(stack=...)``'s command::
     with fp.Lab(**fp.stacks.lab_args("lwip", port=8080)) as lab:
         conn = lab.connect(8080)
 
+Recipes in ``TELLS_STATE`` also tell their connections' states on a control
+socket (``command(..., control=True)``: ``lab.peer_state`` is then the
+stack's own view). libslirp's is not among them yet: its API (libslirp.h)
+has no per-connection state, only slirp_connection_info, a text table for
+humans (QEMU's "info usernet") that a recipe would have to parse.
+
 ``FINPROBE_STACKS`` (a directory) overrides where the binaries are looked for.
 """
 
@@ -18,6 +24,7 @@ import os
 from . import _core
 
 RECIPES = ("lwip", "gvisor", "slirp")
+TELLS_STATE = frozenset({"lwip", "gvisor"})  # take --control PATH
 _TREE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -32,13 +39,22 @@ def binary(name):
     return path
 
 
-def command(name, port=8080, ipv6=False):
+def command(name, port=8080, ipv6=False, control=False):
     """The command of a stack Lab running recipe ``name`` on ``port``, with
-    the Lab's placeholders ({tap}, {peer_addr}, {prefix}, {local_addr})."""
-    return [binary(name), "--tap", "{tap}", "--addr", "{peer_addr}", "--prefix", "{prefix}",
-            "--gateway", "{local_addr}", "--port", str(port)] + (["--ipv6"] if ipv6 else [])
+    the Lab's placeholders ({tap}, {peer_addr}, {prefix}, {local_addr});
+    with ``control`` also ``--control {control}``, for a recipe in
+    TELLS_STATE (fp.Error for one that cannot tell)."""
+    if not isinstance(control, bool):
+        raise TypeError(f"control must be a bool, not {type(control).__name__}")
+    path = binary(name)
+    if control and name not in TELLS_STATE:
+        raise _core.Error(f"the {name} recipe cannot tell its connections' states: "
+                          f"only {', '.join(sorted(TELLS_STATE))} can (control=True)")
+    return ([path, "--tap", "{tap}", "--addr", "{peer_addr}", "--prefix", "{prefix}",
+             "--gateway", "{local_addr}", "--port", str(port)] + (["--ipv6"] if ipv6 else [])
+            + (["--control", "{control}"] if control else []))
 
 
-def lab_args(name, port=8080, ipv6=False):
+def lab_args(name, port=8080, ipv6=False, control=False):
     """Keyword arguments of ``fp.Lab`` for a Lab whose peer is recipe ``name``."""
-    return {"ipv6": ipv6, "stack": command(name, port, ipv6)}
+    return {"ipv6": ipv6, "stack": command(name, port, ipv6, control)}

@@ -6,19 +6,27 @@
 // Usage (the common CLI of finprobe's stack recipes):
 //
 //	gvisor-http --tap TAP --addr PEER_ADDR --prefix PREFIX \
-//		--gateway LOCAL_ADDR --port PORT [--ipv6]
+//		--gateway LOCAL_ADDR --port PORT [--ipv6] [--control PATH]
+//
+// With --control PATH it also listens on a Unix stream socket at PATH and
+// answers each line "state LADDR LPORT RADDR RPORT" (a 4-tuple as netstack
+// sees it) with that connection's state named as RFC 9293 does ("CLOSED"
+// when netstack has none), or "error TEXT": a stack Lab's lab.peer_state.
 //
 // Built in GOPATH mode against Debian's golang-gvisor-gvisor-dev (2022-12),
 // see build.mk; nothing is fetched from the network.
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -51,12 +59,13 @@ type config struct {
 	gateway tcpip.Address
 	port    uint16
 	proto   tcpip.NetworkProtocolNumber
+	control string
 }
 
 // usageExit reports a command-line error the way every recipe does: exit 2.
 func usageExit(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, "gvisor-http: "+format+"\n", args...)
-	fmt.Fprintln(os.Stderr, "usage: gvisor-http --tap TAP --addr PEER_ADDR --prefix PREFIX --gateway LOCAL_ADDR --port PORT [--ipv6]")
+	fmt.Fprintln(os.Stderr, "usage: gvisor-http --tap TAP --addr PEER_ADDR --prefix PREFIX --gateway LOCAL_ADDR --port PORT [--ipv6] [--control PATH]")
 	os.Exit(2)
 }
 
@@ -94,6 +103,7 @@ func parseArgs() config {
 	gateway := fs.String("gateway", "", "finprobe's address (LOCAL_ADDR), the default route")
 	port := fs.Int("port", 0, "TCP port to serve HTTP on")
 	v6 := fs.Bool("ipv6", false, "the addresses are IPv6")
+	control := fs.String("control", "", "Unix socket path on which to tell connection states")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2) // flag has already said what was wrong
 	}
@@ -103,7 +113,7 @@ func parseArgs() config {
 	if *tap == "" || *addr == "" || *gateway == "" || *prefix == -1 || *port == 0 {
 		usageExit("--tap, --addr, --prefix, --gateway and --port are required")
 	}
-	c := config{tap: *tap, prefix: *prefix, proto: ipv4.ProtocolNumber}
+	c := config{tap: *tap, prefix: *prefix, proto: ipv4.ProtocolNumber, control: *control}
 	if *v6 {
 		c.proto = ipv6.ProtocolNumber
 	}
@@ -200,9 +210,111 @@ func serve(conn net.Conn) {
 	}
 }
 
+// rfcNames are netstack's TCP states under RFC 9293's names, as finprobe
+// writes them. StateError is a connection ended by a RST or a timeout: it
+// no longer exists, as CLOSED says.
+var rfcNames = map[tcp.EndpointState]string{
+	tcp.StateEstablished: "ESTABLISHED", tcp.StateSynSent: "SYN_SENT",
+	tcp.StateSynRecv: "SYN_RECEIVED", tcp.StateFinWait1: "FIN_WAIT_1",
+	tcp.StateFinWait2: "FIN_WAIT_2", tcp.StateTimeWait: "TIME_WAIT",
+	tcp.StateClose: "CLOSED", tcp.StateCloseWait: "CLOSE_WAIT",
+	tcp.StateLastAck: "LAST_ACK", tcp.StateListen: "LISTEN",
+	tcp.StateClosing: "CLOSING", tcp.StateError: "CLOSED",
+}
+
+// parseTuple reads "LADDR LPORT RADDR RPORT" into a demuxer ID and its
+// network protocol.
+func parseTuple(fields []string) (stack.TransportEndpointID, tcpip.NetworkProtocolNumber, error) {
+	var id stack.TransportEndpointID
+	if len(fields) != 4 {
+		return id, 0, fmt.Errorf("want state LADDR LPORT RADDR RPORT")
+	}
+	laddr, raddr := net.ParseIP(fields[0]), net.ParseIP(fields[2])
+	lport, lerr := strconv.ParseUint(fields[1], 10, 16)
+	rport, rerr := strconv.ParseUint(fields[3], 10, 16)
+	if laddr == nil || raddr == nil || lerr != nil || rerr != nil ||
+		(laddr.To4() == nil) != (raddr.To4() == nil) {
+		return id, 0, fmt.Errorf("bad 4-tuple %q", strings.Join(fields, " "))
+	}
+	proto := tcpip.NetworkProtocolNumber(ipv6.ProtocolNumber)
+	if v4 := laddr.To4(); v4 != nil {
+		proto, laddr, raddr = ipv4.ProtocolNumber, v4, raddr.To4()
+	}
+	id = stack.TransportEndpointID{
+		LocalAddress: tcpip.Address(laddr), LocalPort: uint16(lport),
+		RemoteAddress: tcpip.Address(raddr), RemotePort: uint16(rport)}
+	return id, proto, nil
+}
+
+// connState is netstack's state for the connection id, from its demuxer,
+// which holds an accepted endpoint from the handshake until it is CLOSED
+// (TIME_WAIT and LAST_ACK after our Close too). The demuxer falls back to
+// a listener for an unknown 4-tuple: only an exact match counts.
+func connState(s *stack.Stack, id stack.TransportEndpointID, proto tcpip.NetworkProtocolNumber) string {
+	found := s.FindTransportEndpoint(proto, tcp.ProtocolNumber, id, nicID)
+	ep, ok := found.(tcpip.Endpoint)
+	if !ok {
+		return "CLOSED"
+	}
+	info, ok := ep.Info().(*stack.TransportEndpointInfo)
+	if !ok || info.ID != id {
+		return "CLOSED"
+	}
+	state := tcp.EndpointState(ep.State())
+	if name, ok := rfcNames[state]; ok {
+		return name
+	}
+	return "error netstack state " + state.String()
+}
+
+// answer is the reply line (without its newline) to one request line.
+func answer(s *stack.Stack, line string) string {
+	fields := strings.Fields(line)
+	if len(fields) == 0 || fields[0] != "state" {
+		return "error unknown request (try: state LADDR LPORT RADDR RPORT)"
+	}
+	id, proto, err := parseTuple(fields[1:])
+	if err != nil {
+		return "error " + err.Error()
+	}
+	return connState(s, id, proto)
+}
+
+// controlClient answers one client's lines until it hangs up.
+func controlClient(s *stack.Stack, conn net.Conn) {
+	defer conn.Close()
+	lines := bufio.NewScanner(conn)
+	for lines.Scan() {
+		if _, err := io.WriteString(conn, answer(s, lines.Text())+"\n"); err != nil {
+			return
+		}
+	}
+}
+
+// controlListen listens at path before "ready", so the socket is there
+// once the Lab is; clients are served as they come.
+func controlListen(s *stack.Stack, path string) {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		fatal("control socket %q: %v", path, err)
+	}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				fatal("control accept: %v", err)
+			}
+			go controlClient(s, conn)
+		}
+	}()
+}
+
 func main() {
 	c := parseArgs()
 	s := newStack(c)
+	if c.control != "" {
+		controlListen(s, c.control)
+	}
 	ln, err := gonet.ListenTCP(s, tcpip.FullAddress{NIC: nicID, Addr: c.addr, Port: c.port}, c.proto)
 	if err != nil {
 		fatal("listen on port %d: %v", c.port, err)

@@ -3,6 +3,7 @@
  * unix port), the peer of a finprobe stack Lab.
  *
  *   lwip-http --tap TAP --addr PEER --prefix N --gateway LOCAL --port P [--ipv6]
+ *             [--control PATH]
  *
  * lwIP runs in its own threads (tcpip_init: the core; tapif_init: a thread
  * reading the TAP). The port's tapif attaches to the existing TAP named by
@@ -10,17 +11,27 @@
  * port's fixed MAC 02:12:34:56:78:ab. lwIP answers ARP / neighbour
  * solicitation for PEER itself. Each connection gets a thread: read until
  * "\r\n\r\n", answer, close; EOF before that: close.
+ *
+ * With --control PATH it also listens on a Unix stream socket at PATH and
+ * answers each line "state LADDR LPORT RADDR RPORT" (the 4-tuple as lwIP
+ * sees it) with the state of that connection's pcb, named as RFC 9293 does
+ * ("CLOSED" when lwIP has none), or "error TEXT": a stack Lab's
+ * lab.peer_state.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <lwip/init.h>
 #include <lwip/mld6.h>
 #include <lwip/netif.h>
 #include <lwip/sockets.h>
+#include <lwip/priv/tcp_priv.h>
 #include <lwip/tcpip.h>
 #include <netif/tapif.h>
 
@@ -28,7 +39,7 @@ static const char answer[] =
 	"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n";
 
 struct options {
-	const char *tap, *addr, *gateway;
+	const char *tap, *addr, *gateway, *control;
 	int prefix, port, ipv6;
 };
 
@@ -36,7 +47,7 @@ static void usage(const char *why)
 {
 	fprintf(stderr,
 		"lwip-http: %s\nusage: lwip-http --tap TAP --addr ADDR --prefix N "
-		"--gateway ADDR --port PORT [--ipv6]\n",
+		"--gateway ADDR --port PORT [--ipv6] [--control PATH]\n",
 		why);
 	exit(2);
 }
@@ -63,6 +74,8 @@ static struct options parse(int argc, char **argv)
 			o.prefix = atoi(v);
 		else if (!strcmp(a, "--port"))
 			o.port = atoi(v);
+		else if (!strcmp(a, "--control"))
+			o.control = v;
 		else
 			usage("unknown option");
 	}
@@ -119,7 +132,6 @@ static void bring_up(const struct options *o)
 {
 	/* tapif_init reads it: attach to the Lab's TAP, run no ifconfig */
 	setenv("PRECONFIGURED_TAPIF", o->tap, 1);
-	tcpip_init(NULL, NULL);
 	LOCK_TCPIP_CORE();
 	if (o->ipv6)
 		add_ipv6(o);
@@ -129,6 +141,143 @@ static void bring_up(const struct options *o)
 	netif_set_up(&tap_netif);
 	netif_set_link_up(&tap_netif);
 	UNLOCK_TCPIP_CORE();
+}
+
+/* ---- the control socket: lwIP's own view of its connections ---------- */
+
+/* lwIP's enum tcp_state is RFC 9293's list in its order. */
+static const char *const state_names[] = {
+	"CLOSED",     "LISTEN",	    "SYN_SENT",	  "SYN_RECEIVED",
+	"ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT",
+	"CLOSING",    "LAST_ACK",   "TIME_WAIT",
+};
+
+struct query {
+	ip_addr_t laddr, raddr;
+	u16_t lport, rport;
+};
+
+static int pcb_matches(const struct tcp_pcb *pcb, const struct query *q)
+{
+	return pcb->local_port == q->lport && pcb->remote_port == q->rport &&
+	       ip_addr_cmp_zoneless(&pcb->local_ip, &q->laddr) &&
+	       ip_addr_cmp_zoneless(&pcb->remote_ip, &q->raddr);
+}
+
+/* The state of q's pcb. The lists belong to the tcpip thread: the caller
+ * holds the core lock. A pcb leaves both lists when it reaches CLOSED. */
+static const char *pcb_state(const struct query *q)
+{
+	struct tcp_pcb *lists[] = { tcp_active_pcbs, tcp_tw_pcbs };
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+		for (struct tcp_pcb *pcb = lists[i]; pcb; pcb = pcb->next)
+			if (pcb_matches(pcb, q) &&
+			    (size_t)pcb->state < sizeof(state_names) /
+							 sizeof(state_names[0]))
+				return state_names[pcb->state];
+	return "CLOSED";
+}
+
+static int parse_port(const char *text, u16_t *port)
+{
+	char *end;
+	long n = strtol(text, &end, 10);
+	if (*text == '\0' || *end != '\0' || n < 0 || n > 65535)
+		return -1;
+	*port = (u16_t)n;
+	return 0;
+}
+
+/* One request line answered into out (a line without its newline). */
+static void control_answer(const char *line, char *out, size_t size)
+{
+	char verb[16], la[64], lp[8], ra[64], rp[8], extra[2];
+	struct query q;
+	int n = sscanf(line, "%15s %63s %7s %63s %7s %1s", verb, la, lp, ra,
+		       rp, extra);
+	if (n < 1 || strcmp(verb, "state") != 0) {
+		snprintf(out, size, "error unknown request (try: state LADDR "
+				    "LPORT RADDR RPORT)");
+		return;
+	}
+	if (n != 5 || !ipaddr_aton(la, &q.laddr) || !ipaddr_aton(ra, &q.raddr) ||
+	    parse_port(lp, &q.lport) < 0 || parse_port(rp, &q.rport) < 0) {
+		snprintf(out, size, "error bad 4-tuple: state LADDR LPORT "
+				    "RADDR RPORT");
+		return;
+	}
+	LOCK_TCPIP_CORE();
+	snprintf(out, size, "%s", pcb_state(&q));
+	UNLOCK_TCPIP_CORE();
+}
+
+/* Lines from one client until it hangs up. */
+static void control_client(int fd)
+{
+	FILE *in = fdopen(fd, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	if (!in) {
+		close(fd);
+		return;
+	}
+	while (getline(&line, &cap, in) >= 0) {
+		char out[128];
+		line[strcspn(line, "\r\n")] = '\0';
+		control_answer(line, out, sizeof(out) - 1);
+		strcat(out, "\n");
+		/* fd is shared with in, which only reads */
+		if (write(fd, out, strlen(out)) < 0)
+			break;
+	}
+	free(line);
+	fclose(in);
+}
+
+/* Clients one at a time: the Lab asks one question at a time. */
+static void *control_loop(void *arg)
+{
+	int listener = (int)(intptr_t)arg;
+	for (;;) {
+		int fd = accept(listener, NULL, NULL);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			perror("lwip-http: control accept");
+			return NULL;
+		}
+		control_client(fd);
+	}
+}
+
+/* The control socket listening at path; made before the stack answers ARP,
+ * so it is there once the Lab is ready (connections wait in the backlog
+ * until control_start serves them). */
+static int control_listen(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+	if (strlen(path) >= sizeof(sun.sun_path))
+		usage("--control: the path is too long");
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    listen(fd, 4) < 0) {
+		perror("lwip-http: control socket");
+		exit(1);
+	}
+	return fd;
+}
+
+/* A thread serving the control socket, once lwIP's core (and its lock) is. */
+static void control_start(int fd)
+{
+	pthread_t t;
+	if (pthread_create(&t, NULL, control_loop, (void *)(intptr_t)fd) != 0) {
+		fprintf(stderr, "lwip-http: no thread for the control socket\n");
+		exit(1);
+	}
+	pthread_detach(t);
 }
 
 /* Whether the request so far (len bytes of buf) holds a whole header. */
@@ -194,12 +343,18 @@ int main(int argc, char **argv)
 		return 2;
 	}
 #endif
-	bring_up(&o);
+	int control = o.control ? control_listen(o.control) : -1;
+	tcpip_init(NULL, NULL);
+	if (control >= 0)
+		control_start(control);
+	/* Listening before the interface is up: once lwIP answers ARP (the
+	 * Lab's readiness) a SYN finds the listener, not a RST. */
 	int fd = listener(&o);
 	if (fd < 0) {
 		perror("lwip-http: listen");
 		return 1;
 	}
+	bring_up(&o);
 	printf("ready\n");
 	fflush(stdout);
 	for (;;) {
