@@ -23,7 +23,7 @@ def print_sources(out):
     """The legend of the labels each observation carries."""
     out.write("each fact is labelled by its source:\n")
     for source, meaning in SOURCES.items():
-        out.write(f"  {source + ':':8s}{meaning}\n")
+        out.write(f"  {source + ':':9s}{meaning}\n")
 
 
 def print_check(check, out):

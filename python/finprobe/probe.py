@@ -50,7 +50,6 @@ import collections
 import dataclasses
 import html
 import json
-import os
 import shlex
 import socket
 import time
@@ -67,6 +66,7 @@ SOURCES = {
     "socket": "the peer's own socket, read through sock_diag",
     "config": "a sysctl of the peer's",
     "model": "finprobe's RFC 9293 model of the peer, inferred from the segments",
+    "process": "the peer's process (a stack Lab's command): how it ended, what it printed",
 }
 POLL_INTERVAL = 0.002          # s between two reads of the peer's socket
 FIN_TIMEOUT = 2                # s: tcp_fin_timeout while fin_wait_2_timeout measures a Lab
@@ -338,17 +338,36 @@ class TargetPeer(HttpPeer):
 
 class StackPeer(HttpPeer):
     """A user-space TCP stack on a TAP device in a Lab (fp.Lab(stack=...)),
-    one Lab for the whole probe: starting a stack takes longer than a check."""
+    one Lab for the whole probe (starting a stack takes longer than a
+    check), started again for the next check if a check killed it."""
 
     def __init__(self, stack, env, port, ipv6=False):
         super().__init__()
-        from .lab import Lab
+        self.stack, self.env, self.ipv6 = list(stack), env, ipv6
         self.command = " ".join(shlex.quote(a) for a in stack)
-        self.lab = Lab(stack=list(stack), env=env, ipv6=ipv6)
         self.port = port
+        self.lab = None
+        self._start()
+
+    def _start(self):
+        from .lab import Lab
+        self.lab = Lab(stack=self.stack, env=self.env, ipv6=self.ipv6)
 
     def describe(self):
         return f"the stack `{self.command}` (a Lab), port {self.port}"
+
+    def begin(self):
+        super().begin()
+        if self.lab.stack.poll() is not None:  # the last check ended it
+            self.lab.close()
+            self._start()
+
+    def death(self):
+        """How the stack's process ended, with its last output; None while it runs."""
+        code = self.lab.stack.poll()
+        if code is None:
+            return None
+        return f"the stack exited with status {code}; its last output: {self.lab._stack_tail()!r}"
 
     def _connect(self):
         return self.lab.connect(self.port)
@@ -1023,7 +1042,14 @@ def _run(spec, peer, slow):
         check.verdict = "fail"
     except _Undriven as e:
         check.skip(str(e))
+    except OSError as e:  # the link refused a segment: the peer's end is gone
+        check.saw("wire", f"our segment could not be sent: {e.strerror or e}")
+        check.verdict = "fail"
     finally:
+        death = getattr(peer, "death", lambda: None)()
+        if death:
+            check.saw("process", death)
+            check.verdict = "fail"
         if check.trace is None and peer.conns:
             check.trace = _joined([c.trace for c in peer.conns]) if len(peer.conns) > 1 else peer.conns[0].trace
         peer.release()
