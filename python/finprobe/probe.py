@@ -1050,6 +1050,7 @@ def _run(spec, peer, slow):
         if death:
             check.saw("process", death)
             check.verdict = "fail"
+            check.value = "the stack died"
         if check.trace is None and peer.conns:
             check.trace = _joined([c.trace for c in peer.conns]) if len(peer.conns) > 1 else peer.conns[0].trace
         peer.release()
