@@ -245,3 +245,11 @@ def target_servers(tmp):
         for proc in procs:
             _stop(proc)
         net.remove()
+
+
+def recipe_params(names):
+    """pytest params (recipe name, ipv6) for each stack recipe of names, each
+    family, with ids such as "lwip-ipv6"."""
+    import pytest
+    return [pytest.param((name, ipv6), id=f"{name}-{'ipv6' if ipv6 else 'ipv4'}")
+            for name in names for ipv6 in (False, True)]

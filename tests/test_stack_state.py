@@ -13,18 +13,14 @@ import pytest
 
 import finprobe as fp
 
+from labtools import recipe_params
+
 GET = b"GET / HTTP/1.0\r\n\r\n"
 PORT = 8080
 TELLING = sorted(fp.stacks.TELLS_STATE)
 
 
-def telling_and_families():
-    for name in TELLING:
-        for ipv6 in (False, True):
-            yield pytest.param((name, ipv6), id=f"{name}-{'ipv6' if ipv6 else 'ipv4'}")
-
-
-@pytest.fixture(params=list(telling_and_families()))
+@pytest.fixture(params=recipe_params(TELLING))
 def telling_lab(request):
     name, ipv6 = request.param
     with fp.Lab(**fp.stacks.lab_args(name, PORT, ipv6, control=True)) as lab:

@@ -7,19 +7,14 @@ import pytest
 
 import finprobe as fp
 
+from labtools import recipe_params
+
 GET = b"GET / HTTP/1.0\r\n\r\n"
 ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n"
 PORT = 8080
-RECIPES = list(fp.stacks.RECIPES)
 
 
-def recipes_and_families():
-    for name in RECIPES:
-        for ipv6 in (False, True):
-            yield pytest.param((name, ipv6), id=f"{name}-{'ipv6' if ipv6 else 'ipv4'}")
-
-
-@pytest.fixture(params=list(recipes_and_families()))
+@pytest.fixture(params=recipe_params(fp.stacks.RECIPES))
 def stack_lab(request):
     name, ipv6 = request.param
     with fp.Lab(**fp.stacks.lab_args(name, PORT, ipv6)) as lab:
