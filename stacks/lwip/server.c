@@ -147,9 +147,9 @@ static void bring_up(const struct options *o)
 
 /* lwIP's enum tcp_state is RFC 9293's list in its order. */
 static const char *const state_names[] = {
-	"CLOSED",     "LISTEN",	    "SYN_SENT",	  "SYN_RECEIVED",
+	"CLOSED",      "LISTEN",     "SYN_SENT",   "SYN_RECEIVED",
 	"ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT",
-	"CLOSING",    "LAST_ACK",   "TIME_WAIT",
+	"CLOSING",     "LAST_ACK",   "TIME_WAIT",
 };
 
 struct query {
@@ -193,17 +193,20 @@ static void control_answer(const char *line, char *out, size_t size)
 {
 	char verb[16], la[64], lp[8], ra[64], rp[8], extra[2];
 	struct query q;
-	int n = sscanf(line, "%15s %63s %7s %63s %7s %1s", verb, la, lp, ra,
-		       rp, extra);
+	int n = sscanf(line, "%15s %63s %7s %63s %7s %1s", verb, la, lp, ra, rp,
+		       extra);
 	if (n < 1 || strcmp(verb, "state") != 0) {
-		snprintf(out, size, "error unknown request (try: state LADDR "
-				    "LPORT RADDR RPORT)");
+		snprintf(out, size,
+			 "error unknown request (try: state LADDR "
+			 "LPORT RADDR RPORT)");
 		return;
 	}
-	if (n != 5 || !ipaddr_aton(la, &q.laddr) || !ipaddr_aton(ra, &q.raddr) ||
-	    parse_port(lp, &q.lport) < 0 || parse_port(rp, &q.rport) < 0) {
-		snprintf(out, size, "error bad 4-tuple: state LADDR LPORT "
-				    "RADDR RPORT");
+	if (n != 5 || !ipaddr_aton(la, &q.laddr) ||
+	    !ipaddr_aton(ra, &q.raddr) || parse_port(lp, &q.lport) < 0 ||
+	    parse_port(rp, &q.rport) < 0) {
+		snprintf(out, size,
+			 "error bad 4-tuple: state LADDR LPORT "
+			 "RADDR RPORT");
 		return;
 	}
 	LOCK_TCPIP_CORE();
@@ -274,7 +277,8 @@ static void control_start(int fd)
 {
 	pthread_t t;
 	if (pthread_create(&t, NULL, control_loop, (void *)(intptr_t)fd) != 0) {
-		fprintf(stderr, "lwip-http: no thread for the control socket\n");
+		fprintf(stderr,
+			"lwip-http: no thread for the control socket\n");
 		exit(1);
 	}
 	pthread_detach(t);
