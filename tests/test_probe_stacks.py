@@ -1,7 +1,8 @@
 """The probe against user-space stacks (stack Labs of the recipes in
 finprobe.stacks): every check runs, each verdict comes with its segments,
 and a stack that a check kills is said to have died, from its process,
-and started again for the next check."""
+and started again for the next check. A stack with a control socket has
+its own word on its states reported ("stack") beside the model's."""
 
 import pytest
 
@@ -9,6 +10,11 @@ import finprobe as fp
 from finprobe.probe import VERDICTS
 
 PORT = 8080
+STATES = {state.value for state in fp.State}
+
+
+def said_by(check, source):
+    return [seen.text for seen in check.observations if seen.source == source]
 
 
 @pytest.mark.parametrize("name", fp.stacks.RECIPES)
@@ -43,3 +49,32 @@ def test_stacks_compared_side_by_side():
     row = next(line for line in table.splitlines() if line.startswith("rst_in_window"))
     assert row.count("PASS") == 1 and row.count("FAIL") == 2, table  # lwIP challenges, the others reset
     assert "<table" in comparison._repr_html_()
+
+
+def test_a_stack_with_a_control_socket_has_its_own_states_reported_beside_the_model():
+    report = fp.probe(stack=fp.stacks.command("gvisor", PORT, control=True), port=PORT,
+                      checks=["active_close", "passive_close"])
+    assert [check.name for check in report.checks] == ["active_close", "passive_close"]
+    for check in report.checks:
+        told = said_by(check, "stack")
+        assert told and said_by(check, "model"), check.observations
+        assert all(any(state in text for state in STATES) for text in told), told
+        assert not said_by(check, "socket"), check.observations
+        assert check.peer_states and set(check.peer_states) <= STATES, check.peer_states
+    # gVisor's own word after our FIN is ACKed: its connection in TIME_WAIT
+    assert said_by(report.checks[1], "stack")[-1].endswith("TIME_WAIT")
+
+
+def test_a_stack_without_a_control_socket_has_no_stack_observations():
+    report = fp.probe(stack=fp.stacks.command("slirp", PORT), port=PORT,
+                      checks=["active_close", "passive_close"])
+    for check in report.checks:
+        assert not said_by(check, "stack") and not check.peer_states, check.observations
+        assert said_by(check, "model"), check.observations
+
+
+def test_the_comparison_carries_the_own_states_of_stacks_that_tell_them():
+    comparison = fp.compare(["gvisor", "slirp"], checks=["active_close"])
+    gvisor, slirp = comparison.reports
+    assert said_by(gvisor.checks[0], "stack"), gvisor.checks[0].observations
+    assert not said_by(slirp.checks[0], "stack"), slirp.checks[0].observations

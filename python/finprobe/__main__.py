@@ -5,7 +5,9 @@ Probe how a TCP stack closes its connections: the local Linux kernel in a
 Lab by default, a server at HOST:PORT (IPv6 as [addr]:port), or a user-space
 stack started by CMD in a Lab, serving HTTP on PORT. --compare probes several
 peers (linux, HOST:PORT, or a stack recipe's name: lwip, gvisor, slirp) and
-prints one table, a row a check, a column a peer.
+prints one table, a row a check, a column a peer; lwip and gvisor are given
+their control sockets there, so their own states are reported ("stack")
+beside finprobe's model of them ("model").
 """
 
 import argparse
@@ -56,7 +58,8 @@ def main(argv=None):
     p = sub.add_parser("probe", help="report how a TCP stack closes connections")
     p.add_argument("target", nargs="?", help="HOST:PORT of a server; default: the local kernel in a Lab")
     p.add_argument("--stack", metavar="CMD", help="a user-space TCP stack's command (one string, split as "
-                   "a shell would; {tap} {peer_addr} {local_addr} {prefix} filled in), serving HTTP on --port")
+                   "a shell would; {tap} {peer_addr} {local_addr} {prefix} filled in; with {control}, a control "
+                   "socket on which it tells its states, reported as 'stack'), serving HTTP on --port")
     p.add_argument("--port", type=int, help="the port the --stack serves HTTP on")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="an environment variable for the --stack's command (repeatable)")

@@ -67,6 +67,7 @@ SOURCES = {
     "config": "a sysctl of the peer's",
     "model": "finprobe's RFC 9293 model of the peer, inferred from the segments",
     "process": "the peer's process (a stack Lab's command): how it ended, what it printed",
+    "stack": "the stack's own word on its state, asked on its control socket",
 }
 POLL_INTERVAL = 0.002          # s between two reads of the peer's socket
 FIN_TIMEOUT = 2                # s: tcp_fin_timeout while fin_wait_2_timeout measures a Lab
@@ -117,7 +118,7 @@ class Check:
     verdict: str = None            # one of VERDICTS, set by the check
     reason: str = ""               # why, for "skipped"
     trace: object = None           # fp.Trace of the connection(s), when there was one
-    peer_states: list = dataclasses.field(default_factory=list)  # read from its socket, in turn
+    peer_states: list = dataclasses.field(default_factory=list)  # read from it (socket or stack), in turn
     value: str = ""                # short: what was seen, for a table
 
     @property
@@ -177,8 +178,12 @@ class Report:
 # fresh setting where the kind has one; another: more beside it; reopen: a
 # new one on an old 4-tuple, nothing sent) and for the peer's part of a
 # close (close_first, close_after, close_unread). Only KernelPeer has a
-# socket; the HTTP peers differ from each other only in where their
-# connections come from.
+# socket (holds_socket: its sock_diag facts, timers and counters, and its
+# sysctls); the HTTP peers differ from each other only in where their
+# connections come from. A peer's ``state_source`` says who tells its
+# connections' states (peer.state(conn)): "socket" (the kernel's, sock_diag),
+# "stack" (a stack Lab's command with a control socket, its own word), or
+# None (nobody: the model's inference only).
 
 
 class KernelPeer:
@@ -186,6 +191,7 @@ class KernelPeer:
     server's socket, so it can close it and read its state."""
 
     holds_socket = True
+    state_source = "socket"
 
     def __init__(self, ipv6=False):
         from .lab import Lab
@@ -262,6 +268,7 @@ class HttpPeer:
     after us. Subclasses say where connections come from (_connect, _open)."""
 
     holds_socket = False
+    state_source = None
 
     def __init__(self):
         self.conns = []
@@ -356,6 +363,19 @@ class StackPeer(HttpPeer):
     def describe(self):
         return f"the stack `{self.command}` (a Lab), port {self.port}"
 
+    @property
+    def state_source(self):
+        """"stack" where its command holds {control} (the Lab asks the stack), else None."""
+        return "stack" if self.lab.peer_state_source == "stack" else None
+
+    def state(self, conn):
+        """The stack's own state for conn; a stack that cannot say ends the
+        check, said as the stack's (its death, if it died, is added by _run)."""
+        try:
+            return self.lab.peer_state(conn).value
+        except _core.Error as e:
+            raise _Unmet("stack", f"the stack did not tell its state: {e}") from None
+
     def begin(self):
         super().begin()
         if self.lab.stack.poll() is not None:  # the last check ended it
@@ -384,7 +404,8 @@ class StackPeer(HttpPeer):
 
 
 def _read_state(peer, conn, check):
-    """The peer's socket state now (sock_diag), kept in check.peer_states."""
+    """The peer's state now (its socket's through sock_diag, or a telling
+    stack's own word), kept in check.peer_states."""
     state = peer.state(conn)
     if not check.peer_states or check.peer_states[-1] != state:
         check.peer_states.append(state)
@@ -410,6 +431,31 @@ def _wait_state(peer, conn, check, want, timeout=1.0):
     if seen[-1] != want:
         raise _Unmet("socket", f"the peer's socket did not reach {want} within {timeout:g} s; "
                                f"read: {' -> '.join(seen)}")
+
+
+def _whose(peer):
+    """Whose state an observation of peer.state_source reports."""
+    return "the peer's socket" if peer.state_source == "socket" else "the stack's connection"
+
+
+def _told(peer, conn, check, what):
+    """A telling stack's own state now, seen as "stack" beside the model's
+    line (no verdict rests on it: a server's close after our FIN or its
+    answer moves its state on its own time); None for any other peer."""
+    if peer.state_source != "stack":
+        return None
+    state = _read_state(peer, conn, check)
+    check.saw("stack", f"{_whose(peer)} in {state} {what}")
+    return state
+
+
+def _told_until(peer, conn, check, want, what):
+    """As _told, the stack's state read until ``want`` (1 s at most), each state once."""
+    if peer.state_source != "stack":
+        return None
+    seen = _states_until(peer, conn, check, want)
+    check.saw("stack", f"{_whose(peer)} {what}, read until {want}: {' -> '.join(seen)}")
+    return seen
 
 
 def _model(check, conn, what):
@@ -508,6 +554,7 @@ def check_active_close(peer, check):
                       f"ack={_rel(ack.ack, conn.iss)}")
     if not peer.holds_socket:
         _model(check, conn, "after our FIN")
+        _told(peer, conn, check, "after our FIN")
         return check.judge(acked)
     state = _read_state(peer, conn, check)
     check.saw("socket", f"the peer's socket in {state} after it")
@@ -527,6 +574,7 @@ def check_passive_close(peer, check):
                       f"ack={_rel(ack.ack, conn.iss)}")
     if not peer.holds_socket:
         _model(check, conn, "after our FIN is ACKed")
+        _told_until(peer, conn, check, "TIME_WAIT", "after our FIN is ACKed")
         return check.judge(acked)
     seen = _states_until(peer, conn, check, "TIME_WAIT")
     info = peer.lab.peer_info(conn)
@@ -540,6 +588,8 @@ def check_fin_ack_skips_fin_wait_2(peer, check):
     if peer.holds_socket:
         before = _read_state(peer, conn, check)
         check.saw("socket", f"the peer's socket in {before} after sending its FIN, before our segment")
+    else:
+        _told(peer, conn, check, "after sending its FIN, before our segment")
     ours = conn.fin()
     acks_theirs = ours.ack == (_fin_seq(theirs) + 1) % 2**32
     answer = conn.expect("A", timeout=2.0)
@@ -551,6 +601,7 @@ def check_fin_ack_skips_fin_wait_2(peer, check):
                       f"{'' if acked else ' (not acking our FIN)'}")
     if not peer.holds_socket:
         _model(check, conn, "after its ACK of our FIN")
+        _told_until(peer, conn, check, "TIME_WAIT", "after its answer")
         return check.judge(acks_theirs and acked)
     after = _states_until(peer, conn, check, "TIME_WAIT")
     check.saw("socket", f"read after its answer, until TIME_WAIT: {' -> '.join(after)}")
@@ -598,6 +649,7 @@ def check_last_ack_retransmits_fin(peer, check, slow=False):
                             f"retransmission(s) counted")
     else:
         _model(check, conn, "while it retransmits")
+        _told(peer, conn, check, "while it retransmits")
     # Our final ACK ends its LAST_ACK: the connection is gone (a stack
     # that went back to FIN_WAIT_1 on retransmitting is still there).
     conn.send(flags="A", seq=(ours.seq + 1) % 2**32, ack=(_fin_seq(first) + 1) % 2**32)
@@ -642,6 +694,8 @@ def _to_time_wait(peer, check, conn=None, sock=None):
     if peer.holds_socket and check is not None:
         _wait_state(peer, conn, check, "TIME_WAIT")
         check.saw("socket", "the peer's socket in TIME_WAIT (it closed first, then took our FIN)")
+    elif check is not None:
+        _told_until(peer, conn, check, "TIME_WAIT", "after it closed first, then took our FIN")
     return conn, our_fin, ack
 
 
@@ -659,6 +713,7 @@ def check_time_wait_reacks_fin(peer, check):
                       f"[{again.flags}] ack={_rel(again.ack, conn.iss)} (its first ACK: ack={_rel(first.ack, conn.iss)})")
     if not peer.holds_socket:
         _model(check, conn, "after re-ACKing our FIN")
+        _told(peer, conn, check, "after re-ACKing our FIN")
         return check.judge(same)
     state = _read_state(peer, conn, check)
     check.saw("socket", f"the peer's socket in {state} after it")
@@ -671,6 +726,8 @@ def check_simultaneous_close(peer, check):
     if peer.holds_socket:
         _wait_state(peer, conn, check, "FIN_WAIT_1")
         check.saw("socket", "the peer's socket in FIN_WAIT_1 (its FIN sent) before our FIN")
+    else:
+        _told(peer, conn, check, "(its FIN sent) before our FIN")
     # Crossing FINs, crafted: its FIN has arrived, ours does not acknowledge
     # it, as if ours had left before its FIN came.
     their_fin = _fin_seq(theirs)
@@ -686,9 +743,12 @@ def check_simultaneous_close(peer, check):
     if peer.holds_socket:
         seen = _read_state(peer, conn, check)
         check.saw("socket", f"the peer's socket in {seen} after acking our FIN, before our ACK of its FIN")
+    else:
+        _told(peer, conn, check, "after acking our FIN, before our ACK of its FIN")
     conn.send(flags="A", seq=(ours.seq + 1) % 2**32, ack=(their_fin + 1) % 2**32)
     if not peer.holds_socket:
         _model(check, conn, "after our ACK of its FIN")
+        _told_until(peer, conn, check, "TIME_WAIT", "after our ACK of its FIN")
         return check.judge(acked)
     after = _states_until(peer, conn, check, "TIME_WAIT")
     check.saw("socket", f"after our ACK: {' -> '.join(after)}")
@@ -710,6 +770,8 @@ def _rst(peer, check, offset, wait):
     if peer.holds_socket:
         state = _read_state(peer, conn, check)
         check.saw("socket", f"the peer's socket {'gone' if state == 'CLOSED' else 'in ' + state} after it")
+    else:
+        _told(peer, conn, check, "after it")
     alive = _follow_up(conn, check)
     check.value = f"{_answer(answer, conn) if answer else 'silence'}, then {alive or 'no answer'}"
     return conn, answer, state, alive
@@ -744,6 +806,8 @@ def check_close_with_unread_data(peer, check):
     if peer.holds_socket:
         state = _read_state(peer, conn, check)
         check.saw("socket", f"the peer's socket {'gone' if state == 'CLOSED' else 'in ' + state} after it")
+    elif peer.state_source == "stack" and peer.death() is None:  # a stack this close killed cannot tell (its death is told by _run)
+        _told(peer, conn, check, "after it")
     alive = _follow_up(conn, check)
     if peer.holds_socket:
         return check.judge(reset and not fin_first and state == "CLOSED" and alive == "gone")
@@ -788,6 +852,8 @@ def check_syn_into_time_wait(peer, check):
     if peer.holds_socket:
         state = _read_state(peer, conn=new, check=check)
         check.saw("socket", f"the peer's socket for the 4-tuple in {state} after it")
+    else:
+        _told(peer, new, check, "for the 4-tuple after it")
     if answer is not None and answer.flags == "SA":
         new.send(flags="R", seq=(iss + 1) % 2**32)  # leave no half-open connection behind
     fresh = new.trace
@@ -960,6 +1026,9 @@ def _expected(spec, peer):
         return spec.expected
     if peer.holds_socket:
         return f"{spec.expected}; {spec.of_socket}"
+    if peer.state_source == "stack":
+        return (f"{spec.expected} (not checked: that {spec.of_socket}; the stack's own states are "
+                "reported beside the model's)")
     return f"{spec.expected} (not checked: that {spec.of_socket}, as this peer's socket cannot be read)"
 
 
@@ -1080,9 +1149,11 @@ def _segment_dict(seg):
 
 def stack_command(name, port=STACK_PORT):
     """The command of the stack recipe ``name`` (finprobe.stacks), as
-    fp.Lab(stack=) takes it; ValueError where there is none."""
+    fp.Lab(stack=) takes it, with its control socket for a recipe in
+    stacks.TELLS_STATE (so its report carries the stack's own states);
+    ValueError where there is none."""
     try:
-        return stacks.command(name, port)
+        return stacks.command(name, port, control=name in stacks.TELLS_STATE)
     except (ValueError, _core.Error) as e:
         raise ValueError(f"{e}; a peer is linux, HOST:PORT or a recipe's name") from None
 
