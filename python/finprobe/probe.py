@@ -69,6 +69,7 @@ SOURCES = {
     "process": "the peer's process (a stack Lab's command): how it ended, what it printed",
     "stack": "the stack's own word on its state, asked on its control socket",
 }
+CONNECT_TIMEOUT = 3.0          # s for the peer's SYN-ACK (fp.Target.connect's default)
 POLL_INTERVAL = 0.002          # s between two reads of the peer's socket
 FIN_TIMEOUT = 2                # s: tcp_fin_timeout while fin_wait_2_timeout measures a Lab
 UNREAD_CHUNKS = 12             # segments of 1000 bytes pipelined after the request (more than
@@ -265,7 +266,7 @@ class KernelPeer:
 class HttpPeer:
     """A peer without a socket finprobe reads, serving HTTP: a request makes
     it answer and close first; our FIN before any request makes it close
-    after us. Subclasses say where connections come from (_connect, _open)."""
+    after us. Subclasses say where connections come from (_open)."""
 
     holds_socket = False
     state_source = None
@@ -281,8 +282,11 @@ class HttpPeer:
         return self.another()
 
     def another(self):
-        conn = self._connect()
+        """A new connection, kept before its handshake, so that a check
+        whose SYN goes unanswered still has the segments it sent."""
+        conn = self._open(None, None)
         self.conns.append(conn)
+        conn._handshake(self.describe(), None, CONNECT_TIMEOUT)
         return conn, None
 
     def reopen(self, sport, iss):
@@ -331,9 +335,6 @@ class TargetPeer(HttpPeer):
 
     def describe(self):
         return self.name
-
-    def _connect(self):
-        return self.target.connect()
 
     def _open(self, sport, iss):
         return self.target.open(sport=sport, iss=iss)
@@ -388,9 +389,6 @@ class StackPeer(HttpPeer):
         if code is None:
             return None
         return f"the stack exited with status {code}; its last output: {self.lab._stack_tail()!r}"
-
-    def _connect(self):
-        return self.lab.connect(self.port)
 
     def _open(self, sport, iss):
         return self.lab.open(self.port, sport=sport, iss=iss)
