@@ -3,11 +3,15 @@ a stack Lab, IPv4 and IPv6: it is ready, answers a GET and closes first
 (our passive close), and closes after our FIN (our active close). What the
 stacks do differently is the probe's business; this is what all must do."""
 
+import os
+import signal
+import time
+
 import pytest
 
 import finprobe as fp
 
-from labtools import recipe_params
+from labtools import alive, recipe_params, run_script, wait_gone, wait_netns_gone
 
 GET = b"GET / HTTP/1.0\r\n\r\n"
 ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n"
@@ -56,3 +60,39 @@ def test_a_stack_closes_after_our_fin(stack_lab):
     assert seg.ack == conn.snd_nxt
     conn.ack()
     assert conn.state == "TIME_WAIT"
+
+
+@pytest.mark.parametrize("params", recipe_params(fp.stacks.RECIPES))
+def test_a_stack_lab_is_ready_within_two_seconds_and_its_process_goes_with_it(params):
+    name, ipv6 = params
+    start = time.monotonic()
+    with fp.Lab(**fp.stacks.lab_args(name, PORT, ipv6)) as lab:
+        ready = time.monotonic() - start
+        pid = lab.stack.pid
+        assert alive(pid)
+    assert ready < 2.0, f"{name} took {ready:.2f} s to answer for {lab.peer_addr}"
+    assert wait_gone([pid]), f"{name}'s process outlived its Lab"
+
+
+@pytest.mark.parametrize("name", fp.stacks.RECIPES)
+def test_a_stack_dies_with_the_labs_owner(name):
+    script = run_script(f"""
+        import os, time, finprobe as fp
+        lab = fp.Lab(**fp.stacks.lab_args({name!r}, {PORT}))
+        print(lab.stack.pid, os.stat(f"/proc/{{lab.stack.pid}}/ns/net").st_ino, flush=True)
+        time.sleep(60)
+    """)
+    pid = None
+    try:
+        line = script.stdout.readline()
+        assert line, script.communicate(timeout=10)[1]
+        pid, inode = map(int, line.split())
+        script.send_signal(signal.SIGKILL)
+        script.wait(10)
+        assert wait_gone([pid]), f"{name} outlived the Lab's owner"
+        assert wait_netns_gone(inode)
+    finally:
+        for p in (script.pid, pid):
+            if p and alive(p):
+                os.kill(p, signal.SIGKILL)
+        script.communicate()
