@@ -7,9 +7,12 @@ its own word on its states reported ("stack") beside the model's."""
 import pytest
 
 import finprobe as fp
-from finprobe.probe import VERDICTS
+from finprobe.probe import CHECKS, VERDICTS
+
+from test_probe_remote import BACKED, by_name
 
 PORT = 8080
+MEASUREMENTS = {"syn_into_time_wait", "fin_wait_2_timeout", "time_wait_duration"}  # no right answer
 STATES = {state.value for state in fp.State}
 
 
@@ -17,9 +20,15 @@ def said_by(check, source):
     return [seen.text for seen in check.observations if seen.source == source]
 
 
+@pytest.fixture(scope="module")
+def stack_reports():
+    """One probe of each recipe, shared by the tests that read them."""
+    return {name: fp.probe(stack=fp.stacks.command(name, PORT), port=PORT) for name in fp.stacks.RECIPES}
+
+
 @pytest.mark.parametrize("name", fp.stacks.RECIPES)
-def test_the_probe_runs_every_check_against_a_stack(name):
-    report = fp.probe(stack=fp.stacks.command(name, PORT), port=PORT)
+def test_the_probe_runs_every_check_against_a_stack(stack_reports, name):
+    report = stack_reports[name]
     assert len(report.checks) == 13
     for check in report.checks:
         assert check.verdict in VERDICTS and check.verdict != "skipped", (check.name, check.reason)
@@ -78,3 +87,12 @@ def test_the_comparison_carries_the_own_states_of_stacks_that_tell_them():
     gvisor, slirp = comparison.reports
     assert said_by(gvisor.checks[0], "stack"), gvisor.checks[0].observations
     assert not said_by(slirp.checks[0], "stack"), slirp.checks[0].observations
+
+
+@pytest.mark.parametrize("name", fp.stacks.RECIPES)
+@pytest.mark.parametrize("check", [s.name for s in CHECKS])
+def test_each_pass_and_measurement_against_a_stack_is_backed_by_its_trace(stack_reports, name, check):
+    found = by_name(stack_reports[name])[check]
+    if found.verdict != "pass" and check not in MEASUREMENTS:  # the segments a pass needs back a pass
+        pytest.skip(f"{name}'s {check} is {found.verdict}: {found.value}")
+    BACKED[check](found.trace, found)
