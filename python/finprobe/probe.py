@@ -542,6 +542,19 @@ def _answer(seg, conn):
 # "fail" with its message, seen on the wire.
 
 
+def _judge_by_state(peer, conn, check, ok, want, when):
+    """Judge ``ok`` (from the wire) and, where the peer's socket is read, that
+    it is in ``want`` now; elsewhere the model's reading and a telling stack's
+    own word are said beside it, ``when``."""
+    if not peer.holds_socket:
+        _model(check, conn, when)
+        _told(peer, conn, check, when)
+        return check.judge(ok)
+    state = _read_state(peer, conn, check)
+    check.saw("socket", f"the peer's socket in {state} after it")
+    return check.judge(ok and state == want)
+
+
 def check_active_close(peer, check):
     conn, sock = peer.open()
     fin = conn.fin()
@@ -550,13 +563,7 @@ def check_active_close(peer, check):
     check.value = _answer(ack, conn)
     check.saw("wire", f"our FIN at seq {_rel(fin.seq, conn.iss)} answered by [{ack.flags}] "
                       f"ack={_rel(ack.ack, conn.iss)}")
-    if not peer.holds_socket:
-        _model(check, conn, "after our FIN")
-        _told(peer, conn, check, "after our FIN")
-        return check.judge(acked)
-    state = _read_state(peer, conn, check)
-    check.saw("socket", f"the peer's socket in {state} after it")
-    check.judge(acked and state == "CLOSE_WAIT")
+    _judge_by_state(peer, conn, check, acked, "CLOSE_WAIT", "after our FIN")
 
 
 def check_passive_close(peer, check):
@@ -709,13 +716,7 @@ def check_time_wait_reacks_fin(peer, check):
     check.value = _answer(again, conn)
     check.saw("wire", f"after it ACKed our FIN, our FIN again at seq {_rel(our_fin.seq, conn.iss)} answered by "
                       f"[{again.flags}] ack={_rel(again.ack, conn.iss)} (its first ACK: ack={_rel(first.ack, conn.iss)})")
-    if not peer.holds_socket:
-        _model(check, conn, "after re-ACKing our FIN")
-        _told(peer, conn, check, "after re-ACKing our FIN")
-        return check.judge(same)
-    state = _read_state(peer, conn, check)
-    check.saw("socket", f"the peer's socket in {state} after it")
-    check.judge(same and state == "TIME_WAIT")
+    _judge_by_state(peer, conn, check, same, "TIME_WAIT", "after re-ACKing our FIN")
 
 
 def check_simultaneous_close(peer, check):
