@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,6 +341,9 @@ static int listener(const struct options *o)
 int main(int argc, char **argv)
 {
 	struct options o = parse(argc, argv);
+	/* an answer on the control socket to a finprobe that has gone must
+	 * not end us with SIGPIPE */
+	signal(SIGPIPE, SIG_IGN);
 #if !LWIP_IPV6
 	if (o.ipv6) {
 		fprintf(stderr,

@@ -25,6 +25,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -586,6 +587,10 @@ int main(int argc, char **argv)
 	SlirpConfig cfg;
 	int rc;
 
+	/* libslirp writes to its host sockets with plain send(): a host
+	 * socket its server has closed would end us with SIGPIPE (seen: a
+	 * probe's close with unread data killed the recipe, status -13) */
+	signal(SIGPIPE, SIG_IGN);
 	parse_args(argc, argv, &o);
 	if (slirp_configure(&o, &cfg) < 0) {
 		fprintf(stderr, "slirp-http: bad --addr/--gateway/--prefix\n");
