@@ -16,7 +16,6 @@ import finprobe as fp
 from labtools import alive, netns_inodes, run_script, wait_gone, wait_netns_gone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LWIP = os.path.join(ROOT, "build", "stacks", "lwip-http")
 PORT = 8080
 GET = b"GET / HTTP/1.0\r\n\r\n"
 ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n"
@@ -24,17 +23,20 @@ LWIP_MAC = bytes.fromhex("0212345678ab")  # the unix port's tapif
 
 
 def lwip_command(ipv6=False):
-    return [LWIP, "--tap", "{tap}", "--addr", "{peer_addr}", "--prefix", "{prefix}",
-            "--gateway", "{local_addr}", "--port", str(PORT)] + (["--ipv6"] if ipv6 else [])
+    return fp.stacks.command("lwip", PORT, ipv6)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def lwip_binary():
-    """The recipe, built if missing (make stacks); skipped only if it cannot be."""
-    if not os.access(LWIP, os.X_OK):
+    """The recipe's path, built if missing (make stacks); skipped only if it cannot be."""
+    try:
+        return fp.stacks.binary("lwip")
+    except fp.Error:
         made = subprocess.run(["make", "-C", ROOT, "-s", "stacks"], capture_output=True, text=True)
-        if made.returncode != 0 or not os.access(LWIP, os.X_OK):
-            pytest.skip(f"the lwIP recipe cannot be built (make stacks): {made.stderr.strip()[-500:]}")
+    try:
+        return fp.stacks.binary("lwip")
+    except fp.Error:
+        pytest.skip(f"the lwIP recipe cannot be built (make stacks): {made.stderr.strip()[-500:]}")
 
 
 both_families = pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
@@ -196,9 +198,9 @@ def test_a_stack_that_never_answers_raises_with_its_output_within_ready_timeout(
     assert wait_gone([int(pidfile.read_text())]), "the silent stack outlived its failed Lab"
 
 
-def test_a_stack_that_exits_before_answering_raises_with_its_status_and_output():
+def test_a_stack_that_exits_before_answering_raises_with_its_status_and_output(lwip_binary):
     with pytest.raises(fp.Error) as info:
-        fp.Lab(stack=[LWIP, "--tap", "{tap}"], ready_timeout=5.0)
+        fp.Lab(stack=[lwip_binary, "--tap", "{tap}"], ready_timeout=5.0)
     message = str(info.value)
     assert "exited with status 2" in message and "usage: lwip-http" in message
 

@@ -155,4 +155,16 @@ int core_tuple_args(PyObject *args, const char *fname, struct fp_tuple *t);
  * raises. Runs no caller code (no __float__, no __index__). */
 int core_seconds_arg(const char *name, PyObject *value, uint64_t *ns);
 
+/* Milliseconds to wait in one slice of a wait that ends at deadline (ns,
+ * CLOCK_MONOTONIC): what is left, rounded up, at most cap; 0 once it has
+ * passed. Waits go in slices so that signals run between them. */
+static inline int core_slice_ms(uint64_t deadline, int cap)
+{
+	uint64_t now = fp_now_ns();
+	if (now >= deadline)
+		return 0;
+	uint64_t left = (deadline - now + 999999) / 1000000;
+	return left > (uint64_t)cap ? cap : (int)left;
+}
+
 #endif /* FP_EXT_CORE_H */

@@ -97,10 +97,7 @@ static PyObject *resolve_wait(struct fp_link *link, const uint8_t *peer,
 	uint8_t mac[6];
 	int rc;
 	for (;;) {
-		uint64_t now = fp_now_ns(), left = end > now ? end - now : 0;
-		int ms = left / 1000000u < RESOLVE_SLICE_MS
-				 ? (int)(left / 1000000u)
-				 : RESOLVE_SLICE_MS;
+		int ms = core_slice_ms(end, RESOLVE_SLICE_MS);
 		Py_BEGIN_ALLOW_THREADS
 		rc = fp_link_packet_resolve(link, peer, ms, mac);
 		Py_END_ALLOW_THREADS
@@ -308,12 +305,10 @@ static int engine_poll_nogil(EngineObject *self, int timeout_ms)
  * exception (a signal's, such as KeyboardInterrupt). */
 int engine_wait_slice(EngineObject *self, uint64_t deadline)
 {
-	uint64_t now = fp_now_ns();
-	if (now >= deadline)
-		return engine_poll_nogil(self, 0) < 0 ? -1 : 0;
-	uint64_t left_ms = (deadline - now + 999999) / 1000000;
-	int slice = left_ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : (int)left_ms;
-	return engine_poll_nogil(self, slice) < 0 ? -1 : 1;
+	int slice = core_slice_ms(deadline, WAIT_SLICE_MS);
+	if (engine_poll_nogil(self, slice) < 0)
+		return -1;
+	return slice > 0; /* the last poll, once passed, did not wait */
 }
 
 /* poll(timeout=0): receive what has come, waiting up to timeout for the
@@ -328,16 +323,11 @@ static PyObject *engine_poll(EngineObject *self, PyObject *args)
 		return NULL;
 	uint64_t deadline = fp_now_ns() + wait_ns;
 	for (;;) {
-		uint64_t now = fp_now_ns();
-		uint64_t left_ms =
-			now >= deadline ? 0
-					: (deadline - now + 999999) / 1000000;
-		int got = engine_poll_nogil(self, left_ms > WAIT_SLICE_MS
-							  ? WAIT_SLICE_MS
-							  : (int)left_ms);
+		int slice = core_slice_ms(deadline, WAIT_SLICE_MS);
+		int got = engine_poll_nogil(self, slice);
 		if (got < 0)
 			return NULL;
-		if (got > 0 || left_ms == 0)
+		if (got > 0 || slice == 0)
 			break;
 	}
 	/* closed by another thread meanwhile */
