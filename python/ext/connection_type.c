@@ -20,6 +20,10 @@ typedef struct {
 	struct fp_trace *trace;
 	PyObject *weakreflist;
 	PyObject *dict;
+	/* What RFC 9293 says we answer to the segment last taken (tcb.c
+	 * computes it; finprobe sends nothing by itself): read by tests that
+	 * hold our state machine to a profile (_reply). */
+	enum fp_reply last_reply;
 } ConnectionObject;
 
 int connection_class_arg(EngineObject *self, PyObject *cls, PyTypeObject **out)
@@ -298,12 +302,14 @@ static int take_locked(ConnectionObject *self, struct fp_segment *seg,
 	if (rc < 0)
 		return 0;
 	if (seg->payload_len && !copy) {
+		self->last_reply = reply;
 		PyErr_NoMemory(); /* taken all the same: the TCB has moved */
 		return -1;
 	}
 	seg->payload = copy;
 	*payload = copy;
 	*ts_ns = rec.ts_ns;
+	self->last_reply = reply;
 	return 1;
 }
 
@@ -562,6 +568,16 @@ static PyObject *get_time_wait_left(ConnectionObject *self, void *c)
 					  : 0);
 }
 
+/* "", "ACK", "CHALLENGE_ACK" or "RST": enum fp_reply's names, as
+ * _core.Tcb.on_segment returns them. */
+static PyObject *get_reply(ConnectionObject *self, void *c)
+{
+	static const char *const names[] = { "", "ACK", "CHALLENGE_ACK", "RST" };
+	unsigned reply = (unsigned)self->last_reply;
+
+	return PyUnicode_FromString(reply < 4 ? names[reply] : "");
+}
+
 static PyGetSetDef connection_getset[] = {
 	{ "_state_name", (getter)get_state_name, NULL,
 	  "our state's RFC 9293 name", NULL },
@@ -589,6 +605,10 @@ static PyGetSetDef connection_getset[] = {
 	  "received segments not taken yet", NULL },
 	{ "time_wait_left", (getter)get_time_wait_left, NULL,
 	  "seconds left in TIME_WAIT, or None", NULL },
+	{ "_reply", (getter)get_reply, NULL,
+	  "what RFC 9293 says we answer to the segment last taken: \"\", \"ACK\", "
+	  "\"CHALLENGE_ACK\" or \"RST\" (finprobe sends nothing by itself)",
+	  NULL },
 	{ "__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL,
 	  NULL },
 	{ NULL },
