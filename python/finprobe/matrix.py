@@ -94,12 +94,39 @@ class Cell:
         after = self.state_after or {True: "alive", False: "gone", None: "?"}[self.alive]
         return f"{answer} {after}"
 
+    def explain(self, profile=None):
+        """What was sent, what the profile expected, what was observed and
+        where from, and the cell's ladder: a failure report's text."""
+        profile = profile or next(iter(self.expected), None)
+        lines = [f"{self.state} x {self.event}: {self.verdict}"]
+        if self.sent is not None:
+            lines.append(f"  sent:      [{self.sent.flags}] {_numbers_text(self)}")
+        expected = self.expected.get(profile)
+        if expected is None:
+            lines.append(f"  expected:  nothing: the profile {profile} states no expectation here")
+        else:
+            lines.append(f"  expected ({profile}, {expected['section']}): answer {' or '.join(expected['answer'])}"
+                         + (f", state after {expected['state_after']}" if expected.get("state_after") else "")
+                         + ("" if expected.get("alive") is None else f", alive {expected['alive']}"))
+            if expected.get("note"):
+                lines.append(f"    ({expected['note']})")
+        if self.verdict == "skipped":
+            lines.append(f"  skipped:   {self.reason}")
+        else:
+            answer = "nothing" if self.answer is None else f"[{self.answer.flags}] {_answer_numbers(self)}"
+            lines.append(f"  observed (wire): answer {answer}")
+            if self.state_source is not None:
+                lines.append(f"  observed ({self.state_source}): state after {self.state_after}")
+            if self.alive_source is not None:
+                lines.append(f"  observed ({self.alive_source}): alive {self.alive}")
+        lines += [f"  mismatch:  {m}" for m in self.mismatches]
+        if self.trace is not None and len(self.trace):
+            lines += ["", self.trace.ladder_text()]
+        return "\n".join(lines)
+
     def answer_dict(self):
         """The answer as the JSON has it: flags, seq_rel (to the peer's ISN), ack_rel (to ours)."""
-        if self.answer is None:
-            return None
-        return {"flags": self.answer.flags, "seq_rel": _rel(self.answer.seq, self.conn_irs),
-                "ack_rel": _rel(self.answer.ack, self.conn_iss), "len": len(self.answer.payload)}
+        return _segment_dict(self.answer, self.conn_irs, self.conn_iss)
 
     conn_iss = 0
     conn_irs = 0
@@ -110,10 +137,29 @@ class Cell:
                 "stack_state_after": self.state_after if self.state_source == "stack" else None,
                 "alive": self.alive, "alive_source": self.alive_source,
                 "expected": self.expected, "verdict": self.verdict, "mismatches": self.mismatches,
-                "reason": self.reason,
-                "sent": None if self.sent is None else {
-                    "flags": self.sent.flags, "seq_rel": _rel(self.sent.seq, self.conn_iss),
-                    "ack_rel": _rel(self.sent.ack, self.conn_irs), "len": len(self.sent.payload)}}
+                "reason": self.reason, "sent": _segment_dict(self.sent, self.conn_iss, self.conn_irs)}
+
+
+def _numbers_text(cell):
+    n = cell.numbers
+    return (f"seq={_rel(cell.sent.seq, cell.conn_iss)} ack={_rel(cell.sent.ack, cell.conn_irs)} "
+            f"(the peer's N={_rel(n.N, cell.conn_iss)} W={n.W} S={_rel(n.S, cell.conn_irs)} "
+            f"U={_rel(n.U, cell.conn_irs)}, relative)")
+
+
+def _answer_numbers(cell):
+    a = cell.answer
+    ack = f" ack={_rel(a.ack, cell.conn_iss)}" if "A" in a.flags else ""
+    return f"seq={_rel(a.seq, cell.conn_irs)}{ack} len={len(a.payload)}"
+
+
+def _segment_dict(seg, seq_base, ack_base):
+    """flags, seq and ack relative to the sender's and the receiver's ISNs
+    (ack_rel None where the ACK flag is off: the field means nothing), length."""
+    if seg is None:
+        return None
+    return {"flags": seg.flags, "seq_rel": _rel(seg.seq, seq_base),
+            "ack_rel": _rel(seg.ack, ack_base) if "A" in seg.flags else None, "len": len(seg.payload)}
 
 
 @dataclasses.dataclass
@@ -168,6 +214,16 @@ class Matrix:
     def _repr_html_(self):
         from . import compare_view
         return compare_view.html_table([self], self.profile)
+
+    def to_html(self, path):
+        """Write the matrix as an HTML page (compare_view's table, one peer)."""
+        from . import compare_view
+        compare_view.MatrixComparison([self]).to_html(path)
+
+    def to_svg(self, path):
+        """Write the matrix as an SVG grid (compare_view's, one peer)."""
+        from . import compare_view
+        compare_view.MatrixComparison([self]).to_svg(path)
 
 
 # ---- the peers ----------------------------------------------------------------------
