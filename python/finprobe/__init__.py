@@ -16,6 +16,7 @@ from . import _core, stacks
 from ._core import ConnectionRefused, Error, ExpectError, ParseError, PermissionError, Segment
 from .connection import Connection
 from .lab import Lab
+from .matrix import Cell, Matrix, matrix
 from .probe import Check, Comparison, Report, compare, probe
 from .state import State
 from .target import Target
@@ -24,5 +25,5 @@ from .trace import Trace, read_pcap
 __all__ = [
     "Connection", "ConnectionRefused", "Error", "ExpectError", "Lab", "ParseError",
     "PermissionError", "Segment", "State", "Target", "Trace", "read_pcap", "probe", "Check", "Report",
-    "compare", "Comparison", "stacks",
+    "compare", "Comparison", "stacks", "matrix", "Matrix", "Cell",
 ]

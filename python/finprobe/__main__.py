@@ -1,5 +1,8 @@
 """python -m finprobe probe [HOST:PORT | --stack "CMD ..." --port PORT] [--json] [--pcap DIR] [--slow]
 python -m finprobe probe --compare PEER [PEER ...] [--html FILE] [--json] [--slow]
+python -m finprobe matrix [HOST:PORT | --stack "CMD ..." --port PORT] [--ipv6] [--sysctl NAME=VALUE ...]
+                          [--profile rfc|linux|FILE] [--json] [--html FILE] [--svg FILE]
+python -m finprobe matrix --compare PEER [PEER ...] [--html FILE] [--svg FILE] [--json]
 
 Probe how a TCP stack closes its connections: the local Linux kernel in a
 Lab by default, a server at HOST:PORT (IPv6 as [addr]:port), or a user-space
@@ -8,6 +11,10 @@ peers (linux, HOST:PORT, or a stack recipe's name: lwip, gvisor, slirp) and
 prints one table, a row a check, a column a peer; lwip and gvisor are given
 their control sockets there, so their own states are reported ("stack")
 beside finprobe's model of them ("model").
+
+matrix drives the peer into each close state and sends each event of the
+state x event matrix (API.md), one fresh connection a cell, and judges the
+answers by a profile of expectations (rfc, linux, or a profile file).
 """
 
 import argparse
@@ -72,7 +79,10 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--pcap", metavar="DIR", help="write each check's segments to DIR/<check>.pcap")
     p.add_argument("--check", action="append", help="run only this check (repeatable)")
+    _add_matrix_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "matrix":
+        return run_matrix(parser, args)
     try:
         kwargs = _peer_kwargs(args)
         if args.pcap:  # now, not after the whole run
@@ -104,6 +114,114 @@ def main(argv=None):
         print(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['info']} info, "
               f"{counts['skipped']} skipped")
     return 1 if report.counts()["fail"] else 0
+
+
+def _add_matrix_parser(sub):
+    m = sub.add_parser("matrix", help="each close state of a TCP stack against each event")
+    m.add_argument("target", nargs="?", help="HOST:PORT of a server; default: the local kernel in a Lab")
+    m.add_argument("--stack", metavar="CMD", help="a user-space TCP stack's command (as for probe), "
+                   "serving HTTP on --port")
+    m.add_argument("--port", type=int, help="the port the --stack serves HTTP on")
+    m.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the --stack's command (repeatable)")
+    m.add_argument("--ipv6", action="store_true", help="a Lab (the kernel's or a stack's) over IPv6")
+    m.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a sysctl in the Lab's kernel first, e.g. net.ipv4.tcp_rfc1337=1 (repeatable)")
+    m.add_argument("--profile", default="rfc", metavar="rfc|linux|FILE",
+                   help="the expectations the verdicts follow: a built-in profile or a profile file")
+    m.add_argument("--state", action="append", metavar="STATE", help="only this state's row (repeatable)")
+    m.add_argument("--event", action="append", metavar="EVENT", help="only this event (repeatable)")
+    m.add_argument("--compare", nargs="+", metavar="PEER",
+                   help="run the matrix against each PEER (linux, HOST:PORT or a stack recipe's name) "
+                        "and print one table")
+    m.add_argument("--json", action="store_true", help="print the matrix as JSON (stdout holds it alone)")
+    m.add_argument("--html", metavar="FILE", help="also write the matrix as an HTML table to FILE")
+    m.add_argument("--svg", metavar="FILE", help="also write the matrix as an SVG grid to FILE")
+
+
+def _matrix_kwargs(args):
+    """fp.matrix's arguments from the command line; ValueError for a wrong combination."""
+    kwargs = {"ipv6": args.ipv6, "profile": args.profile, "states": args.state, "events": args.event}
+    sysctls = dict(_pairs("--sysctl", args.sysctl))
+    if args.compare:
+        if args.target or args.stack or args.port is not None or args.env or sysctls:
+            raise ValueError("--compare names its peers itself: no HOST:PORT, --stack, --port, --env or --sysctl")
+        for peer in args.compare:
+            peer_arguments(peer)
+        return kwargs
+    env = dict(_pairs("--env", args.env))
+    if args.stack is not None:
+        if args.target:
+            raise ValueError("give HOST:PORT or --stack, not both")
+        if args.port is None:
+            raise ValueError("--stack needs --port, the port the stack serves HTTP on")
+        _args.port("--port", args.port)
+        return dict(kwargs, stack=shlex.split(args.stack), port=args.port, env=env or None)
+    if args.port is not None or env:
+        raise ValueError("--port and --env go with --stack")
+    if args.target:
+        if sysctls:
+            raise ValueError("--sysctl sets a Lab kernel's settings: not with HOST:PORT")
+        host, port = _args.host_port("target", args.target)
+        return dict(kwargs, host=host, port=port)
+    return dict(kwargs, sysctls=sysctls)
+
+
+def _pairs(option, items):
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise ValueError(f"{option}: {item!r} is not NAME=VALUE")
+        yield name, value
+
+
+def run_matrix(parser, args):
+    """Run the matrix (or one a peer, side by side) and print it."""
+    from . import profile
+    from .matrix import matrix
+    try:
+        kwargs = _matrix_kwargs(args)
+        profile.load(args.profile)                 # a bad profile file: a usage error, now
+        for option in ("html", "svg"):
+            path = getattr(args, option)
+            if path:
+                setattr(args, option, os.path.abspath(path))
+                _args.writable_directory(f"--{option}", os.path.dirname(getattr(args, option)))
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+
+    def progress(cell):
+        if cell.verdict == "fail":
+            print(f"finprobe: FAIL {cell.name}: {'; '.join(cell.mismatches)}", file=sys.stderr)
+
+    try:
+        if args.compare:
+            from . import compare_view
+
+            def done(peer, result):
+                print(f"finprobe: {peer}: {result!r}", file=sys.stderr)
+            shown = compare_view.compare_matrices(args.compare, on_matrix=done, **kwargs)
+        else:
+            print(f"finprobe: the state x event matrix of {_describe(args)}", file=sys.stderr)
+            shown = matrix(**kwargs, on_cell=progress)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+    except _core.Error as e:
+        print(f"finprobe: {e}", file=sys.stderr)
+        return 2
+    if args.html:
+        shown.to_html(args.html)
+    if args.svg:
+        shown.to_svg(args.svg)
+    if args.json:
+        import json
+        print(json.dumps(shown.as_dict(), indent=2))
+    else:
+        print(shown.table())
+    if args.compare:
+        return 1 if any(not hasattr(m, "cells") for m in shown.matrices) else 0
+    print(f"finprobe: {shown!r} in {shown.seconds:.1f} s", file=sys.stderr)
+    return 1 if shown.counts()["fail"] else 0
 
 
 def _peer_kwargs(args):

@@ -49,12 +49,21 @@ def pytest_addoption(parser):
                          "(a command, split as a shell would; {tap} {peer_addr} {local_addr} {prefix} filled in)")
     group.addoption("--finprobe-pcap", metavar="DIR", default=None,
                     help="write each failed test's traffic (Labs and Targets) to DIR/<test id>.pcap")
+    group.addoption("--finprobe-port", metavar="PORT", type=int, default=None,
+                    help="the port the --finprobe-stack serves HTTP on (the conformance suite's peer)")
+    group.addoption("--finprobe-profile", metavar="rfc|linux|FILE", default="rfc",
+                    help="the expectations the conformance suite judges cells by (default rfc)")
+    group.addoption("--finprobe-ipv6", action="store_true", default=False,
+                    help="the conformance suite's Lab (the kernel's or a stack's) over IPv6")
+    group.addoption("--finprobe-sysctl", metavar="NAME=VALUE", action="append", default=[],
+                    help="a sysctl set in the conformance suite's Lab kernel (repeatable)")
 
 
 def pytest_configure(config):
     spec = config.getoption("finprobe_target")
     if spec is not None:
         parse_target(spec)  # a usage error now rather than in every test
+    matrix_arguments(config)  # likewise
     directory = config.getoption("finprobe_pcap")
     if directory:
         try:
@@ -115,6 +124,56 @@ def finprobe_target(request):
         close = getattr(target, "close", None)
         if close is not None:
             close()
+
+
+def matrix_arguments(config, states=None, events=None):
+    """fp.matrix's arguments from the conformance options; pytest.UsageError
+    for a wrong combination or a profile that does not load."""
+    from . import profile
+    target, stack = config.getoption("finprobe_target"), config.getoption("finprobe_stack")
+    port, sysctl = config.getoption("finprobe_port"), config.getoption("finprobe_sysctl")
+    kwargs = {"profile": config.getoption("finprobe_profile"), "ipv6": config.getoption("finprobe_ipv6"),
+              "states": states, "events": events}
+    try:
+        profile.load(kwargs["profile"])
+        if target is not None and stack is not None:
+            raise ValueError("give --finprobe-target or --finprobe-stack, not both")
+        if stack is not None:
+            if port is None:
+                raise ValueError("--finprobe-stack needs --finprobe-port for the conformance suite: "
+                                 "the port the stack serves HTTP on")
+            _args.port("--finprobe-port", port)
+            return dict(kwargs, stack=shlex.split(stack), port=port)
+        if port is not None:
+            raise ValueError("--finprobe-port goes with --finprobe-stack")
+        if target is not None:
+            if sysctl:
+                raise ValueError("--finprobe-sysctl sets a Lab kernel's settings: not with --finprobe-target")
+            host, port = _args.host_port("--finprobe-target", target)
+            return dict(kwargs, host=host, port=port)
+        sysctls = {}
+        for item in sysctl:
+            name, eq, value = item.partition("=")
+            if not eq or not name:
+                raise ValueError(f"--finprobe-sysctl: {item!r} is not NAME=VALUE")
+            sysctls[name] = value
+        return dict(kwargs, sysctls=sysctls)
+    except (ValueError, TypeError) as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+@pytest.fixture(scope="session")
+def finprobe_matrix(request):
+    """The state x event matrix (fp.Matrix) of the peer the options name (the
+    local kernel in a Lab by default), run once a session for the cells of
+    the selected ``test_cell`` tests (finprobe.conformance)."""
+    from .matrix import matrix
+    chosen = [item.callspec.params["cell"] for item in request.session.items
+              if getattr(item, "callspec", None) is not None and "cell" in item.callspec.params
+              and item.originalname == "test_cell"]
+    states = sorted({c.split("-", 1)[0] for c in chosen}) or None
+    events = sorted({c.split("-", 1)[1] for c in chosen}) or None
+    return matrix(**matrix_arguments(request.config, states, events))
 
 
 def safe_name(nodeid):
