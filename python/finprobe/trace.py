@@ -148,6 +148,12 @@ class Trace(collections.abc.Sequence):
         outs = sides.count("out")
         return f"<Trace {len(self)} segments: {outs} out, {len(self) - outs} in>"
 
+    def violations(self, profile="rfc"):
+        """The peer's segments the profile (a name, a path or a Profile) does
+        not allow where they were sent, as RFC 9293's model of the peer reads
+        the trace: [finprobe.model.Violation]."""
+        return model.violations(self, profile)
+
     # ---- pcap --------------------------------------------------------------------
 
     def to_pcap(self, path):
