@@ -3,7 +3,9 @@
 A profile is data, not code: a TOML file a person reads and extends. The
 built-in ones live beside this module in ``profiles/<name>.toml`` (``rfc``:
 RFC 9293, RFC 5961 and RFC 1337 as written; ``linux``: Linux as measured,
-stating only where it departs from ``rfc``). A user describes their own
+stating only where it departs from ``rfc``; ``linux-rfc1337``: Linux with
+net.ipv4.tcp_rfc1337=1, based on ``linux``: a setting that changes answers
+is a profile of its own). A user describes their own
 stack by writing such a file and passing its path wherever a profile name
 is taken (``load("mystack.toml")``, ``fp.matrix(profile=...)``,
 ``trace.violations(profile=...)``).
