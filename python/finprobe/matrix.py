@@ -417,7 +417,9 @@ def _fin_wait_2_shut(rig, conn, sock):
 def _close_wait(rig, conn, sock):
     rig.hold(conn, sock)
     conn.fin()
-    _ack_of_our_fin(conn)
+    if _ack_of_our_fin(conn) is not None:
+        raise _Undriven("the peer sent its FIN with its ACK of ours: it closed at once, CLOSE_WAIT was "
+                        "not held")
 
 
 def _closing(rig, conn, sock):
