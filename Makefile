@@ -3,7 +3,7 @@
 #   make          libfinprobe.so/.a in build/, the extension in python/finprobe/
 #   make test     install missing Debian packages, build, run every test
 #   make probe    build and run the close-behaviour probe against a Lab
-#   make bench    benchmarks that print ratios against scapy
+#   make bench    benchmarks that print ratios against a baseline (scapy, the kernel, a sequential matrix)
 #   make fmt      clang-format the C sources (make test checks them: fmt-check)
 
 PY      ?= /usr/bin/python3
@@ -152,6 +152,7 @@ probe: deps
 bench: all
 	PYTHONPATH=python $(PY) bench/codec.py
 	PYTHONPATH=python $(PY) bench/lab.py
+	PYTHONPATH=python $(PY) bench/matrix.py
 
 fmt:
 	clang-format -i $(FMT_SRCS)

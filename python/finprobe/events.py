@@ -127,7 +127,7 @@ def _pick(what, chosen, known):
 # ---- naming the event a segment is ---------------------------------------------
 
 
-def _offset(value, base):
+def seq_offset(value, base):
     """value - base as a signed 32-bit distance."""
     d = (value - base) % 2**32
     return d - 2**32 if d >= 2**31 else d
@@ -163,10 +163,10 @@ def classify(seg, n):
     peer's Numbers n; None when it is none of the matrix's (in-order data
     with its ACK of nothing new is ordinary traffic, for one)."""
     flags = seg.flags
-    off = _offset(seg.seq, n.N)
+    off = seq_offset(seg.seq, n.N)
     acks = "A" in flags
     if "R" in flags:
-        if acks and _offset(seg.ack, n.S) > 0:
+        if acks and seq_offset(seg.ack, n.S) > 0:
             return "rstack@N,ack=S+1000" if off == 0 else None
         kind = "rstack" if acks else "rst"
         place = _seq_place(kind, off, n.W)
@@ -184,10 +184,10 @@ def classify(seg, n):
             return "data@N"
         place = _seq_place("data", off, n.W)
         return "data" + place if place else None
-    ack = _offset(seg.ack, n.U)
+    ack = seq_offset(seg.ack, n.U)
     if off != 0:
         return None
-    if _offset(seg.ack, n.S) > 0:
+    if seq_offset(seg.ack, n.S) > 0:
         return "ack@S+1000"
     if seg.ack == n.S % 2**32 and n.S != n.U:
         return "ack@S"

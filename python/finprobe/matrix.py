@@ -417,7 +417,9 @@ def _fin_wait_2_shut(rig, conn, sock):
 def _close_wait(rig, conn, sock):
     rig.hold(conn, sock)
     conn.fin()
-    _ack_of_our_fin(conn)
+    if _ack_of_our_fin(conn) is not None:
+        raise _Undriven("the peer sent its FIN with its ACK of ours: it closed at once, CLOSE_WAIT was "
+                        "not held")
 
 
 def _closing(rig, conn, sock):
@@ -605,7 +607,7 @@ def numbers_of(conn):
         seg = row[0]
         if seg.direction == "in":
             end = (seg.seq + seg.seg_len) % 2**32
-            if s is None or events._offset(end, s) > 0:
+            if s is None or events.seq_offset(end, s) > 0:
                 s = end
             w = seg.window
         elif "A" in seg.flags:
@@ -614,16 +616,30 @@ def numbers_of(conn):
 
 
 def _send_event(cell):
-    """Pass over what still waits (its retransmissions), then send the event."""
+    """Pass over what still waits (its retransmissions), then send the event.
+    Anything new among it (a FIN, data, a RST) means the peer left the state
+    on its own before the event: the cell is skipped, saying so."""
     conn = cell.conn
-    while conn.recv(timeout=0) is not None:
-        pass
+    before = numbers_of(conn)
+    while True:
+        seg = conn.recv(timeout=0)
+        if seg is None:
+            break
+        if _is_new(seg, before.S):
+            return _skip(cell, f"the peer sent [{seg.flags}] before the event: it left {cell.state} on its own")
     cell.numbers = numbers_of(conn)
     fields, payload = events.BY_NAME[cell.event].segment(cell.numbers)
     try:
         cell.sent = conn.send(payload, **fields)
     except OSError as e:
         _skip(cell, f"the event could not be sent: {e.strerror or e}")
+
+
+def _is_new(seg, s):
+    """Whether a segment of the peer's says something it had not: a RST, or
+    data or a FIN beyond S (else its timer sent it again)."""
+    end = (seg.seq + seg.seg_len) % 2**32
+    return "R" in seg.flags or (seg.seg_len > 0 and events.seq_offset(end, s) > 0)
 
 
 def _collect(cell):
@@ -636,8 +652,7 @@ def _collect(cell):
         seg = conn.recv(timeout=0)
         if seg is None:
             break
-        end = (seg.seq + seg.seg_len) % 2**32
-        if seg.seg_len and "S" not in seg.flags and events._offset(end, s) <= 0:
+        if seg.seg_len and "S" not in seg.flags and not _is_new(seg, s):
             continue                               # sent again by its timer, not an answer
         cell.answers.append(seg)
     cell.answer = cell.answers[0] if cell.answers else None
