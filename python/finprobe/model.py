@@ -172,7 +172,7 @@ def _answer(segments, sides, order, at, s, allowed):
             return None
         end = (seg.seq + seg.seg_len) % 2**32
         sends = (seg.payload or "F" in seg.flags) and not seg.flags.count("R") and "S" not in seg.flags
-        if sends and events._offset(end, s) <= 0:
+        if sends and events.seq_offset(end, s) <= 0:
             continue                              # sent again by its timer
         if sends and not ("ACK" in allowed and "A" in seg.flags):
             continue                              # its own SEND or CLOSE
@@ -193,7 +193,7 @@ def _beyond_own_fin(seg, fin_end):
     if fin_end is None or not (seg.payload or "F" in seg.flags) or "R" in seg.flags:
         return None
     end = (seg.seq + seg.seg_len) % 2**32
-    if events._offset(end, fin_end) <= 0:
+    if events.seq_offset(end, fin_end) <= 0:
         return None                     # its FIN, or its text before it, sent again
     section = "RFC 9293 §3.10.4 (CLOSE), §3.10.2 (SEND in FIN-WAIT or CLOSING)"
 
