@@ -34,7 +34,7 @@ assert version('finprobe') == '0.1.0', version('finprobe')
 plugins = {ep.name: ep.value for ep in entry_points(group='pytest11')}
 assert plugins.get('finprobe') == 'finprobe.pytest_plugin', plugins
 import finprobe.profile
-assert finprobe.profile.names() == ['linux', 'linux-rfc1337', 'rfc'], finprobe.profile.names()
+assert finprobe.profile.names() == ['linux', 'rfc'], finprobe.profile.names()
 assert finprobe.profile.load('linux').based_on == 'rfc'
 print('ok')
 """

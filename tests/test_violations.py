@@ -127,6 +127,8 @@ section = "RFC 5961 §3.2"
      r"rule 1: missing answer"),
     ('name = "x"\ndescription = "d"\n' + GOOD_RULE.replace('answer', 'answers'),
      r"rule 1: unknown key\(s\) \['answers'\]"),
+    ('name = "x"\ndescription = "d"\n' + GOOD_RULE + 'when_sysctl = "net.ipv4.tcp_rfc1337=1"\n',
+     r"rule 1: when_sysctl must be a table"),
     ('name = "x"\n' + GOOD_RULE, r"missing description"),
     ('name = "x"\ndescription = "d"\nbased_on = "nosuch.toml"\n', r"nosuch.toml: cannot read"),
     ('name = "x\n', r"not TOML"),
@@ -142,7 +144,7 @@ def test_a_bad_profile_file_is_refused_naming_the_file_and_the_problem(tmp_path,
 
 
 def test_an_unknown_profile_name_lists_the_built_in_ones():
-    with pytest.raises(ValueError, match=r"no built-in profile 'bsd' \(built-in: linux, linux-rfc1337, rfc"):
+    with pytest.raises(ValueError, match=r"no built-in profile 'bsd' \(built-in: linux, rfc"):
         profile.load("bsd")
 
 
@@ -166,3 +168,15 @@ def test_a_users_profile_based_on_rfc_states_only_its_departures(tmp_path):
     exp = mine.expect("ESTABLISHED", "rst@N+W/2")
     assert (exp.answer, exp.state_after, exp.alive, exp.departs) == (("none",), "CLOSED", False, True)
     assert mine.expect("ESTABLISHED", "rst@N") == profile.load("rfc").expect("ESTABLISHED", "rst@N")
+
+
+def test_a_when_sysctl_rule_holds_only_where_the_run_set_that_sysctl():
+    linux = profile.load("linux")
+    default = linux.expect("TIME_WAIT", "rst@N")
+    set_ = linux.expect("TIME_WAIT", "rst@N", {"net.ipv4.tcp_rfc1337": "1"})
+    assert (default.state_after, default.departs) == ("CLOSED", True)      # TIME_WAIT assassination
+    assert (set_.state_after, set_.departs) == ("TIME_WAIT", False)        # as RFC 1337 says
+    assert linux.expect("TIME_WAIT", "rst@N", {"net.ipv4.tcp_rfc1337": 0}) == default
+    assert set(linux.departures()) - set(linux.departures({"net.ipv4.tcp_rfc1337": 1})) == \
+        {("TIME_WAIT", e) for e in ("rst@N", "rstack@N", "rstack@N,ack=S+1000")}
+

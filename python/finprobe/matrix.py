@@ -486,7 +486,7 @@ def matrix(host=None, port=None, *, stack=None, env=None, ipv6=False, sysctls=No
         size = concurrency or rig.batch or len(todo)
         for at in range(0, len(todo), size):
             for cell in _run_batch(rig, todo[at:at + size]):
-                _judge(cell, chosen)
+                _judge(cell, chosen, sysctls)
                 result.cells.append(cell)
                 if on_cell is not None:
                     on_cell(cell)
@@ -701,15 +701,16 @@ def _follow_ups(rig, cells):
         cell.alive_source = "wire" if alive is not None else None
 
 
-def _judge(cell, chosen):
-    """Every profile's expectation kept; the verdict by the chosen one."""
+def _judge(cell, chosen, sysctls):
+    """Every profile's expectation kept; the verdict by the chosen one. The
+    sysctls set select a profile's when_sysctl rules."""
     for name in _profile.names() + ([chosen.name] if chosen.name not in _profile.names() else []):
         prof = chosen if name == chosen.name else _profile.load(name)
-        expectation = prof.expect(cell.state, cell.event)
+        expectation = prof.expect(cell.state, cell.event, sysctls)
         cell.expected[name] = expectation.as_dict() if expectation is not None else None
     if cell.verdict == "skipped":
         return
-    cell.verdict, cell.mismatches = chosen.judge(cell)
+    cell.verdict, cell.mismatches = chosen.judge(cell, sysctls)
 
 
 def _recipe_of(command):

@@ -79,7 +79,7 @@ class Violation:
     text: str
 
 
-def violations(trace, profile="rfc"):
+def violations(trace, profile="rfc", sysctls=None):
     """The peer's segments in ``trace`` (a Trace: live, or read_pcap's) that
     ``profile`` (a name, a path or a Profile) does not allow where they were
     sent, as [Violation], in trace order.
@@ -97,13 +97,14 @@ def violations(trace, profile="rfc"):
     orphaned FIN_WAIT_2 from one whose socket is held (FIN_WAIT_2/shut):
     what either row allows is allowed. Also listed: text or a FIN the peer
     sends beyond its own FIN. A connection whose SYN is not in the trace
-    cannot be modelled: it has none."""
+    cannot be modelled: it has none. ``sysctls`` ({name: value}) are the
+    peer's settings where known, for the profile's when_sysctl rules."""
     chosen = _profile.load(profile)
     segments = list(trace)
     sides = trace._sides() if hasattr(trace, "_sides") else [s.direction for s in segments]
     found = []
     for indices in _connections(segments):
-        found.extend(_connection_violations(segments, sides, indices, chosen))
+        found.extend(_connection_violations(segments, sides, indices, chosen, sysctls))
     return sorted(found, key=lambda v: v.index)
 
 
@@ -116,7 +117,7 @@ def _connections(segments):
     return [sorted(ix, key=lambda i: _stamp(segments[i])) for ix in flows.values()]
 
 
-def _connection_violations(segments, sides, order, chosen):
+def _connection_violations(segments, sides, order, chosen, sysctls):
     if not order or "S" not in segments[order[0]].flags:
         return []
     peer = _core.Tcb()
@@ -143,7 +144,7 @@ def _connection_violations(segments, sides, order, chosen):
             continue
         event = events.classify(seg, numbers)
         rows = ("FIN_WAIT_2", "FIN_WAIT_2/shut") if state == "FIN_WAIT_2" else (state,)
-        wanted = [e for e in (chosen.expect(r, event) for r in rows) if e is not None] if event else []
+        wanted = [e for e in (chosen.expect(r, event, sysctls) for r in rows) if e is not None] if event else []
         if not wanted:
             continue
         allowed = tuple(dict.fromkeys(a for e in wanted for a in e.answer))

@@ -3,11 +3,10 @@
 A profile is data, not code: a TOML file a person reads and extends. The
 built-in ones live beside this module in ``profiles/<name>.toml`` (``rfc``:
 RFC 9293, RFC 5961 and RFC 1337 as written; ``linux``: Linux as measured,
-stating only where it departs from ``rfc``; ``linux-rfc1337``: Linux with
-net.ipv4.tcp_rfc1337=1, based on ``linux``: a setting that changes answers
-is a profile of its own). A user describes their own
-stack by writing such a file and passing its path wherever a profile name
-is taken (``load("mystack.toml")``, ``fp.matrix(profile=...)``,
+stating only where it departs from ``rfc``, and with rules marked
+``when_sysctl`` what changes where a run set net.ipv4.tcp_rfc1337=1). A
+user describes their own stack by writing such a file and passing its path
+wherever a profile name is taken (``load("mystack.toml")``, ``fp.matrix(profile=...)``,
 ``trace.violations(profile=...)``).
 
 The format (rfc.toml opens with the same description)::
@@ -28,6 +27,10 @@ The format (rfc.toml opens with the same description)::
                                          #   (false for CLOSED); omitted with it, nothing
     section = "RFC 1337 §3 (F1)"         # required: what the rule follows
     note = "why"                         # optional: for a departure, from what and why
+    when_sysctl = {"net.ipv4.tcp_rfc1337" = 1}
+                                         # optional: the rule holds only in a run that
+                                         #   set these sysctls to these values (matrix
+                                         #   --sysctl); otherwise it is skipped
 
 Rules are read in order; a later rule replaces the whole expectation of
 every cell it names (its states x its events, where the event applies to
@@ -53,7 +56,7 @@ STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "F
                "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
 _DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiles")
 _HEADER_KEYS = {"name", "description", "based_on", "rule"}
-_RULE_KEYS = {"states", "events", "answer", "state_after", "alive", "section", "note"}
+_RULE_KEYS = {"states", "events", "answer", "state_after", "alive", "section", "note", "when_sysctl"}
 _cache = {}
 
 
@@ -110,25 +113,51 @@ def plain_state(state):
 
 class Profile:
     """A loaded profile: ``name``, ``description``, ``based_on`` (a name or
-    None), ``cells`` ({(state, event): Expectation}) and ``path``."""
+    None), ``cells`` ({(state, event): Expectation}, with the kernel's
+    default settings) and ``path``. ``expect``, ``judge`` and ``cells_for``
+    take the sysctls a run set ({name: value}), for rules with when_sysctl."""
 
-    def __init__(self, name, description, based_on, cells, path=None):
+    def __init__(self, name, description, base, layers, path=None):
         self.name = name
         self.description = description
-        self.based_on = based_on
-        self.cells = cells
+        self.base = base
+        self.based_on = base.name if base is not None else None
+        self.layers = layers          # [(when_sysctl dict or None, {(state, event): Expectation})]
         self.path = path
+        self._resolved = {}
 
-    def expect(self, state, event):
+    @property
+    def cells(self):
+        return self.cells_for(None)
+
+    def cells_for(self, sysctls=None):
+        """{(state, event): Expectation} where the run set ``sysctls``, in
+        matrix order, each marked ``departs`` where based_on says otherwise."""
+        key = frozenset(_sysctl_items(sysctls))
+        if key not in self._resolved:
+            settings = dict(key)
+            cells = {}
+            for when, layer in self.layers:
+                if when is None or all(settings.get(k) == v for k, v in when.items()):
+                    cells.update(layer)
+            if self.base is not None:
+                base = self.base.cells_for(settings)
+                cells = {k: dataclasses.replace(e, departs=not e.same_as(base.get(k)))
+                         for k, e in cells.items()}
+            order = {c: i for i, c in enumerate(_events.cells())}
+            self._resolved[key] = dict(sorted(cells.items(), key=lambda kv: order[kv[0]]))
+        return self._resolved[key]
+
+    def expect(self, state, event, sysctls=None):
         """The Expectation of the cell (state, event name), or None."""
-        return self.cells.get((state, event))
+        return self.cells_for(sysctls).get((state, event))
 
-    def judge(self, cell):
+    def judge(self, cell, sysctls=None):
         """(verdict, mismatches) of an observed cell (attributes state, event,
         answer: Segment or None, state_after, alive): "pass" when every field
         the profile states agrees with what was observed, "fail" with one line
         a mismatch otherwise, "info" when the profile has no expectation."""
-        exp = self.expect(cell.state, cell.event)
+        exp = self.expect(cell.state, cell.event, sysctls)
         if exp is None:
             return "info", []
         wrong = []
@@ -144,13 +173,22 @@ class Profile:
                          f"observed {str(bool(alive)).lower()}")
         return ("fail" if wrong else "pass"), wrong
 
-    def departures(self):
+    def departures(self, sysctls=None):
         """The cells whose expectation departs from ``based_on``'s, in matrix order."""
-        return {k: e for k, e in self.cells.items() if e.departs}
+        return {k: e for k, e in self.cells_for(sysctls).items() if e.departs}
 
     def __repr__(self):
         base = f" based on {self.based_on}" if self.based_on else ""
         return f"<Profile {self.name}{base}: {len(self.cells)} cells, {len(self.departures())} departures>"
+
+
+def _sysctl_items(sysctls):
+    """(name, value) pairs as rules compare them: names with dots, values as str."""
+    if not sysctls:
+        return []
+    if not isinstance(sysctls, dict):
+        raise TypeError(f"sysctls must be a dict of name: value, not {type(sysctls).__name__}")
+    return [(str(k).replace("/", "."), str(v).strip()) for k, v in sysctls.items()]
 
 
 def names():
@@ -196,7 +234,7 @@ def _load_file(path, seen):
     for key in ("name", "description"):
         if not isinstance(data.get(key), str) or not data[key]:
             bad(f"missing {key} (a string)")
-    base, cells = None, {}
+    base = None
     based_on = data.get("based_on")
     if based_on is not None:
         if not isinstance(based_on, str):
@@ -205,19 +243,25 @@ def _load_file(path, seen):
             base = load(based_on)
         else:
             base = _load_file(os.path.join(os.path.dirname(path), based_on), seen + (path,))
-        cells = dict(base.cells)
     rules = data.get("rule", [])
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
         bad("rule must be an array of tables ([[rule]])")
+    layers = list(base.layers) if base is not None else []
     for number, rule in enumerate(rules, 1):
-        for cell, exp in _rule_cells(rule, bad.rule(number)):
-            cells[cell] = exp
-    if base is not None:
-        cells = {k: dataclasses.replace(e, departs=not e.same_as(base.cells.get(k)))
-                 for k, e in cells.items()}
-    order = {c: i for i, c in enumerate(_events.cells())}
-    cells = dict(sorted(cells.items(), key=lambda kv: order[kv[0]]))
-    return Profile(data["name"], data["description"], base.name if base else None, cells, path)
+        where = bad.rule(number)
+        layers.append((_when(rule, where), dict(_rule_cells(rule, where))))
+    return Profile(data["name"], data["description"], base, layers, path)
+
+
+def _when(rule, bad):
+    """A rule's when_sysctl as {name: value as str}, or None."""
+    when = rule.get("when_sysctl")
+    if when is None:
+        return None
+    if not isinstance(when, dict) or not when or not all(
+            isinstance(v, (str, int)) and not isinstance(v, bool) for v in when.values()):
+        bad("when_sysctl must be a table of sysctl = value, e.g. {\"net.ipv4.tcp_rfc1337\" = 1}")
+    return dict(_sysctl_items(when))
 
 
 class _Bad:

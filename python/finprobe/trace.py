@@ -148,11 +148,12 @@ class Trace(collections.abc.Sequence):
         outs = sides.count("out")
         return f"<Trace {len(self)} segments: {outs} out, {len(self) - outs} in>"
 
-    def violations(self, profile="rfc"):
+    def violations(self, profile="rfc", sysctls=None):
         """The peer's segments the profile (a name, a path or a Profile) does
         not allow where they were sent, as RFC 9293's model of the peer reads
-        the trace: [finprobe.model.Violation]."""
-        return model.violations(self, profile)
+        the trace: [finprobe.model.Violation]. ``sysctls``: the peer's
+        settings where known ({name: value}), for when_sysctl rules."""
+        return model.violations(self, profile, sysctls)
 
     # ---- pcap --------------------------------------------------------------------
 
