@@ -36,8 +36,8 @@ import time
 from . import _args, _core, events, stacks
 from . import profile as _profile
 from .events import Numbers
-from .probe import (HTTP_REQUEST, LAB_PORT, STACK_PORT, StackPeer, TargetPeer, _command, _keepalive,
-                    _liveness, _next_fin, _Undriven, _Unmet, _fin_seq, _rel)
+from .probe import (HTTP_REQUEST, LAB_PORT, StackPeer, TargetPeer, _command, _liveness,
+                    _next_fin, _Undriven, _Unmet, _fin_seq, _rel)
 from .state import State
 
 ANSWER_WAIT = 1.0        # s after a batch's last event for its answers (delayed ACKs are <= 0.5 s)
@@ -307,12 +307,29 @@ class HttpRig:
     def __init__(self, peer, batch, recipe_paths):
         self.peer, self.batch, self.recipe_paths = peer, batch, recipe_paths
 
-    def __getattr__(self, name):     # another, describe, state_source, state, death, release, shutdown
-        return getattr(self.peer, name)
-
     @property
-    def conns(self):
-        return self.peer.conns
+    def state_source(self):
+        return self.peer.state_source
+
+    def describe(self):
+        return self.peer.describe()
+
+    def another(self):
+        return self.peer.another()
+
+    def state(self, conn):
+        return self.peer.state(conn)
+
+    def death(self):
+        """How a stack's process ended (None while it runs, and for a Target)."""
+        return self.peer.death() if isinstance(self.peer, StackPeer) else None
+
+    def release(self):
+        """The batch's connections closed; a stack that died started again."""
+        self.peer.begin()
+
+    def shutdown(self):
+        self.peer.shutdown()
 
     def close_first(self, conn, sock, how):
         """Ask for a page (GET /shut for "shut"), ACK its data, not its FIN: its FIN."""
@@ -555,8 +572,6 @@ def _run_batch(rig, pairs):
         if death and cell.verdict is None:
             cell.verdict, cell.reason = "skipped", f"the peer died during the batch: {death}"
     rig.release()
-    if hasattr(rig, "begin"):
-        rig.begin()                                # a stack that died is started again
     return cells
 
 
@@ -564,7 +579,7 @@ def _drive(rig, cell):
     """Open the cell's connection and drive the peer into its state; a cell
     that cannot be driven is skipped, saying why."""
     try:
-        cell.conn, cell.handle = rig.another()
+        cell.conn, cell.handle = _open(rig)
         DRIVE[cell.state](rig, cell.conn, cell.handle)
         if rig.state_source is not None:
             cell.state_source = rig.state_source
@@ -580,6 +595,18 @@ def _drive(rig, cell):
         _skip(cell, f"could not be driven into {cell.state}: {e.strerror or e}")
     except _core.Error as e:
         _skip(cell, f"could not be driven into {cell.state}: {e}")
+
+
+def _open(rig):
+    """A connection to the peer; a SYN it did not answer is tried once more
+    on a new connection, as a client retransmits its SYN (a server with a
+    short accept queue, as http.server's 5, drops SYNs when many come at once)."""
+    try:
+        return rig.another()
+    except _core.ConnectionRefused:
+        raise
+    except _core.ExpectError:
+        return rig.another()
 
 
 def _skip(cell, reason):
@@ -682,13 +709,14 @@ def _follow_ups(rig, cells):
     one wait for all; ACK: alive, RST: gone, nothing: unknown."""
     sent = []
     for cell in cells:
-        if cell.answer is not None and "R" in cell.answer.flags:
-            cell.alive, cell.alive_source = False, "wire"   # the peer reset it: its RST says so
+        if any("R" in a.flags or a.flags == "SA" for a in cell.answers):
+            # A RST ended it; a SYN-ACK took our SYN for a new connection: it says so itself.
+            cell.alive, cell.alive_source = False, "wire"
             continue
         while cell.conn.recv(timeout=0) is not None:
             pass
         try:
-            _keepalive(cell.conn)
+            _keepalive(cell.conn, cell.numbers)
             sent.append(cell)
         except OSError:
             pass
@@ -699,6 +727,12 @@ def _follow_ups(rig, cells):
         alive = _liveness(cell.follow_up)
         cell.alive = None if alive is None else alive == "alive"
         cell.alive_source = "wire" if alive is not None else None
+
+
+def _keepalive(conn, n):
+    """A keepalive probe (finprobe.probe's) at the numbers of the event, not
+    our TCB's: an event (a SYN, a FIN) moved SND.NXT, the peer's RCV.NXT did not."""
+    return conn.send(b"\0", flags="A", seq=(n.N - 1) % 2**32, ack=n.U)
 
 
 def _judge(cell, chosen, sysctls):
