@@ -13,8 +13,11 @@ from labtools import PACKAGE_DIR, PYTHON
 
 def run_suite(*args, timeout=300):
     """The conformance suite in a child pytest, from a directory of its own
-    (no conftest of the tests' on the way)."""
-    return subprocess.run([PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "finprobe.conformance",
+    (no conftest of the tests' on the way). finprobe is not installed here:
+    ``-p finprobe.pytest_plugin`` stands for the pytest11 entry point that
+    registers the plugin (and its options) where it is."""
+    return subprocess.run([PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-p", "finprobe.pytest_plugin",
+                           "--pyargs", "finprobe.conformance",
                            "-rs", *args], capture_output=True, text=True, timeout=timeout, cwd="/",
                           env={**os.environ, "PYTHONPATH": PACKAGE_DIR})
 

@@ -74,6 +74,8 @@ class Cell:
     verdict: str = None
     mismatches: list = dataclasses.field(default_factory=list)
     reason: str = ""               # why a cell was skipped
+    violations: list = dataclasses.field(default_factory=list)  # the model's (finprobe.model), by the profile
+    profile: str = None            # the profile the verdict follows
     trace: object = None           # fp.Trace of the cell's connection
     conn: object = dataclasses.field(default=None, repr=False)
     handle: object = dataclasses.field(default=None, repr=False)  # the peer's socket, where held
@@ -97,7 +99,7 @@ class Cell:
     def explain(self, profile=None):
         """What was sent, what the profile expected, what was observed and
         where from, and the cell's ladder: a failure report's text."""
-        profile = profile or next(iter(self.expected), None)
+        profile = profile or self.profile
         lines = [f"{self.state} x {self.event}: {self.verdict}"]
         if self.sent is not None:
             lines.append(f"  sent:      [{self.sent.flags}] {_numbers_text(self)}")
@@ -120,6 +122,7 @@ class Cell:
             if self.alive_source is not None:
                 lines.append(f"  observed ({self.alive_source}): alive {self.alive}")
         lines += [f"  mismatch:  {m}" for m in self.mismatches]
+        lines += [f"  model:     {v.text}" for v in self.violations]
         if self.trace is not None and len(self.trace):
             lines += ["", self.trace.ladder_text()]
         return "\n".join(lines)
@@ -137,12 +140,14 @@ class Cell:
                 "stack_state_after": self.state_after if self.state_source == "stack" else None,
                 "alive": self.alive, "alive_source": self.alive_source,
                 "expected": self.expected, "verdict": self.verdict, "mismatches": self.mismatches,
-                "reason": self.reason, "sent": _segment_dict(self.sent, self.conn_iss, self.conn_irs)}
+                "reason": self.reason, "model_violations": [v.text for v in self.violations],
+                "sent": _segment_dict(self.sent, self.conn_iss, self.conn_irs)}
 
 
 def _numbers_text(cell):
     n = cell.numbers
-    return (f"seq={_rel(cell.sent.seq, cell.conn_iss)} ack={_rel(cell.sent.ack, cell.conn_irs)} "
+    ack = f" ack={_rel(cell.sent.ack, cell.conn_irs)}" if "A" in cell.sent.flags else ""
+    return (f"seq={_rel(cell.sent.seq, cell.conn_iss)}{ack} len={len(cell.sent.payload)} "
             f"(the peer's N={_rel(n.N, cell.conn_iss)} W={n.W} S={_rel(n.S, cell.conn_irs)} "
             f"U={_rel(n.U, cell.conn_irs)}, relative)")
 
@@ -568,7 +573,6 @@ def _run_batch(rig, pairs):
     for cell in cells:
         if cell.conn is not None:
             cell.trace = cell.conn.trace
-            cell.conn_iss, cell.conn_irs = cell.conn.iss, cell.conn.irs
         if death and cell.verdict is None:
             cell.verdict, cell.reason = "skipped", f"the peer died during the batch: {death}"
     rig.release()
@@ -580,6 +584,7 @@ def _drive(rig, cell):
     that cannot be driven is skipped, saying why."""
     try:
         cell.conn, cell.handle = _open(rig)
+        cell.conn_iss, cell.conn_irs = cell.conn.iss, cell.conn.irs   # before an event's SYN resets ours
         DRIVE[cell.state](rig, cell.conn, cell.handle)
         if rig.state_source is not None:
             cell.state_source = rig.state_source
@@ -738,6 +743,7 @@ def _keepalive(conn, n):
 def _judge(cell, chosen, sysctls):
     """Every profile's expectation kept; the verdict by the chosen one. The
     sysctls set select a profile's when_sysctl rules."""
+    cell.profile = chosen.name
     for name in _profile.names() + ([chosen.name] if chosen.name not in _profile.names() else []):
         prof = chosen if name == chosen.name else _profile.load(name)
         expectation = prof.expect(cell.state, cell.event, sysctls)
@@ -745,6 +751,8 @@ def _judge(cell, chosen, sysctls):
     if cell.verdict == "skipped":
         return
     cell.verdict, cell.mismatches = chosen.judge(cell, sysctls)
+    if cell.trace is not None:
+        cell.violations = cell.trace.violations(chosen, sysctls)
 
 
 def _recipe_of(command):

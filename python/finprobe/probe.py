@@ -55,6 +55,7 @@ import socket
 import time
 
 from . import _args, _core, stacks
+from . import profile as _profile
 from .trace import Trace
 
 LAB_PORT = 8080
@@ -1032,7 +1033,7 @@ def _expected(spec, peer):
 
 
 def probe(host=None, port=None, *, stack=None, env=None, ipv6=False, slow=False, checks=None,
-          on_check=None):
+          on_check=None, profile="rfc"):
     """Probe how a TCP stack closes connections; returns a Report.
 
     ``host`` None and no ``stack``: the local Linux kernel in a Lab.
@@ -1041,8 +1042,13 @@ def probe(host=None, port=None, *, stack=None, env=None, ipv6=False, slow=False,
     would) and ``port``: a user-space stack in a Lab (``fp.Lab(stack=, env=,
     ipv6=)``) serving HTTP on ``port``. ``slow`` follows timed behaviours
     for minutes rather than seconds. ``checks`` limits the run to those
-    names; ``on_check(check)`` is called as each ends.
+    names; ``on_check(check)`` is called as each ends. ``profile`` (a
+    finprobe.profile name or file) is what the RFC model's reading of each
+    check's segments is held to: the peer's segments it does not allow are
+    listed in the check as "model" observations (finprobe.model.violations),
+    beside the verdict, which they do not change.
     """
+    chosen = _profile.load(profile)
     if not isinstance(ipv6, bool):
         raise TypeError(f"ipv6 must be a bool, not {type(ipv6).__name__}")
     if stack is not None:
@@ -1075,6 +1081,7 @@ def probe(host=None, port=None, *, stack=None, env=None, ipv6=False, slow=False,
             if checks is not None and spec.name not in checks:
                 continue
             report.checks.append(_run(spec, peer, slow))
+            _violations(report.checks[-1], chosen)
             if on_check is not None:
                 on_check(report.checks[-1])
     finally:
@@ -1125,6 +1132,15 @@ def _run(spec, peer, slow):
     if check.verdict not in VERDICTS:
         raise AssertionError(f"finprobe: check {spec.name} ended without a verdict")
     return check
+
+
+def _violations(check, chosen):
+    """What the model, over the check's segments, says the peer sent that the
+    profile does not allow there: each a "model" observation."""
+    if check.trace is None or not len(check.trace):
+        return
+    for violation in check.trace.violations(chosen):
+        check.saw("model", f"{violation.text} (segment {violation.index + 1} of the check's trace)")
 
 
 def _timer(info):

@@ -63,7 +63,7 @@ def pytest_configure(config):
     spec = config.getoption("finprobe_target")
     if spec is not None:
         parse_target(spec)  # a usage error now rather than in every test
-    matrix_arguments(config)  # likewise
+    matrix_arguments(config, need_port=False)  # likewise; the port only where the matrix runs
     directory = config.getoption("finprobe_pcap")
     if directory:
         try:
@@ -126,7 +126,15 @@ def finprobe_target(request):
             close()
 
 
-def matrix_arguments(config, states=None, events=None):
+def pytest_collection_finish(session):
+    """A conformance run (test_cell items selected) checks its options whole,
+    the stack's port included, before any test."""
+    if any(getattr(item, "originalname", None) == "test_cell" and "finprobe_matrix" in item.fixturenames
+           for item in session.items):
+        matrix_arguments(session.config)
+
+
+def matrix_arguments(config, states=None, events=None, need_port=True):
     """fp.matrix's arguments from the conformance options; pytest.UsageError
     for a wrong combination or a profile that does not load."""
     from . import profile
@@ -139,6 +147,8 @@ def matrix_arguments(config, states=None, events=None):
         if target is not None and stack is not None:
             raise ValueError("give --finprobe-target or --finprobe-stack, not both")
         if stack is not None:
+            if port is None and not need_port:
+                return None
             if port is None:
                 raise ValueError("--finprobe-stack needs --finprobe-port for the conformance suite: "
                                  "the port the stack serves HTTP on")

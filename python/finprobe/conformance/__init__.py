@@ -7,6 +7,10 @@
     pytest --pyargs finprobe.conformance --finprobe-target 198.51.100.7:80
     pytest --pyargs finprobe.conformance -k "TIME_WAIT and syn"
 
+From a source tree rather than an installed finprobe, add ``-p
+finprobe.pytest_plugin`` (an installed one registers the plugin through its
+pytest11 entry point).
+
 Tests are named ``test_cell[STATE-EVENT]``. The selected cells run together,
 once a session (once a worker under pytest-xdist), through the
 ``finprobe_matrix`` fixture (finprobe.pytest_plugin); each test then judges
