@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+import finprobe as fp
 from finprobe import _core, profile
 from finprobe.compare_view import COLOURS, MatrixComparison, compare_matrices
 from finprobe.matrix import Matrix, matrix
@@ -207,6 +208,16 @@ def test_peer_names_are_checked_before_any_run():
         compare_matrices(["linux", "nosuchstack"], on_matrix=pytest.fail)
     with pytest.raises(TypeError, match="peers"):
         compare_matrices("linux")
+
+
+def test_fp_compare_of_matrices_returns_a_matrix_comparison(kernels):
+    default, rfc1337 = kernels
+    comparison = fp.compare([default, rfc1337])
+    assert isinstance(comparison, MatrixComparison)
+    assert comparison.peers == ["linux", "linux tcp_rfc1337=1"]
+    assert comparison.matrices == [default, rfc1337]
+    with pytest.raises(TypeError, match="must be a str"):
+        fp.compare(["linux", default])
 
 
 def test_matrices_of_different_profiles_need_the_one_to_colour_by(kernels):
