@@ -167,7 +167,7 @@ def test_the_svg_parses_and_has_one_box_a_peer_a_cell(kernels, tmp_path):
             assert verdict == m.cell(state, event).verdict and fill == COLOURS[verdict]
     assert int(root.get("width")) <= 1024            # a README's width
     marked = {(g.get("data-state"), g.get("data-event")) for g in root.iter(f"{SVG}g")
-              if any(p.get("data-disagree") for p in g.iter(f"{SVG}path"))}
+              if any(r.get("data-disagree") for r in g.iter(f"{SVG}rect"))}
     assert marked == set(comparison.disagreements()) and ("TIME_WAIT", "rst@N") in marked
     path = tmp_path / "matrix.svg"
     comparison.to_svg(path)

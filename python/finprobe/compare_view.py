@@ -247,7 +247,7 @@ class MatrixComparison:
         """The grid as an SVG document (str): a row a state, a column an
         event; in each grid cell a strip with the profile's expected answer,
         then a strip a peer, coloured by verdict, with the answer's flags
-        ("×": the connection is gone after it); a corner mark where the
+        ("×": the connection is gone after it); a bar on the left where the
         peers disagree, the odd ones' text orange. About 1000 px wide for the
         whole matrix."""
         return _Grid(self).render()
@@ -580,9 +580,9 @@ class _Grid:
                        entry.odd,
                        f"{peer}: {entry.seen or entry.verdict}\n{_tip(entry, row, self.c.profile)}",
                        f'data-peer="{esc(peer)}" data-verdict="{esc(entry.verdict)}"')
-        if not row.agree:              # a corner mark: most rows of unlike stacks disagree somewhere
-            self.out.append(f'<path d="M{x + w - 9},{y} h9 v9 z" fill="{ODD_COLOUR}" data-disagree="1">'
-                            "<title>the peers disagree</title></path>")
+        if not row.agree:              # a bar, not an outline: most cells of unlike stacks disagree somewhere
+            self.out.append(f'<rect x="{x}" y="{y}" width="3" height="{self.cell_h}" fill="{ODD_COLOUR}" '
+                            'data-disagree="1"><title>the peers disagree</title></rect>')
         self.out.append("</g>")
 
     def strip(self, x, y, w, fill, text, odd, tip, attrs, stroke="#ffffff"):
@@ -620,7 +620,7 @@ class _Grid:
             self.out.append(f'<text x="{lx + self.COL_W + 4}" y="{sy + 9}" font-size="10">{verdict}</text>')
         tx = lx + 110
         notes = ["text: the answer's flags (- none)", f"{GONE}: the connection is gone after it",
-                 "corner mark: the peers disagree", "orange text: differs from most peers"]
+                 "bar on the left: the peers disagree", "orange text: differs from most peers"]
         for i, note in enumerate(notes):
             self.out.append(f'<text x="{tx}" y="{y + 25 + i * 13}" font-size="10">{esc(note)}</text>')
 
