@@ -1274,7 +1274,11 @@ def compare(peers, *, slow=False, checks=None, on_report=None):
     name, see ``peer_arguments``) and put the reports side by side: a
     Comparison. A peer that cannot be probed at all (fp.Error) gets its
     error in its column; the others still run. ``on_report(peer, report)``
-    is called as each ends."""
+    is called as each ends. Given fp.Matrix objects instead of names, their
+    side-by-side view: a compare_view.MatrixComparison."""
+    if isinstance(peers, (list, tuple)) and peers and not any(isinstance(p, str) for p in peers):
+        from .compare_view import MatrixComparison
+        return MatrixComparison(peers)
     if isinstance(peers, str) or not peers:
         raise TypeError("peers must be a non-empty list of peer names")
     arguments = [peer_arguments(p) for p in peers]  # every name checked before any probe
