@@ -207,3 +207,16 @@ def test_cli_compare_json_holds_the_table_and_the_reports(tmp_path):
     assert out["peers"] == ["linux"] and out["reports"][0]["counts"]["pass"] == 1
     assert out["table"] == [{"check": "rst_exact", "cells": [{"verdict": "pass", "value": "silence, then gone"}]}]
     assert "<td" in (tmp_path / "t.html").read_text()
+
+
+def test_the_model_lists_what_the_profile_does_not_allow_in_a_probe():
+    """Linux takes a SYN above RCV.NXT into TIME_WAIT as a new connection
+    (SYN-ACK), where RFC 5961 §4.2 asks for a challenge ACK: a violation of rfc,
+    none of linux."""
+    by_profile = {name: fp.probe(checks=["syn_into_time_wait"], profile=name).checks[0]
+                  for name in ("rfc", "linux")}
+    said = [o.text for o in by_profile["rfc"].observations if o.source == "model"]
+    assert len(said) == 1 and "syn@N+10^6" in said[0] and "RFC 5961 §4.2" in said[0], said
+    assert "the peer sent [SA]" in said[0] and "an inference" in said[0]
+    assert not [o for o in by_profile["linux"].observations if o.source == "model"]
+    assert by_profile["rfc"].verdict == by_profile["linux"].verdict == "info"   # the verdict is the wire's

@@ -1140,7 +1140,8 @@ def _violations(check, chosen):
     if check.trace is None or not len(check.trace):
         return
     for violation in check.trace.violations(chosen):
-        check.saw("model", f"{violation.text} (segment {violation.index + 1} of the check's trace)")
+        check.saw("model", f"{violation.text} (an inference from segment {violation.index + 1} of the check's "
+                            "trace)")
 
 
 def _timer(info):
