@@ -57,7 +57,7 @@ FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover
 # The one C dialect (.clang-format): every C file of the project.
 FMT_SRCS := $(wildcard c/include/*.h c/src/*.[ch] c/tests/*.[ch] c/fuzz/*.c python/ext/*.[ch] stacks/*/*.c)
 
-.PHONY: all deps test ctest ctest-asan pytest pytest-asan fuzz probe bench fmt fmt-check clean stacks
+.PHONY: all deps test ctest ctest-asan pytest pytest-asan fuzz probe bench fmt fmt-check clean stacks matrix-svg
 all: $(BUILD)/libfinprobe.so $(BUILD)/libfinprobe.a $(EXT)
 
 deps:
@@ -153,6 +153,10 @@ bench: all
 	PYTHONPATH=python $(PY) bench/codec.py
 	PYTHONPATH=python $(PY) bench/lab.py
 	PYTHONPATH=python $(PY) bench/matrix.py
+
+# The README's picture: the state x event matrix of Linux and the recipes side by side.
+matrix-svg: all stacks
+	PYTHONPATH=python $(PY) -m finprobe matrix --compare linux lwip gvisor slirp --svg docs/matrix.svg
 
 fmt:
 	clang-format -i $(FMT_SRCS)

@@ -15,6 +15,7 @@ See README.md and the public API in shared/API.md.
 from . import _core, stacks
 from ._core import ConnectionRefused, Error, ExpectError, ParseError, PermissionError, Segment
 from .connection import Connection
+from .compare_view import MatrixComparison
 from .lab import Lab
 from .matrix import Cell, Matrix, matrix
 from .probe import Check, Comparison, Report, compare, probe
@@ -25,5 +26,5 @@ from .trace import Trace, read_pcap
 __all__ = [
     "Connection", "ConnectionRefused", "Error", "ExpectError", "Lab", "ParseError",
     "PermissionError", "Segment", "State", "Target", "Trace", "read_pcap", "probe", "Check", "Report",
-    "compare", "Comparison", "stacks", "matrix", "Matrix", "Cell",
+    "compare", "Comparison", "stacks", "matrix", "Matrix", "Cell", "MatrixComparison",
 ]

@@ -204,7 +204,7 @@ def run_matrix(parser, args):
         else:
             print(f"finprobe: the state x event matrix of {_describe(args)}", file=sys.stderr)
             shown = matrix(**kwargs, on_cell=progress)
-    except (ValueError, TypeError) as e:
+    except ValueError as e:         # a setting the Lab's kernel refuses, found as it is made
         parser.error(str(e))
     except _core.Error as e:
         print(f"finprobe: {e}", file=sys.stderr)
@@ -216,6 +216,8 @@ def run_matrix(parser, args):
     if args.json:
         import json
         print(json.dumps(shown.as_dict(), indent=2))
+    elif args.compare:
+        print(shown.table(colour=sys.stdout.isatty()))
     else:
         print(shown.table())
     if args.compare:

@@ -24,8 +24,6 @@ names peers; a peer that cannot run has its error in its column.
 import collections
 import dataclasses
 import html
-import os
-import re
 
 from . import _core, events, stacks
 from .probe import STACK_PORT, peer_arguments
@@ -391,19 +389,12 @@ def _names(matrices, names):
 
 
 def _name_of(m):
-    """A short column name: "linux" (with its family and sysctls), a
-    recipe's name, or the peer as the matrix names it."""
+    """A short column name: the matrix's own (linux, a recipe's name,
+    HOST:PORT), with its family and the sysctls it set."""
     if not isinstance(m, _Matrix()):
         return "error"
-    if m.peer.startswith("the local Linux kernel"):
-        name = "linux" + (" ipv6" if m.family == "ipv6" else "")
-        return name + "".join(f" {k.rsplit('.', 1)[-1]}={v}" for k, v in m.sysctls.items())
-    stack = re.match(r"the stack `([^ `]+)", m.peer)
-    if stack:
-        name = os.path.basename(stack.group(1))
-        name = name[:-len("-http")] if name.endswith("-http") else name
-        return name + (" ipv6" if m.family == "ipv6" else "")
-    return m.peer
+    name = m.name + (" ipv6" if m.family == "ipv6" else "")
+    return name + "".join(f" {k.rsplit('.', 1)[-1]}={v}" for k, v in m.sysctls.items())
 
 
 def _profile_of(matrices, profile):

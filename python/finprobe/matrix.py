@@ -176,6 +176,7 @@ class Matrix:
     family: str
     profile: str
     cells: list
+    name: str = ""                 # short, for a table's column: linux, a recipe's or binary's name, HOST:PORT
     sysctls: dict = dataclasses.field(default_factory=dict)
     seconds: float = 0.0           # wall time of the run
 
@@ -240,6 +241,7 @@ class KernelRig:
 
     holds_socket = True
     state_source = "socket"
+    name = "linux"
 
     def __init__(self, ipv6, sysctls):
         from .lab import Lab
@@ -309,8 +311,8 @@ class HttpRig:
 
     holds_socket = False
 
-    def __init__(self, peer, batch, recipe_paths):
-        self.peer, self.batch, self.recipe_paths = peer, batch, recipe_paths
+    def __init__(self, peer, batch, recipe_paths, name):
+        self.peer, self.batch, self.recipe_paths, self.name = peer, batch, recipe_paths, name
 
     @property
     def state_source(self):
@@ -502,7 +504,7 @@ def matrix(host=None, port=None, *, stack=None, env=None, ipv6=False, sysctls=No
     todo = events_cells(states, events)
     rig = _rig(host, port, stack, env, ipv6, sysctls, concurrency)
     family = "ipv6" if (ipv6 or (host is not None and ":" in rig.peer.target.addr)) else "ipv4"
-    result = Matrix(rig.describe(), family, chosen.name, [], dict(sysctls))
+    result = Matrix(rig.describe(), family, chosen.name, [], sysctls=dict(sysctls), name=rig.name)
     started = time.monotonic()
     try:
         size = concurrency or rig.batch or len(todo)
@@ -543,14 +545,16 @@ def _rig(host, port, stack, env, ipv6, sysctls, concurrency):
         stack = _command("stack", stack)
         recipe = _recipe_of(stack)
         batch = getattr(stacks, "CONCURRENCY", {}).get(recipe, HTTP_BATCH)
-        return HttpRig(StackPeer(stack, env, port, ipv6), batch, recipe is not None)
+        name = recipe or stack[0].rsplit("/", 1)[-1]
+        return HttpRig(StackPeer(stack, env, port, ipv6), batch, recipe is not None, name)
     if (host is None) != (port is None):
         raise ValueError("matrix: give both host and port, or neither (the local kernel in a Lab)")
     if env is not None:
         raise ValueError("matrix: env= is for a stack's command (stack=)")
     if host is None:
         return KernelRig(ipv6, sysctls)
-    return HttpRig(TargetPeer(host, port), HTTP_BATCH, False)
+    peer = TargetPeer(host, port)
+    return HttpRig(peer, HTTP_BATCH, False, peer.describe())
 
 
 def _run_batch(rig, pairs):
