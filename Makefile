@@ -45,7 +45,8 @@ DEBS := build-essential clang clang-format libclang-rt-14-dev pkg-config libmnl-
 ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_close.py \
                 tests/test_passive_close.py tests/test_rst.py tests/test_probe.py tests/test_connection.py tests/test_model.py \
                 tests/test_ext_safety.py tests/test_arguments.py tests/test_trace.py tests/test_trace_record.py \
-                tests/test_lab_args.py tests/test_stack_lab.py
+                tests/test_lab_args.py tests/test_stack_lab.py tests/test_matrix.py tests/test_profile_rfc.py \
+                tests/test_violations.py
 
 # libFuzzer targets (clang): the codec and the state machine. make test gives
 # each a short run; make fuzz FUZZ_SECONDS=600 a long one.
@@ -132,7 +133,8 @@ pytest: all stacks
 # interpreter's business: CPython keeps much alive until exit). PYTHONMALLOC=malloc:
 # pymalloc reuses freed blocks itself, hiding a use-after-free from ASan.
 pytest-asan: $(ASAN_EXT) stacks
-	rm -f $(ASAN_PY)/finprobe/*.py && cp python/finprobe/*.py $(ASAN_PY)/finprobe/
+	rm -rf $(ASAN_PY)/finprobe/*.py $(ASAN_PY)/finprobe/profiles $(ASAN_PY)/finprobe/conformance
+	cp python/finprobe/*.py $(ASAN_PY)/finprobe/ && cp -r python/finprobe/profiles python/finprobe/conformance $(ASAN_PY)/finprobe/
 	LD_PRELOAD="$(LIBASAN) $(LIBUBSAN)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1 PYTHONMALLOC=malloc \
 	    PYTHONPATH=$(ASAN_PY) $(PY) -m pytest -q -p no:cacheprovider $(ASAN_PYTESTS)
 
