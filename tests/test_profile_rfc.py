@@ -4,9 +4,6 @@ playing the peer, driven into the cell's state by the segments a peer would
 send; the other sends the event; the peer takes it, and its state after and
 what RFC 9293 says it answers (Connection._reply) must be what the rfc
 profile expects.
-
-A cell where tcb.c knowingly differs from the profile is an xfail (strict:
-it must keep failing until one of them changes), saying why.
 """
 
 import types
@@ -20,27 +17,8 @@ from labtools import OURS, THEIRS
 PEER_DATA = 1000                  # bytes the peer sends first, which we ACK (as the matrix's kernel peer)
 REPLY_CLASS = {"": "none", "ACK": "ACK", "CHALLENGE_ACK": "ACK", "RST": "RST"}
 
-# tcb.c does not implement RFC 1337's fix F1 (its header lists its
-# departures; this is not among them): in TIME_WAIT it takes the checks of
-# the synchronized states, so a RST at RCV.NXT closes and one in the window
-# draws RFC 5961's challenge ACK.
-NO_RFC1337 = {
-    ("TIME_WAIT", e): "tcb.c: no RFC 1337 in TIME_WAIT (a RST at RCV.NXT closes it)"
-    for e in ("rst@N", "rstack@N", "rstack@N,ack=S+1000")
-} | {
-    ("TIME_WAIT", e): "tcb.c: no RFC 1337 in TIME_WAIT (an in-window RST draws a challenge ACK)"
-    for e in ("rst@N+W/2", "rst@N+W-1", "rstack@N+W/2")
-}
 
-
-def _params():
-    out = []
-    for state, event in events.cells():
-        marks = ()
-        if (state, event) in NO_RFC1337:
-            marks = pytest.mark.xfail(reason=NO_RFC1337[state, event], strict=True)
-        out.append(pytest.param(state, event, marks=marks, id=f"{state}-{event}"))
-    return out
+CELLS = [pytest.param(state, event, id=f"{state}-{event}") for state, event in events.cells()]
 
 
 @pytest.fixture
@@ -108,7 +86,7 @@ def drive(state, ours, peer):
     assert peer.state == profile.plain_state(state), f"the peer was driven into {peer.state}, not {state}"
 
 
-@pytest.mark.parametrize("state, event", _params())
+@pytest.mark.parametrize("state, event", CELLS)
 def test_finprobe_answers_each_cell_as_the_rfc_profile_says(pair, state, event):
     ours, peer = pair
     drive(state, ours, peer)

@@ -23,6 +23,9 @@
  *    letter of §3.10.7.4's first check it is dropped unread, and a peer
  *    that answers crossing FINs with its FIN again plus the ACK of ours
  *    (libslirp) would leave us in CLOSING for good.
+ *  - TIME-WAIT ignores RSTs (RFC 1337 §3, fix F1: "TIME-WAIT
+ *    assassination"), where §3.10.7.4 would close; Linux does so with
+ *    net.ipv4.tcp_rfc1337=1 (time_wait_input()).
  */
 #include <errno.h>
 #include <string.h>
@@ -784,10 +787,15 @@ static int is_fin_retransmission(const struct fp_tcb *tcb,
  * the synchronized states: a RST at RCV.NXT closes, a SYN draws a
  * challenge ACK, an old FIN without ACK draws the first check's ACK and
  * leaves the timer alone. */
+/* RFC 1337 §3, F1: a RST in TIME-WAIT is ignored, whatever its sequence
+ * number, so that an old duplicate RST cannot end TIME-WAIT early and let
+ * an old connection's segments into a new one (hazards H1-H3). */
 static enum fp_reply time_wait_input(struct fp_tcb *tcb,
 				     const struct fp_segment *seg,
 				     uint64_t now_ns)
 {
+	if (seg->flags & FP_RST)
+		return FP_REPLY_NONE;
 	if (is_fin_retransmission(tcb, seg)) {
 		restart_time_wait(tcb, now_ns);
 		return FP_REPLY_ACK;

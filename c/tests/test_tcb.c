@@ -795,6 +795,23 @@ static void test_time_wait_syn_gets_challenge_ack_and_bare_ack_nothing(void)
 	CHECK_EQ(tcb.time_wait_until, MSL2);
 }
 
+/* RFC 1337 (F1): no RST ends TIME-WAIT, at RCV.NXT or in the window, nor
+ * draws a challenge ACK; the 2MSL timer still does. */
+static void test_time_wait_ignores_rsts(void)
+{
+	struct fp_tcb tcb = tcb_in_time_wait();
+
+	CHECK_EQ(peer_sends(&tcb, FP_RST, IRS + 2, 0, 0, 10), FP_REPLY_NONE);
+	CHECK_EQ(peer_sends(&tcb, FP_RST | FP_ACK, IRS + 2, ISS + 2, 0, 10),
+		 FP_REPLY_NONE);
+	CHECK_EQ(peer_sends(&tcb, FP_RST, IRS + 1000, 0, 0, 10), FP_REPLY_NONE);
+	CHECK_EQ(tcb.state, FP_STATE_TIME_WAIT);
+	CHECK_EQ(tcb.time_wait_until, MSL2);
+	CHECK_EQ(n_seen, 0);
+	fp_tcb_tick(&tcb, MSL2);
+	CHECK_EQ(tcb.state, FP_STATE_CLOSED);
+}
+
 /* A 2MSL too long to add to the clock waits "for ever" (the end of the
  * clock), not a wrapped few seconds. */
 static void test_time_wait_huge_2msl_does_not_wrap(void)
@@ -932,6 +949,7 @@ int main(void)
 	RUN(test_time_wait_fin_retransmission_restarts_timer);
 	RUN(test_time_wait_fin_without_ack_keeps_the_timer);
 	RUN(test_time_wait_syn_gets_challenge_ack_and_bare_ack_nothing);
+	RUN(test_time_wait_ignores_rsts);
 	RUN(test_time_wait_huge_2msl_does_not_wrap);
 	RUN(test_fin_wait_1_close_across_wrap);
 	RUN(test_transitions_observed_once_per_change);
