@@ -572,7 +572,8 @@ static PyObject *get_time_wait_left(ConnectionObject *self, void *c)
  * _core.Tcb.on_segment returns them. */
 static PyObject *get_reply(ConnectionObject *self, void *c)
 {
-	static const char *const names[] = { "", "ACK", "CHALLENGE_ACK", "RST" };
+	static const char *const names[] = { "", "ACK", "CHALLENGE_ACK",
+					     "RST" };
 	unsigned reply = (unsigned)self->last_reply;
 
 	return PyUnicode_FromString(reply < 4 ? names[reply] : "");
