@@ -1,7 +1,9 @@
 """Every stack recipe (finprobe.stacks, built by make stacks) as the peer of
 a stack Lab, IPv4 and IPv6: it is ready, answers a GET and closes first
-(our passive close), and closes after our FIN (our active close). What the
-stacks do differently is the probe's business; this is what all must do."""
+(our passive close), and closes after our FIN (our active close); GET /shut
+leaves it in FIN_WAIT_2 with its socket held, GET /hold in CLOSE_WAIT after
+our FIN (fp.stacks.PATHS). What the stacks do differently is the probe's
+business; this is what all must do."""
 
 import os
 import signal
@@ -14,6 +16,8 @@ import finprobe as fp
 from labtools import alive, recipe_params, run_script, wait_gone, wait_netns_gone
 
 GET = b"GET / HTTP/1.0\r\n\r\n"
+SHUT = b"GET /shut HTTP/1.0\r\n\r\n"
+HOLD = b"GET /hold HTTP/1.0\r\n\r\n"
 ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n"
 PORT = 8080
 
@@ -23,6 +27,30 @@ def stack_lab(request):
     name, ipv6 = request.param
     with fp.Lab(**fp.stacks.lab_args(name, PORT, ipv6)) as lab:
         yield lab
+
+
+@pytest.fixture(params=recipe_params(fp.stacks.RECIPES))
+def told_lab(request):
+    """A stack Lab and whether it tells its connections' states (a recipe
+    of TELLS_STATE, run with its control socket)."""
+    name, ipv6 = request.param
+    tells = name in fp.stacks.TELLS_STATE
+    with fp.Lab(**fp.stacks.lab_args(name, PORT, ipv6, control=tells)) as lab:
+        yield lab, tells
+
+
+def answer_only(conn):
+    """Take the peer's answer to our GET, ACKing its data; asserts no FIN
+    comes with it. Returns the answer's bytes."""
+    got = b""
+    while len(got) < len(ANSWER):
+        seg = conn.recv(timeout=3)
+        assert seg is not None, f"the stack went silent:\n{conn.trace.ladder_text()}"
+        assert not {"F", "R"} & set(seg.flags), f"not an answer alone:\n{conn.trace.ladder_text()}"
+        got += seg.payload
+        if seg.payload:
+            conn.ack()
+    return got
 
 
 def answer_then_fin(conn):
@@ -60,6 +88,37 @@ def test_a_stack_closes_after_our_fin(stack_lab):
     assert seg.ack == conn.snd_nxt
     conn.ack()
     assert conn.state == "TIME_WAIT"
+
+
+def test_get_shut_sends_a_fin_and_keeps_the_socket_until_ours(told_lab):
+    lab, tells = told_lab
+    conn = lab.connect(PORT)
+    conn.write(SHUT)
+    assert answer_then_fin(conn) == ANSWER
+    if tells:
+        lab.wait_peer_state(conn, "FIN_WAIT_2")
+    conn.expect_silence(0.5)
+    conn.write(b"more\n")  # its socket still reads: ACKed, not reset
+    conn.expect("A", ack=conn.snd_nxt)
+    if tells:
+        assert lab.peer_state(conn) == "FIN_WAIT_2"
+    conn.fin()
+    conn.expect("A", ack=conn.snd_nxt)
+    assert conn.state == "CLOSED"
+
+
+def test_get_hold_answers_and_stays_in_close_wait_after_our_fin(told_lab):
+    lab, tells = told_lab
+    conn = lab.connect(PORT)
+    conn.write(HOLD)
+    assert answer_only(conn) == ANSWER
+    conn.expect_silence(0.5)
+    conn.fin()
+    conn.expect("A", ack=conn.snd_nxt)
+    conn.expect_silence(1.0)  # its FIN waits fp.stacks.HOLD seconds
+    assert conn.state == "FIN_WAIT_2"
+    if tells:
+        assert lab.peer_state(conn) == "CLOSE_WAIT"
 
 
 @pytest.mark.parametrize("params", recipe_params(fp.stacks.RECIPES))

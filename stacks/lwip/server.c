@@ -10,7 +10,10 @@
  * PRECONFIGURED_TAPIF (else it would make tap0 and run ifconfig), with the
  * port's fixed MAC 02:12:34:56:78:ab. lwIP answers ARP / neighbour
  * solicitation for PEER itself. Each connection gets a thread: read until
- * "\r\n\r\n", answer, close; EOF before that: close.
+ * "\r\n\r\n", answer, then by the request's path: "/shut": shutdown(SHUT_WR)
+ * and read until the client's FIN, then close; "/hold": read until the
+ * client's FIN, hold the socket HOLD_SECONDS (CLOSE_WAIT), close; any other:
+ * close. EOF before a whole request: close.
  *
  * With --control PATH it also listens on a Unix stream socket at PATH and
  * answers each line "state LADDR LPORT RADDR RPORT" (the 4-tuple as lwIP
@@ -285,6 +288,19 @@ static void control_start(int fd)
 	pthread_detach(t);
 }
 
+/* Seconds a /hold connection stays open after the client's FIN, in
+ * CLOSE_WAIT: long enough for a matrix batch's event, its answer window and
+ * the follow-up probe (finprobe.stacks.HOLD says the same). */
+#define HOLD_SECONDS 10
+
+/* What a connection does after its answer, by the request's path. */
+enum ending {
+	END_NONE,  /* EOF or an error before a whole request: just close */
+	END_CLOSE, /* "/" and any other path: close */
+	END_SHUT,  /* "/shut": shutdown(SHUT_WR), read until the client's FIN */
+	END_HOLD,  /* "/hold": read until the client's FIN, wait, close */
+};
+
 /* Whether the request so far (len bytes of buf) holds a whole header. */
 static int request_done(const char *buf, size_t len)
 {
@@ -294,22 +310,76 @@ static int request_done(const char *buf, size_t len)
 	return 0;
 }
 
-static void *serve(void *arg)
+/* The ending a whole request asks for, by the path of its request line
+ * ("GET /shut HTTP/1.0"): the text between its first two spaces. */
+static enum ending request_ending(const char *buf, size_t len)
 {
-	int fd = (int)(intptr_t)arg;
+	const char *line_end = memchr(buf, '\r', len);
+	const char *path = memchr(buf, ' ', (size_t)(line_end - buf));
+	const char *path_end;
+	if (!path)
+		return END_CLOSE;
+	path++;
+	path_end = memchr(path, ' ', (size_t)(line_end - path));
+	if (!path_end)
+		path_end = line_end;
+	if (path_end - path == 5 && !memcmp(path, "/shut", 5))
+		return END_SHUT;
+	if (path_end - path == 5 && !memcmp(path, "/hold", 5))
+		return END_HOLD;
+	return END_CLOSE;
+}
+
+/* Read until the end of the request header; the ending it asks for. */
+static enum ending read_request(int fd)
+{
 	char buf[4096];
 	size_t len = 0;
 	while (len < sizeof(buf)) {
 		ssize_t n = lwip_recv(fd, buf + len, sizeof(buf) - len, 0);
 		if (n <= 0)
-			break; /* EOF (the client's FIN) or error: just close */
+			return END_NONE;
 		len += (size_t)n;
-		if (request_done(buf, len)) {
-			if (lwip_send(fd, answer, sizeof(answer) - 1, 0) < 0)
-				perror("lwip-http: send");
-			break;
-		}
+		if (request_done(buf, len))
+			return request_ending(buf, len);
 	}
+	return END_NONE; /* no HTTP of ours: over 4 KiB without an end */
+}
+
+/* Read and discard until EOF (the client's FIN) or an error; 1 at EOF. */
+static int drain(int fd)
+{
+	char buf[1024];
+	ssize_t n;
+	while ((n = lwip_recv(fd, buf, sizeof(buf), 0)) > 0)
+		continue;
+	return n == 0;
+}
+
+/* HOLD_SECONDS with the socket open, or less if the connection fails (a
+ * RST): lwIP reports that as POLLERR, whatever the events asked for. */
+static void hold(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = 0 };
+	lwip_poll(&p, 1, HOLD_SECONDS * 1000);
+}
+
+static void *serve(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	enum ending end = read_request(fd);
+	if (end == END_NONE) {
+		lwip_close(fd);
+		return NULL;
+	}
+	if (lwip_send(fd, answer, sizeof(answer) - 1, 0) < 0) {
+		perror("lwip-http: send");
+		end = END_CLOSE;
+	}
+	if (end == END_SHUT && lwip_shutdown(fd, SHUT_WR) == 0)
+		drain(fd);
+	if (end == END_HOLD && drain(fd))
+		hold(fd);
 	lwip_close(fd);
 	return NULL;
 }
