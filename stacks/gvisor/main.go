@@ -194,7 +194,7 @@ func newStack(c config) *stack.Stack {
 // reads until the client's FIN and holds the socket holdTime (netstack in
 // CLOSE_WAIT), any other path closes at once. EOF (the client's FIN) or an
 // error before a whole request: just close.
-func serve(conn net.Conn) {
+func serve(s *stack.Stack, conn net.Conn) {
 	defer conn.Close()
 	req := readRequest(conn)
 	if req == nil {
@@ -213,7 +213,7 @@ func serve(conn net.Conn) {
 		drain(conn)
 	case "/hold":
 		if drain(conn) {
-			hold(conn)
+			hold(s, conn)
 		}
 	}
 }
@@ -263,14 +263,23 @@ func drain(conn net.Conn) bool {
 	return err == nil
 }
 
-// hold keeps conn open holdTime after the client's FIN, or until the
-// connection fails (a RST). gonet tells that only to a Read, which returns
-// EOF until then: so it looks every holdPoll.
-func hold(conn net.Conn) {
-	one := make([]byte, 1)
-	for end := time.Now().Add(holdTime); time.Now().Before(end); {
-		time.Sleep(holdPoll)
-		if _, err := conn.Read(one); err != io.EOF {
+// hold keeps conn open holdTime after the client's FIN, or until netstack
+// no longer has it in CLOSE_WAIT (a RST ended it). gonet tells a RST after
+// EOF to no one (a Read still returns EOF: seen), so hold asks netstack's
+// demuxer, as the control socket does, every holdPoll.
+func hold(s *stack.Stack, conn net.Conn) {
+	local, lok := conn.LocalAddr().(*net.TCPAddr)
+	remote, rok := conn.RemoteAddr().(*net.TCPAddr)
+	if !lok || !rok {
+		return
+	}
+	id, proto, err := parseTuple([]string{local.IP.String(), strconv.Itoa(local.Port),
+		remote.IP.String(), strconv.Itoa(remote.Port)})
+	if err != nil {
+		return
+	}
+	for end := time.Now().Add(holdTime); time.Now().Before(end); time.Sleep(holdPoll) {
+		if connState(s, id, proto) != "CLOSE_WAIT" {
 			return
 		}
 	}
@@ -392,6 +401,6 @@ func main() {
 		if err != nil {
 			fatal("accept: %v", err)
 		}
-		go serve(conn)
+		go serve(s, conn)
 	}
 }
