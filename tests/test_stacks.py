@@ -5,7 +5,9 @@ leaves it in FIN_WAIT_2 with its socket held, GET /hold in CLOSE_WAIT after
 our FIN (fp.stacks.PATHS). What the stacks do differently is the probe's
 business; this is what all must do."""
 
+import contextlib
 import os
+import resource
 import signal
 import time
 
@@ -119,6 +121,39 @@ def test_get_hold_answers_and_stays_in_close_wait_after_our_fin(told_lab):
     assert conn.state == "FIN_WAIT_2"
     if tells:
         assert lab.peer_state(conn) == "CLOSE_WAIT"
+
+
+@pytest.mark.parametrize("params", recipe_params(fp.stacks.RECIPES))
+def test_a_stack_answers_a_burst_of_requests_on_as_many_connections_as_its_concurrency(params):
+    name, ipv6 = params
+    with fp.Lab(**fp.stacks.lab_args(name, PORT, ipv6)) as lab:
+        conns = [lab.connect(PORT) for _ in range(fp.stacks.CONCURRENCY[name])]
+        for conn in conns:
+            conn.write(GET)
+        for conn in conns:
+            assert answer_then_fin(conn) == ANSWER
+
+
+@contextlib.contextmanager
+def soft_fd_limit(n):
+    """This process's soft RLIMIT_NOFILE at n (what it starts inherits it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_slirp_holds_more_connections_than_a_soft_limit_of_1024_descriptors_allows_at_two_each():
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 2000:
+        pytest.skip("the hard descriptor limit is itself under 2000")
+    with soft_fd_limit(1024):
+        lab = fp.Lab(**fp.stacks.lab_args("slirp", PORT))
+    with lab:
+        conns = [lab.connect(PORT) for _ in range(600)]
+        conns[-1].write(GET)
+        assert answer_then_fin(conns[-1]) == ANSWER
 
 
 @pytest.mark.parametrize("params", recipe_params(fp.stacks.RECIPES))

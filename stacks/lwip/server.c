@@ -37,6 +37,7 @@
 #include <lwip/sockets.h>
 #include <lwip/priv/tcp_priv.h>
 #include <lwip/tcpip.h>
+#include <netif/ethernet.h>
 #include <netif/tapif.h>
 
 static const char answer[] =
@@ -91,6 +92,23 @@ static struct options parse(int argc, char **argv)
 
 static struct netif tap_netif;
 
+/* A frame from the TAP (tapif's reader thread) into lwIP's core at once,
+ * under the core lock, as lwIP's LWIP_TCPIP_CORE_LOCKING_INPUT would have
+ * it (Debian builds without). tcpip_input would post it to the tcpip
+ * thread's mailbox, whose size the unix port fixes (SYS_MBOX_SIZE, 128),
+ * and drop it when full: seen, a GET on each of 300 connections at once
+ * left the 127th on unanswered, and finprobe retransmits nothing. Here a
+ * burst waits in the TAP's queue (1000 frames) instead. The TAP is
+ * Ethernet. */
+static err_t input_locked(struct pbuf *p, struct netif *inp)
+{
+	err_t err;
+	LOCK_TCPIP_CORE();
+	err = ethernet_input(p, inp);
+	UNLOCK_TCPIP_CORE();
+	return err;
+}
+
 /* IPv4: address, netmask from the prefix, gateway. */
 static void add_ipv4(const struct options *o)
 {
@@ -100,7 +118,8 @@ static void add_ipv4(const struct options *o)
 		usage("bad IPv4 address or prefix");
 	ip4_addr_set_u32(&mask,
 			 o->prefix ? lwip_htonl(~0u << (32 - o->prefix)) : 0);
-	netif_add(&tap_netif, &addr, &mask, &gw, NULL, tapif_init, tcpip_input);
+	netif_add(&tap_netif, &addr, &mask, &gw, NULL, tapif_init,
+		  input_locked);
 }
 
 /* Address index of the netif preferred at once, and its solicited-node
@@ -124,7 +143,7 @@ static void add_ipv6(const struct options *o)
 	s8_t index;
 	if (!ip6addr_aton(o->addr, &addr))
 		usage("bad IPv6 address");
-	netif_add_noaddr(&tap_netif, NULL, tapif_init, tcpip_input);
+	netif_add_noaddr(&tap_netif, NULL, tapif_init, input_locked);
 	netif_create_ip6_linklocal_address(&tap_netif, 1);
 	ipv6_usable(0);
 	if (netif_add_ip6_address(&tap_netif, &addr, &index) != ERR_OK)

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -690,6 +691,22 @@ static void parse_args(int argc, char **argv, struct options *o)
 		usage();
 }
 
+/*
+ * Descriptors up to the hard limit: a connection takes two (slirp's host
+ * socket and the server's) until the server closes, and slirp keeps its
+ * own until its TIME_WAIT ends; under the usual soft limit of 1024 the
+ * 511th connection held at once found no SYN-ACK (seen).
+ */
+static void fds_raise(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 static void die(const char *what, int err)
 {
 	fprintf(stderr, "slirp-http: %s: %s\n", what, strerror(-err));
@@ -707,6 +724,7 @@ int main(int argc, char **argv)
 	 * socket its server has closed would end us with SIGPIPE (seen: a
 	 * probe's close with unread data killed the recipe, status -13) */
 	signal(SIGPIPE, SIG_IGN);
+	fds_raise();
 	parse_args(argc, argv, &o);
 	if (slirp_configure(&o, &cfg) < 0) {
 		fprintf(stderr, "slirp-http: bad --addr/--gateway/--prefix\n");
