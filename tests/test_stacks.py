@@ -9,6 +9,7 @@ import contextlib
 import os
 import resource
 import signal
+import subprocess
 import time
 
 import pytest
@@ -33,12 +34,21 @@ def stack_lab(request):
 
 @pytest.fixture(params=recipe_params(fp.stacks.RECIPES))
 def told_lab(request):
-    """A stack Lab and whether it tells its connections' states (a recipe
-    of TELLS_STATE, run with its control socket)."""
+    """A stack Lab and its recipe's name; a recipe of TELLS_STATE runs with
+    its control socket (lab.peer_state)."""
     name, ipv6 = request.param
     tells = name in fp.stacks.TELLS_STATE
     with fp.Lab(**fp.stacks.lab_args(name, PORT, ipv6, control=tells)) as lab:
-        yield lab, tells
+        yield lab, name
+
+
+def server_sockets(lab):
+    """The states (as ss writes them) of the slirp recipe's accepted HTTP
+    sockets, its own (not orphans), on loopback behind slirp's relay."""
+    out = lab.popen(["ss", "-Htanp", f"sport = :{PORT}"], stdout=subprocess.PIPE,
+                    text=True).communicate(timeout=5)[0]
+    return [line.split()[0] for line in out.splitlines()
+            if '"slirp-http"' in line and not line.startswith("LISTEN")]
 
 
 def answer_only(conn):
@@ -93,7 +103,8 @@ def test_a_stack_closes_after_our_fin(stack_lab):
 
 
 def test_get_shut_sends_a_fin_and_keeps_the_socket_until_ours(told_lab):
-    lab, tells = told_lab
+    lab, name = told_lab
+    tells = name in fp.stacks.TELLS_STATE
     conn = lab.connect(PORT)
     conn.write(SHUT)
     assert answer_then_fin(conn) == ANSWER
@@ -104,13 +115,16 @@ def test_get_shut_sends_a_fin_and_keeps_the_socket_until_ours(told_lab):
     conn.expect("A", ack=conn.snd_nxt)
     if tells:
         assert lab.peer_state(conn) == "FIN_WAIT_2"
+    if name == "slirp":  # slirp ACKs for its server: the server's socket is held
+        assert server_sockets(lab) == ["FIN-WAIT-2"]
     conn.fin()
     conn.expect("A", ack=conn.snd_nxt)
     assert conn.state == "CLOSED"
 
 
 def test_get_hold_answers_and_stays_in_close_wait_after_our_fin(told_lab):
-    lab, tells = told_lab
+    lab, name = told_lab
+    tells = name in fp.stacks.TELLS_STATE
     conn = lab.connect(PORT)
     conn.write(HOLD)
     assert answer_only(conn) == ANSWER
@@ -121,6 +135,8 @@ def test_get_hold_answers_and_stays_in_close_wait_after_our_fin(told_lab):
     assert conn.state == "FIN_WAIT_2"
     if tells:
         assert lab.peer_state(conn) == "CLOSE_WAIT"
+    if name == "slirp":
+        assert server_sockets(lab) == ["CLOSE-WAIT"]
 
 
 @pytest.mark.parametrize("params", recipe_params(fp.stacks.RECIPES))
