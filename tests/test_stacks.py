@@ -89,6 +89,15 @@ def test_a_stack_answers_and_closes_first(stack_lab):
     assert conn.state == "CLOSED"
 
 
+def test_a_stack_answers_a_request_in_one_full_sized_segment_and_lives_on(stack_lab):
+    big = b"GET / HTTP/1.0\r\nX-Pad: " + b"x" * 1400 + b"\r\n\r\n"  # 1435 bytes, MSS 1460
+    for request in (big, GET):
+        conn = stack_lab.connect(PORT)
+        conn.write(request)
+        assert answer_then_fin(conn) == ANSWER
+    assert stack_lab.stack.poll() is None
+
+
 def test_a_stack_closes_after_our_fin(stack_lab):
     conn = stack_lab.connect(PORT)
     conn.fin()
