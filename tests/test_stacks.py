@@ -1,10 +1,15 @@
 """Every stack recipe (finprobe.stacks, built by make stacks) as the peer of
 a stack Lab, IPv4 and IPv6: it is ready, answers a GET and closes first
-(our passive close), and closes after our FIN (our active close). What the
-stacks do differently is the probe's business; this is what all must do."""
+(our passive close), and closes after our FIN (our active close); GET /shut
+leaves it in FIN_WAIT_2 with its socket held, GET /hold in CLOSE_WAIT after
+our FIN (fp.stacks.PATHS). What the stacks do differently is the probe's
+business; this is what all must do."""
 
+import contextlib
 import os
+import resource
 import signal
+import subprocess
 import time
 
 import pytest
@@ -14,6 +19,8 @@ import finprobe as fp
 from labtools import alive, recipe_params, run_script, wait_gone, wait_netns_gone
 
 GET = b"GET / HTTP/1.0\r\n\r\n"
+SHUT = b"GET /shut HTTP/1.0\r\n\r\n"
+HOLD = b"GET /hold HTTP/1.0\r\n\r\n"
 ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n"
 PORT = 8080
 
@@ -23,6 +30,39 @@ def stack_lab(request):
     name, ipv6 = request.param
     with fp.Lab(**fp.stacks.lab_args(name, PORT, ipv6)) as lab:
         yield lab
+
+
+@pytest.fixture(params=recipe_params(fp.stacks.RECIPES))
+def told_lab(request):
+    """A stack Lab and its recipe's name; a recipe of TELLS_STATE runs with
+    its control socket (lab.peer_state)."""
+    name, ipv6 = request.param
+    tells = name in fp.stacks.TELLS_STATE
+    with fp.Lab(**fp.stacks.lab_args(name, PORT, ipv6, control=tells)) as lab:
+        yield lab, name
+
+
+def server_sockets(lab):
+    """The states (as ss writes them) of the slirp recipe's accepted HTTP
+    sockets, its own (not orphans), on loopback behind slirp's relay."""
+    out = lab.popen(["ss", "-Htanp", f"sport = :{PORT}"], stdout=subprocess.PIPE,
+                    text=True).communicate(timeout=5)[0]
+    return [line.split()[0] for line in out.splitlines()
+            if '"slirp-http"' in line and not line.startswith("LISTEN")]
+
+
+def answer_only(conn):
+    """Take the peer's answer to our GET, ACKing its data; asserts no FIN
+    comes with it. Returns the answer's bytes."""
+    got = b""
+    while len(got) < len(ANSWER):
+        seg = conn.recv(timeout=3)
+        assert seg is not None, f"the stack went silent:\n{conn.trace.ladder_text()}"
+        assert not {"F", "R"} & set(seg.flags), f"not an answer alone:\n{conn.trace.ladder_text()}"
+        got += seg.payload
+        if seg.payload:
+            conn.ack()
+    return got
 
 
 def answer_then_fin(conn):
@@ -49,6 +89,15 @@ def test_a_stack_answers_and_closes_first(stack_lab):
     assert conn.state == "CLOSED"
 
 
+def test_a_stack_answers_a_request_in_one_full_sized_segment_and_lives_on(stack_lab):
+    big = b"GET / HTTP/1.0\r\nX-Pad: " + b"x" * 1400 + b"\r\n\r\n"  # 1435 bytes, MSS 1460
+    for request in (big, GET):
+        conn = stack_lab.connect(PORT)
+        conn.write(request)
+        assert answer_then_fin(conn) == ANSWER
+    assert stack_lab.stack.poll() is None
+
+
 def test_a_stack_closes_after_our_fin(stack_lab):
     conn = stack_lab.connect(PORT)
     conn.fin()
@@ -60,6 +109,76 @@ def test_a_stack_closes_after_our_fin(stack_lab):
     assert seg.ack == conn.snd_nxt
     conn.ack()
     assert conn.state == "TIME_WAIT"
+
+
+def test_get_shut_sends_a_fin_and_keeps_the_socket_until_ours(told_lab):
+    lab, name = told_lab
+    tells = name in fp.stacks.TELLS_STATE
+    conn = lab.connect(PORT)
+    conn.write(SHUT)
+    assert answer_then_fin(conn) == ANSWER
+    if tells:
+        lab.wait_peer_state(conn, "FIN_WAIT_2")
+    conn.expect_silence(0.5)
+    conn.write(b"more\n")  # its socket still reads: ACKed, not reset
+    conn.expect("A", ack=conn.snd_nxt)
+    if tells:
+        assert lab.peer_state(conn) == "FIN_WAIT_2"
+    if name == "slirp":  # slirp ACKs for its server: the server's socket is held
+        assert server_sockets(lab) == ["FIN-WAIT-2"]
+    conn.fin()
+    conn.expect("A", ack=conn.snd_nxt)
+    assert conn.state == "CLOSED"
+
+
+def test_get_hold_answers_and_stays_in_close_wait_after_our_fin(told_lab):
+    lab, name = told_lab
+    tells = name in fp.stacks.TELLS_STATE
+    conn = lab.connect(PORT)
+    conn.write(HOLD)
+    assert answer_only(conn) == ANSWER
+    conn.expect_silence(0.5)
+    conn.fin()
+    conn.expect("A", ack=conn.snd_nxt)
+    conn.expect_silence(1.0)  # its FIN waits fp.stacks.HOLD seconds
+    assert conn.state == "FIN_WAIT_2"
+    if tells:
+        assert lab.peer_state(conn) == "CLOSE_WAIT"
+    if name == "slirp":
+        assert server_sockets(lab) == ["CLOSE-WAIT"]
+
+
+@pytest.mark.parametrize("params", recipe_params(fp.stacks.RECIPES))
+def test_a_stack_answers_a_burst_of_requests_on_as_many_connections_as_its_concurrency(params):
+    name, ipv6 = params
+    with fp.Lab(**fp.stacks.lab_args(name, PORT, ipv6)) as lab:
+        conns = [lab.connect(PORT) for _ in range(fp.stacks.CONCURRENCY[name])]
+        for conn in conns:
+            conn.write(GET)
+        for conn in conns:
+            assert answer_then_fin(conn) == ANSWER
+
+
+@contextlib.contextmanager
+def soft_fd_limit(n):
+    """This process's soft RLIMIT_NOFILE at n (what it starts inherits it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_slirp_holds_more_connections_than_a_soft_limit_of_1024_descriptors_allows_at_two_each():
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 2000:
+        pytest.skip("the hard descriptor limit is itself under 2000")
+    with soft_fd_limit(1024):
+        lab = fp.Lab(**fp.stacks.lab_args("slirp", PORT))
+    with lab:
+        conns = [lab.connect(PORT) for _ in range(600)]
+        conns[-1].write(GET)
+        assert answer_then_fin(conns[-1]) == ANSWER
 
 
 @pytest.mark.parametrize("params", recipe_params(fp.stacks.RECIPES))

@@ -3,8 +3,24 @@
 Each recipe (``stacks/<name>/`` in the source tree, built by ``make stacks``
 into ``build/stacks/<name>-http``) attaches to the TAP device a stack Lab
 makes, answers ARP / neighbour solicitation for the Lab's peer address and
-serves HTTP on one port: ``GET / HTTP/1.0`` is answered and the connection
-closed; our FIN before a request closes it too. They all take the same
+serves HTTP on one port. That is the recipe contract, the same for every
+recipe (``PATHS``):
+
+- ``GET / HTTP/1.0`` (any path but the two below) is answered and the
+  connection closed: the stack closes first (FIN_WAIT_1, FIN_WAIT_2, CLOSING,
+  TIME_WAIT). Our FIN before a request closes it too: the stack closes after
+  us (CLOSE_WAIT briefly, LAST_ACK).
+- ``GET /shut HTTP/1.0`` is answered, then the server shuts down its sending
+  side (shutdown(SHUT_WR): its FIN goes out) and keeps the socket, reading
+  and discarding, until our FIN or an error: FIN_WAIT_2 with the socket held.
+- ``GET /hold HTTP/1.0`` is answered and the socket kept, read; at our FIN
+  the server waits ``HOLD`` seconds before it closes: CLOSE_WAIT that long.
+  A RST ends the wait at once (lwip, gvisor; slirp's server, behind slirp's
+  relay, cannot see it and keeps its socket the whole ``HOLD``).
+
+A request may arrive in pieces: the path is read from the request line once
+the header's "\r\n\r\n" is in. ``CONCURRENCY`` is how many connections
+one may keep open against each recipe at once. They all take the same
 arguments, so one place turns a name into ``fp.Lab(stack=...)``'s command::
 
     with fp.Lab(**fp.stacks.lab_args("lwip", port=8080)) as lab:
@@ -25,6 +41,30 @@ from . import _core
 
 RECIPES = ("lwip", "gvisor", "slirp")
 TELLS_STATE = frozenset({"lwip", "gvisor"})  # take --control PATH
+
+# Seconds a /hold connection stays in CLOSE_WAIT after our FIN: long enough
+# for a matrix batch's event, its answer window and the follow-up probe.
+HOLD = 10.0
+
+# Each request path the recipes serve, and how the connection then ends.
+PATHS = {
+    "/": "answer and close: the stack closes first (TIME_WAIT after our FIN)",
+    "/shut": "answer, shutdown(SHUT_WR), read until our FIN: FIN_WAIT_2 with the socket held",
+    "/hold": f"answer, read until our FIN, close {HOLD:g} s later: CLOSE_WAIT that long",
+}
+
+# Connections one may keep open against each recipe at once (then open,
+# hold and send to in one burst), about half of what was measured to work.
+# Bounds seen: the Lab's TAP queues 1000 frames toward the stack, so a
+# burst of requests on 600 connections (their ACKs included) overflowed it
+# against lwip (its TAP reader runs the core under one lock), 800 against
+# gvisor and slirp; finprobe's send then fails with ENOBUFS. Held quietly,
+# each recipe kept 1000 connections in ESTABLISHED, in TIME_WAIT (after
+# GET /) and in CLOSE_WAIT (after GET /hold) and still answered a new one;
+# slirp takes two descriptors a connection (one in its TIME_WAIT) and so
+# raises its soft RLIMIT_NOFILE to the hard limit.
+CONCURRENCY = {"lwip": 200, "gvisor": 300, "slirp": 250}
+
 _TREE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -1,7 +1,10 @@
 // gvisor-http: gVisor's netstack (the user-space TCP/IP stack of gVisor's
 // runsc sandbox) as finprobe's peer. It attaches to an existing TAP device,
 // gives netstack its own MAC and address there, and serves a one-shot HTTP
-// answer on one port, so finprobe can watch how netstack closes connections.
+// answer on one port, so finprobe can watch how netstack closes connections:
+// after GET / it closes, after GET /shut it shuts down its sending side and
+// waits for ours, after GET /hold it waits for our FIN, holds its socket in
+// CLOSE_WAIT for holdTime, then closes.
 //
 // Usage (the common CLI of finprobe's stack recipes):
 //
@@ -27,6 +30,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -49,6 +53,12 @@ const (
 	// "\r\n\r\n" is not speaking our HTTP, and we stop buffering it.
 	maxRequest = 64 * 1024
 	response   = "HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n"
+	// holdTime is how long a /hold connection stays open after the
+	// client's FIN, in CLOSE_WAIT: long enough for a matrix batch's event,
+	// its answer window and the follow-up probe (finprobe.stacks.HOLD).
+	holdTime = 10 * time.Second
+	// holdPoll is how soon a held connection sees that it was reset.
+	holdPoll = 50 * time.Millisecond
 )
 
 // config is the parsed command line.
@@ -179,19 +189,47 @@ func newStack(c config) *stack.Stack {
 }
 
 // serve answers one connection: read until the end of the request header,
-// answer, close. It reads one byte at a time on purpose: bytes pipelined
-// after the request then stay unread in netstack's receive queue, so the
-// probe's "close with unread data" sees what netstack does with them.
-// EOF (the client's FIN) or an error before a whole request: just close.
-func serve(conn net.Conn) {
+// answer, then end as the request's path asks: "/shut" shuts down our
+// sending side (our FIN goes out) and reads until the client's FIN, "/hold"
+// reads until the client's FIN and holds the socket holdTime (netstack in
+// CLOSE_WAIT), any other path closes at once. EOF (the client's FIN) or an
+// error before a whole request: just close.
+func serve(s *stack.Stack, conn net.Conn) {
 	defer conn.Close()
+	req := readRequest(conn)
+	if req == nil {
+		return
+	}
+	if _, err := conn.Write([]byte(response)); err != nil {
+		fmt.Fprintf(os.Stderr, "gvisor-http: %v: write: %v\n", conn.RemoteAddr(), err)
+		return
+	}
+	switch requestPath(req) {
+	case "/shut":
+		if err := conn.(*gonet.TCPConn).CloseWrite(); err != nil {
+			fmt.Fprintf(os.Stderr, "gvisor-http: %v: shutdown: %v\n", conn.RemoteAddr(), err)
+			return
+		}
+		drain(conn)
+	case "/hold":
+		if drain(conn) {
+			hold(s, conn)
+		}
+	}
+}
+
+// readRequest reads the request header, "\r\n\r\n" included; nil at EOF
+// or an error before its end. It reads one byte at a time on purpose: bytes
+// pipelined after the request then stay unread in netstack's receive queue,
+// so the probe's "close with unread data" sees what netstack does with them.
+func readRequest(conn net.Conn) []byte {
 	var req []byte
 	one := make([]byte, 1)
 	for !bytes.HasSuffix(req, []byte("\r\n\r\n")) {
 		if len(req) >= maxRequest {
 			fmt.Fprintf(os.Stderr, "gvisor-http: %v: request header over %d bytes, closing\n",
 				conn.RemoteAddr(), maxRequest)
-			return
+			return nil
 		}
 		n, err := conn.Read(one)
 		if n == 1 {
@@ -202,11 +240,48 @@ func serve(conn net.Conn) {
 			fmt.Fprintf(os.Stderr, "gvisor-http: %v: read: %v\n", conn.RemoteAddr(), err)
 		}
 		if err != nil {
-			return
+			return nil
 		}
 	}
-	if _, err := conn.Write([]byte(response)); err != nil {
-		fmt.Fprintf(os.Stderr, "gvisor-http: %v: write: %v\n", conn.RemoteAddr(), err)
+	return req
+}
+
+// requestPath is the path of a request header's first line, the text
+// between its first two spaces ("GET /shut HTTP/1.0": "/shut").
+func requestPath(req []byte) string {
+	line := string(req[:bytes.IndexByte(req, '\r')])
+	fields := strings.SplitN(line, " ", 3)
+	if len(fields) < 2 {
+		return ""
+	}
+	return fields[1]
+}
+
+// drain reads and discards until EOF (the client's FIN: true) or an error.
+func drain(conn net.Conn) bool {
+	_, err := io.Copy(io.Discard, conn)
+	return err == nil
+}
+
+// hold keeps conn open holdTime after the client's FIN, or until netstack
+// no longer has it in CLOSE_WAIT (a RST ended it). gonet tells a RST after
+// EOF to no one (a Read still returns EOF: seen), so hold asks netstack's
+// demuxer, as the control socket does, every holdPoll.
+func hold(s *stack.Stack, conn net.Conn) {
+	local, lok := conn.LocalAddr().(*net.TCPAddr)
+	remote, rok := conn.RemoteAddr().(*net.TCPAddr)
+	if !lok || !rok {
+		return
+	}
+	id, proto, err := parseTuple([]string{local.IP.String(), strconv.Itoa(local.Port),
+		remote.IP.String(), strconv.Itoa(remote.Port)})
+	if err != nil {
+		return
+	}
+	for end := time.Now().Add(holdTime); time.Now().Before(end); time.Sleep(holdPoll) {
+		if connState(s, id, proto) != "CLOSE_WAIT" {
+			return
+		}
 	}
 }
 
@@ -326,6 +401,6 @@ func main() {
 		if err != nil {
 			fatal("accept: %v", err)
 		}
-		go serve(conn)
+		go serve(s, conn)
 	}
 }

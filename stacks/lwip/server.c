@@ -5,12 +5,15 @@
  *   lwip-http --tap TAP --addr PEER --prefix N --gateway LOCAL --port P [--ipv6]
  *             [--control PATH]
  *
- * lwIP runs in its own threads (tcpip_init: the core; tapif_init: a thread
- * reading the TAP). The port's tapif attaches to the existing TAP named by
- * PRECONFIGURED_TAPIF (else it would make tap0 and run ifconfig), with the
- * port's fixed MAC 02:12:34:56:78:ab. lwIP answers ARP / neighbour
- * solicitation for PEER itself. Each connection gets a thread: read until
- * "\r\n\r\n", answer, close; EOF before that: close.
+ * lwIP runs in its own threads (tcpip_init: the core; tap_start: a thread
+ * reading the TAP, which feeds frames to the core under its lock). The
+ * netif is ours, not the unix port's tapif (see tap_init's section), on the
+ * existing TAP, with tapif's MAC 02:12:34:56:78:ab. lwIP answers ARP /
+ * neighbour solicitation for PEER itself. Each connection gets a thread: read until
+ * "\r\n\r\n", answer, then by the request's path: "/shut": shutdown(SHUT_WR)
+ * and read until the client's FIN, then close; "/hold": read until the
+ * client's FIN, hold the socket HOLD_SECONDS (CLOSE_WAIT), close; any other:
+ * close. EOF before a whole request: close.
  *
  * With --control PATH it also listens on a Unix stream socket at PATH and
  * answers each line "state LADDR LPORT RADDR RPORT" (the 4-tuple as lwIP
@@ -19,11 +22,15 @@
  * lab.peer_state.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -33,8 +40,10 @@
 #include <lwip/netif.h>
 #include <lwip/sockets.h>
 #include <lwip/priv/tcp_priv.h>
+#include <lwip/etharp.h>
+#include <lwip/ethip6.h>
 #include <lwip/tcpip.h>
-#include <netif/tapif.h>
+#include <netif/ethernet.h>
 
 static const char answer[] =
 	"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n";
@@ -86,7 +95,113 @@ static struct options parse(int argc, char **argv)
 	return o;
 }
 
+/* ---- the TAP: lwIP's netif on the Lab's TAP device ------------------- */
+
+/* Not the unix port's tapif: Debian's liblwip sizes its pool pbufs for a
+ * TCP_MSS of 536 (616-byte blocks) while pbuf_alloc fills them as for its
+ * 1460, and tapif reads each frame into one: a frame over 592 bytes overran
+ * the heap (seen: a 1000-byte segment killed the recipe, "malloc():
+ * corrupted top size"; valgrind: pbuf_take from tapif's reader writing past
+ * a 616-byte block). Here frames go into PBUF_RAM pbufs, malloc'd at their
+ * size. The MAC is tapif's, 02:12:34:56:78:ab. */
+
+#define FRAME_MAX 1518 /* Ethernet with a VLAN tag, without FCS */
+
 static struct netif tap_netif;
+static int tap_fd = -1;
+
+/* The existing TAP device name, attached to (IFF_TAP | IFF_NO_PI). */
+static void tap_open(const char *name)
+{
+	struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI };
+	if (strlen(name) >= sizeof(ifr.ifr_name))
+		usage("--tap: the name is too long");
+	strcpy(ifr.ifr_name, name);
+	tap_fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	if (tap_fd < 0 || ioctl(tap_fd, TUNSETIFF, &ifr) < 0) {
+		perror("lwip-http: TAP");
+		exit(1);
+	}
+}
+
+/* A frame lwIP sends, onto the TAP. */
+static err_t tap_output(struct netif *netif, struct pbuf *p)
+{
+	char frame[FRAME_MAX];
+	u16_t len = pbuf_copy_partial(p, frame, sizeof(frame), 0);
+	(void)netif;
+	if (len != p->tot_len || write(tap_fd, frame, len) < 0)
+		return ERR_IF;
+	return ERR_OK;
+}
+
+/* A frame from the TAP into lwIP's core at once, under the core lock, as
+ * lwIP's LWIP_TCPIP_CORE_LOCKING_INPUT would have it (Debian builds
+ * without). tcpip_input would post it to the tcpip thread's mailbox, whose
+ * size the unix port fixes (SYS_MBOX_SIZE, 128), and drop it when full:
+ * seen, a GET on each of 300 connections at once left the 127th on
+ * unanswered, and finprobe retransmits nothing. Here a burst waits in the
+ * TAP's queue (1000 frames) instead. */
+static err_t input_locked(struct pbuf *p, struct netif *inp)
+{
+	err_t err;
+	LOCK_TCPIP_CORE();
+	err = ethernet_input(p, inp);
+	UNLOCK_TCPIP_CORE();
+	return err;
+}
+
+/* The TAP's reader: each frame into a pbuf of its size, then lwIP. */
+static void *tap_reader(void *arg)
+{
+	struct netif *netif = arg;
+	char frame[FRAME_MAX];
+	for (;;) {
+		ssize_t n = read(tap_fd, frame, sizeof(frame));
+		struct pbuf *p;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			perror("lwip-http: read from the TAP");
+			exit(1);
+		}
+		p = pbuf_alloc(PBUF_RAW, (u16_t)n, PBUF_RAM);
+		if (!p)
+			continue; /* out of memory: dropped, as by a NIC */
+		memcpy(p->payload, frame, (size_t)n);
+		if (netif->input(p, netif) != ERR_OK)
+			pbuf_free(p);
+	}
+	return NULL;
+}
+
+/* netif_add's init: an Ethernet netif writing to the TAP. */
+static err_t tap_init(struct netif *netif)
+{
+	static const u8_t mac[] = { 0x02, 0x12, 0x34, 0x56, 0x78, 0xab };
+	netif->name[0] = 't';
+	netif->name[1] = 'p';
+	netif->output = etharp_output;
+	netif->output_ip6 = ethip6_output;
+	netif->linkoutput = tap_output;
+	netif->mtu = 1500;
+	netif->hwaddr_len = sizeof(mac);
+	memcpy(netif->hwaddr, mac, sizeof(mac));
+	netif->flags = NETIF_FLAG_BROADCAST | NETIF_FLAG_ETHARP |
+		       NETIF_FLAG_ETHERNET | NETIF_FLAG_IGMP;
+	return ERR_OK;
+}
+
+/* The reader, once the netif is there to take its frames. */
+static void tap_start(void)
+{
+	pthread_t t;
+	if (pthread_create(&t, NULL, tap_reader, &tap_netif) != 0) {
+		fprintf(stderr, "lwip-http: no thread for the TAP\n");
+		exit(1);
+	}
+	pthread_detach(t);
+}
 
 /* IPv4: address, netmask from the prefix, gateway. */
 static void add_ipv4(const struct options *o)
@@ -97,7 +212,7 @@ static void add_ipv4(const struct options *o)
 		usage("bad IPv4 address or prefix");
 	ip4_addr_set_u32(&mask,
 			 o->prefix ? lwip_htonl(~0u << (32 - o->prefix)) : 0);
-	netif_add(&tap_netif, &addr, &mask, &gw, NULL, tapif_init, tcpip_input);
+	netif_add(&tap_netif, &addr, &mask, &gw, NULL, tap_init, input_locked);
 }
 
 /* Address index of the netif preferred at once, and its solicited-node
@@ -121,7 +236,7 @@ static void add_ipv6(const struct options *o)
 	s8_t index;
 	if (!ip6addr_aton(o->addr, &addr))
 		usage("bad IPv6 address");
-	netif_add_noaddr(&tap_netif, NULL, tapif_init, tcpip_input);
+	netif_add_noaddr(&tap_netif, NULL, tap_init, input_locked);
 	netif_create_ip6_linklocal_address(&tap_netif, 1);
 	ipv6_usable(0);
 	if (netif_add_ip6_address(&tap_netif, &addr, &index) != ERR_OK)
@@ -131,8 +246,7 @@ static void add_ipv6(const struct options *o)
 
 static void bring_up(const struct options *o)
 {
-	/* tapif_init reads it: attach to the Lab's TAP, run no ifconfig */
-	setenv("PRECONFIGURED_TAPIF", o->tap, 1);
+	tap_open(o->tap);
 	LOCK_TCPIP_CORE();
 	if (o->ipv6)
 		add_ipv6(o);
@@ -142,6 +256,7 @@ static void bring_up(const struct options *o)
 	netif_set_up(&tap_netif);
 	netif_set_link_up(&tap_netif);
 	UNLOCK_TCPIP_CORE();
+	tap_start();
 }
 
 /* ---- the control socket: lwIP's own view of its connections ---------- */
@@ -285,6 +400,19 @@ static void control_start(int fd)
 	pthread_detach(t);
 }
 
+/* Seconds a /hold connection stays open after the client's FIN, in
+ * CLOSE_WAIT: long enough for a matrix batch's event, its answer window and
+ * the follow-up probe (finprobe.stacks.HOLD says the same). */
+#define HOLD_SECONDS 10
+
+/* What a connection does after its answer, by the request's path. */
+enum ending {
+	END_NONE,  /* EOF or an error before a whole request: just close */
+	END_CLOSE, /* "/" and any other path: close */
+	END_SHUT,  /* "/shut": shutdown(SHUT_WR), read until the client's FIN */
+	END_HOLD,  /* "/hold": read until the client's FIN, wait, close */
+};
+
 /* Whether the request so far (len bytes of buf) holds a whole header. */
 static int request_done(const char *buf, size_t len)
 {
@@ -294,22 +422,76 @@ static int request_done(const char *buf, size_t len)
 	return 0;
 }
 
-static void *serve(void *arg)
+/* The ending a whole request asks for, by the path of its request line
+ * ("GET /shut HTTP/1.0"): the text between its first two spaces. */
+static enum ending request_ending(const char *buf, size_t len)
 {
-	int fd = (int)(intptr_t)arg;
+	const char *line_end = memchr(buf, '\r', len);
+	const char *path = memchr(buf, ' ', (size_t)(line_end - buf));
+	const char *path_end;
+	if (!path)
+		return END_CLOSE;
+	path++;
+	path_end = memchr(path, ' ', (size_t)(line_end - path));
+	if (!path_end)
+		path_end = line_end;
+	if (path_end - path == 5 && !memcmp(path, "/shut", 5))
+		return END_SHUT;
+	if (path_end - path == 5 && !memcmp(path, "/hold", 5))
+		return END_HOLD;
+	return END_CLOSE;
+}
+
+/* Read until the end of the request header; the ending it asks for. */
+static enum ending read_request(int fd)
+{
 	char buf[4096];
 	size_t len = 0;
 	while (len < sizeof(buf)) {
 		ssize_t n = lwip_recv(fd, buf + len, sizeof(buf) - len, 0);
 		if (n <= 0)
-			break; /* EOF (the client's FIN) or error: just close */
+			return END_NONE;
 		len += (size_t)n;
-		if (request_done(buf, len)) {
-			if (lwip_send(fd, answer, sizeof(answer) - 1, 0) < 0)
-				perror("lwip-http: send");
-			break;
-		}
+		if (request_done(buf, len))
+			return request_ending(buf, len);
 	}
+	return END_NONE; /* no HTTP of ours: over 4 KiB without an end */
+}
+
+/* Read and discard until EOF (the client's FIN) or an error; 1 at EOF. */
+static int drain(int fd)
+{
+	char buf[1024];
+	ssize_t n;
+	while ((n = lwip_recv(fd, buf, sizeof(buf), 0)) > 0)
+		continue;
+	return n == 0;
+}
+
+/* HOLD_SECONDS with the socket open, or less if the connection fails (a
+ * RST): lwIP reports that as POLLERR, whatever the events asked for. */
+static void hold(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = 0 };
+	lwip_poll(&p, 1, HOLD_SECONDS * 1000);
+}
+
+static void *serve(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	enum ending end = read_request(fd);
+	if (end == END_NONE) {
+		lwip_close(fd);
+		return NULL;
+	}
+	if (lwip_send(fd, answer, sizeof(answer) - 1, 0) < 0) {
+		perror("lwip-http: send");
+		end = END_CLOSE;
+	}
+	if (end == END_SHUT && lwip_shutdown(fd, SHUT_WR) == 0)
+		drain(fd);
+	if (end == END_HOLD && drain(fd))
+		hold(fd);
 	lwip_close(fd);
 	return NULL;
 }

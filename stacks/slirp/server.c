@@ -10,7 +10,10 @@
  * sotranslate_out() maps every address of vnetwork/vprefix except the
  * nameserver to loopback (libslirp src/socket.c). So this process also runs
  * the HTTP server, on a kernel socket on loopback, in the same poll loop;
- * finprobe talks TCP with slirp, slirp with that socket.
+ * finprobe talks TCP with slirp, slirp with that socket. After GET /shut the
+ * server shuts down its sending side and reads until EOF; after GET /hold it
+ * reads until EOF and holds its socket HOLD_MS, which holds slirp's
+ * connection in CLOSE_WAIT; any other path: answer, close.
  *
  * Usage: slirp-http --tap TAP --addr PEER --prefix LEN --gateway LOCAL
  *                   --port PORT [--ipv6]
@@ -32,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +43,12 @@
 #include <libslirp.h>
 
 #define MAX_CLIENTS 1024
+/*
+ * ms a /hold connection stays open after the client's FIN (slirp then holds
+ * finprobe's connection in CLOSE_WAIT): long enough for a matrix batch's
+ * event, its answer window and the follow-up probe (finprobe.stacks.HOLD).
+ */
+#define HOLD_MS 10000
 #define MAX_TIMERS 16
 #define FRAME_MAX 65536
 
@@ -63,13 +73,26 @@ struct timer {
 	int64_t expire_ms;
 };
 
+/* What a client of the HTTP server waits for. */
+enum phase {
+	REQUEST,    /* the end of its request */
+	SHUT_DRAIN, /* after /shut, our FIN out: its FIN, reading */
+	HOLD_DRAIN, /* after /hold: its FIN, reading */
+	HELD,	    /* after /hold and its FIN: hold_until */
+};
+
 /*
  * One client of the HTTP server: how much of "\r\n\r\n" the bytes read so
- * far end with (0-4), so a request split over reads is still recognised.
+ * far end with (0-4), so a request split over reads is still recognised, and
+ * the request's first bytes, whose first line names the path.
  */
 struct client {
 	int fd;
 	int matched;
+	enum phase phase;
+	char head[64];
+	size_t head_len;
+	int64_t hold_until_ms;
 };
 
 struct loop {
@@ -442,9 +465,30 @@ static int crlfcrlf_step(int matched, char c)
 }
 
 /*
+ * Whether the request's first line (in c->head) names path: the text
+ * between its first two spaces, both within head ("GET /shut HTTP/1.0").
+ */
+static bool request_path_is(const struct client *c, const char *path)
+{
+	const char *start = memchr(c->head, ' ', c->head_len);
+	size_t len = strlen(path);
+
+	if (!start)
+		return false;
+	start++;
+	if ((size_t)(c->head + c->head_len - start) <= len)
+		return false;
+	return !memcmp(start, path, len) &&
+	       (start[len] == ' ' || start[len] == '\r');
+}
+
+/*
  * Read what has arrived, but only up to the end of the request: bytes sent
  * after it stay unread in the socket, as a server that never reads them
- * (close with unread data). Returns true when the client is done with.
+ * (close with unread data). Then answer, and by the path: "/shut":
+ * shutdown(SHUT_WR) and read until the client's FIN; "/hold": read until
+ * the client's FIN, then hold the socket; any other: done. Returns true
+ * when the client is done with.
  */
 static bool http_serve(struct client *c)
 {
@@ -456,15 +500,87 @@ static bool http_serve(struct client *c)
 		return errno != EAGAIN && errno != EINTR;
 	if (n == 0)
 		return true; /* EOF (the client's FIN) before a request */
-	for (take = 0; take < n && c->matched < 4; take++)
+	for (take = 0; take < n && c->matched < 4; take++) {
 		c->matched = crlfcrlf_step(c->matched, buf[take]);
+		if (c->head_len < sizeof(c->head))
+			c->head[c->head_len++] = buf[take];
+	}
 	if (recv(c->fd, buf, (size_t)take, 0) < 0)
 		return true;
 	if (c->matched < 4)
 		return false;
-	if (send(c->fd, response, sizeof(response) - 1, MSG_NOSIGNAL) < 0)
+	if (send(c->fd, response, sizeof(response) - 1, MSG_NOSIGNAL) < 0) {
 		fprintf(stderr, "slirp-http: send: %s\n", strerror(errno));
+		return true;
+	}
+	if (request_path_is(c, "/shut")) {
+		c->phase = SHUT_DRAIN;
+		return shutdown(c->fd, SHUT_WR) < 0;
+	}
+	if (request_path_is(c, "/hold")) {
+		c->phase = HOLD_DRAIN;
+		return false;
+	}
 	return true;
+}
+
+/*
+ * Read and discard what has arrived. At EOF (the client's FIN) a /shut
+ * client is done with and a /hold one is held HOLD_MS; an error ends
+ * either. Returns true when the client is done with.
+ */
+static bool http_drain(struct client *c)
+{
+	char buf[4096];
+	ssize_t n;
+
+	while ((n = recv(c->fd, buf, sizeof(buf), 0)) > 0)
+		continue;
+	if (n < 0)
+		return errno != EAGAIN && errno != EINTR;
+	if (c->phase == SHUT_DRAIN)
+		return true;
+	c->phase = HELD;
+	c->hold_until_ms = now_ns() / 1000000 + HOLD_MS;
+	return false;
+}
+
+/*
+ * One round for a client, with its poll entry's revents (0: none this
+ * round); returns true when it is done with. A held client polls for no
+ * event: POLLHUP or POLLERR (its socket reset) ends it, else its time.
+ */
+static bool http_client(struct client *c, short revents)
+{
+	switch (c->phase) {
+	case REQUEST:
+		return revents && http_serve(c);
+	case SHUT_DRAIN:
+	case HOLD_DRAIN:
+		return revents && http_drain(c);
+	case HELD:
+		return revents || now_ns() / 1000000 >= c->hold_until_ms;
+	}
+	return true;
+}
+
+/* ms until the first held client's time is up, capped at cap_ms. */
+static uint32_t clients_timeout(struct loop *lp, uint32_t cap_ms)
+{
+	int64_t now = now_ns() / 1000000;
+	uint32_t timeout = cap_ms;
+
+	for (size_t i = 0; i < lp->nclients; i++) {
+		int64_t left = lp->clients[i].hold_until_ms - now;
+
+		if (lp->clients[i].phase != HELD)
+			continue;
+		if (left < 0)
+			left = 0;
+		if ((uint64_t)left < timeout)
+			timeout = (uint32_t)left;
+	}
+	return timeout;
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -497,9 +613,10 @@ static void loop_once(struct loop *lp)
 	pollset_add(lp, lp->listen_fd, POLLIN);
 	first_client = lp->nfds;
 	for (size_t i = 0; i < lp->nclients; i++)
-		pollset_add(lp, lp->clients[i].fd, POLLIN);
+		pollset_add(lp, lp->clients[i].fd,
+			    lp->clients[i].phase == HELD ? 0 : POLLIN);
 	slirp_pollfds_fill(lp->slirp, &timeout, slirp_add_poll, lp);
-	timeout = timers_timeout(lp, timeout);
+	timeout = clients_timeout(lp, timers_timeout(lp, timeout));
 
 	n = poll(lp->fds, lp->nfds, timeout == UINT32_MAX ? -1 : (int)timeout);
 	if (n < 0 && errno != EINTR)
@@ -508,10 +625,10 @@ static void loop_once(struct loop *lp)
 	if (n > 0 && lp->fds[0].revents)
 		tap_drain(lp);
 	/* Clients before accepting: their pollfd indices are this round's. */
-	for (size_t i = lp->nclients; n > 0 && i-- > 0;) {
-		if (!lp->fds[first_client + i].revents)
-			continue;
-		if (http_serve(&lp->clients[i])) {
+	for (size_t i = lp->nclients; i-- > 0;) {
+		short revents = n > 0 ? lp->fds[first_client + i].revents : 0;
+
+		if (http_client(&lp->clients[i], revents)) {
 			close(lp->clients[i].fd);
 			lp->clients[i] = lp->clients[--lp->nclients];
 		}
@@ -574,6 +691,22 @@ static void parse_args(int argc, char **argv, struct options *o)
 		usage();
 }
 
+/*
+ * Descriptors up to the hard limit: a connection takes two (slirp's host
+ * socket and the server's) until the server closes, and slirp keeps its
+ * own until its TIME_WAIT ends; under the usual soft limit of 1024 the
+ * 511th connection held at once found no SYN-ACK (seen).
+ */
+static void fds_raise(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 static void die(const char *what, int err)
 {
 	fprintf(stderr, "slirp-http: %s: %s\n", what, strerror(-err));
@@ -591,6 +724,7 @@ int main(int argc, char **argv)
 	 * socket its server has closed would end us with SIGPIPE (seen: a
 	 * probe's close with unread data killed the recipe, status -13) */
 	signal(SIGPIPE, SIG_IGN);
+	fds_raise();
 	parse_args(argc, argv, &o);
 	if (slirp_configure(&o, &cfg) < 0) {
 		fprintf(stderr, "slirp-http: bad --addr/--gateway/--prefix\n");
