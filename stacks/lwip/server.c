@@ -3,7 +3,7 @@
  * unix port), the peer of a finprobe stack Lab.
  *
  *   lwip-http --tap TAP --addr PEER --prefix N --gateway LOCAL --port P [--ipv6]
- *             [--control PATH]
+ *             [--control PATH] [--exit-after N]
  *
  * lwIP runs in its own threads (tcpip_init: the core; tap_start: a thread
  * reading the TAP, which feeds frames to the core under its lock). The
@@ -20,6 +20,9 @@
  * sees it) with the state of that connection's pcb, named as RFC 9293 does
  * ("CLOSED" when lwIP has none), or "error TEXT": a stack Lab's
  * lab.peer_state.
+ *
+ * With --exit-after N the process exits (status 3) on reading its Nth whole
+ * request, before answering it: a stack that dies mid-connection.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +30,7 @@
 #include <net/if.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,14 +54,21 @@ static const char answer[] =
 
 struct options {
 	const char *tap, *addr, *gateway, *control;
-	int prefix, port, ipv6;
+	int prefix, port, ipv6, exit_after;
 };
+
+/* --exit-after N: the process exits, status 3, on reading its Nth whole
+ * request, before answering it: a stack that dies mid-connection, for the
+ * tests of what finprobe says then (0: never). */
+static int exit_after;
+static atomic_int requests_read;
 
 static void usage(const char *why)
 {
 	fprintf(stderr,
 		"lwip-http: %s\nusage: lwip-http --tap TAP --addr ADDR --prefix N "
-		"--gateway ADDR --port PORT [--ipv6] [--control PATH]\n",
+		"--gateway ADDR --port PORT [--ipv6] [--control PATH] "
+		"[--exit-after N]\n",
 		why);
 	exit(2);
 }
@@ -86,6 +97,8 @@ static struct options parse(int argc, char **argv)
 			o.port = atoi(v);
 		else if (!strcmp(a, "--control"))
 			o.control = v;
+		else if (!strcmp(a, "--exit-after"))
+			o.exit_after = atoi(v);
 		else
 			usage("unknown option");
 	}
@@ -484,6 +497,9 @@ static void *serve(void *arg)
 		lwip_close(fd);
 		return NULL;
 	}
+	if (exit_after > 0 &&
+	    atomic_fetch_add(&requests_read, 1) + 1 >= exit_after)
+		_exit(3);
 	if (lwip_send(fd, answer, sizeof(answer) - 1, 0) < 0) {
 		perror("lwip-http: send");
 		end = END_CLOSE;
@@ -523,6 +539,7 @@ static int listener(const struct options *o)
 int main(int argc, char **argv)
 {
 	struct options o = parse(argc, argv);
+	exit_after = o.exit_after;
 	/* an answer on the control socket to a finprobe that has gone must
 	 * not end us with SIGPIPE */
 	signal(SIGPIPE, SIG_IGN);
