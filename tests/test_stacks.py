@@ -215,3 +215,30 @@ def test_a_stack_dies_with_the_labs_owner(name):
             if p and alive(p):
                 os.kill(p, signal.SIGKILL)
         script.communicate()
+
+
+@pytest.mark.parametrize("name", fp.stacks.RECIPES)
+def test_a_stack_dies_when_a_signal_to_its_owners_group_ends_the_owner_and_the_labs_helper(name):
+    """`timeout` (and a shell's Ctrl-C) signals a whole process group: the
+    Lab's owner and its helper die together; the stack must not outlive them."""
+    script = run_script(f"""
+        import os, signal, time, finprobe as fp
+        lab = fp.Lab(**fp.stacks.lab_args({name!r}, {PORT}))
+        print(lab.stack.pid, os.stat(f"/proc/{{lab.stack.pid}}/ns/net").st_ino, flush=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        time.sleep(60)
+    """, start_new_session=True)                # its own group, as `timeout` makes
+    pid = None
+    try:
+        line = script.stdout.readline()
+        assert line, script.communicate(timeout=10)[1]
+        pid, inode = map(int, line.split())
+        os.killpg(script.pid, signal.SIGTERM)   # the owner and the helper, as `timeout` does
+        script.wait(10)
+        assert wait_gone([pid]), f"{name} outlived its Lab's owner and helper"
+        assert wait_netns_gone(inode)
+    finally:
+        for p in (script.pid, pid):
+            if p and alive(p):
+                os.kill(p, signal.SIGKILL)
+        script.communicate()

@@ -863,6 +863,42 @@ static _Noreturn void end_lab(const struct adopted *a)
 	_exit(0);
 }
 
+/* The children a terminating signal ends with the lab (end_on_signal). */
+static struct adopted *signal_ends;
+static const int ending_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT };
+
+/* A signal that ends the helper ends the lab, as its owner's end does:
+ * `timeout` and a terminal's Ctrl-C signal a whole process group, the owner
+ * and this helper at once, and a child in a group of its own (a stack)
+ * would outlive both. end_lab() makes only async-signal-safe calls. */
+static void end_on_signal(int sig __attribute__((unused)))
+{
+	end_lab(signal_ends);
+}
+
+/* sigprocmask how (SIG_BLOCK, SIG_UNBLOCK) for ending_signals. */
+static void ending_signals_mask(int how)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	for (size_t i = 0; i < sizeof(ending_signals) / sizeof(*ending_signals);
+	     i++)
+		sigaddset(&set, ending_signals[i]);
+	sigprocmask(how, &set, NULL);
+}
+
+static void end_lab_on_signals(struct adopted *children)
+{
+	struct sigaction sa = { .sa_handler = end_on_signal };
+
+	signal_ends = children;
+	sigfillset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(ending_signals) / sizeof(*ending_signals);
+	     i++)
+		sigaction(ending_signals[i], &sa, NULL);
+}
+
 /* Requests until the socketpair closes: our caller closed the lab, or
  * died, and the lab dies with it. A datagram that is not a whole request
  * (a child that wrote to its copy of ctl) is dropped. */
@@ -872,6 +908,7 @@ static _Noreturn void serve(int ctl)
 	struct lab_msg msg;
 	int fd, n;
 
+	end_lab_on_signals(&children);
 	for (;;) {
 		n = recv_msg(ctl, &msg, &fd, 1);
 		if (n == -EPROTO)
@@ -879,8 +916,11 @@ static _Noreturn void serve(int ctl)
 		if (n < 0)
 			end_lab(&children);
 		if (msg.op == LAB_ADOPT) {
+			/* the set whole whenever the handler may read it */
+			ending_signals_mask(SIG_BLOCK);
 			if (n == 1)
 				adopt(&children, fd, (pid_t)msg.arg[0]);
+			ending_signals_mask(SIG_UNBLOCK);
 			continue;
 		}
 		if (n == 1)
