@@ -289,6 +289,9 @@ class KernelRig:
     def hold(self, conn, sock):
         """Nothing to do: the socket stays open until we close it."""
 
+    def keep_open(self, conn, sock):
+        """Nothing to do: the socket closes only when we close it."""
+
     def close_after(self, conn, sock):
         sock.close()
 
@@ -361,6 +364,14 @@ class HttpRig:
         conn.write(REQUEST["hold"])
         _read_answer(conn)
 
+    def keep_open(self, conn, sock):
+        """Where the server serves GET /hold (a recipe), that: an answer, and
+        no close on our FIN for stacks.HOLD s, so that a fin@N finds it in
+        CLOSE_WAIT, not closing at once as a server does on EOF. Elsewhere
+        nothing: the connection stays idle."""
+        if self.recipe_paths:
+            self.hold(conn, sock)
+
     def close_after(self, conn, sock):
         """Nothing: our FIN before any request makes the server close."""
 
@@ -422,7 +433,7 @@ def _ack_of_our_fin(conn):
 
 
 def _established(rig, conn, sock):
-    pass
+    rig.keep_open(conn, sock)
 
 
 def _fin_wait_1(rig, conn, sock):
