@@ -76,9 +76,16 @@ class Cell:
     reason: str = ""               # why a cell was skipped
     violations: list = dataclasses.field(default_factory=list)  # the model's (finprobe.model), by the profile
     profile: str = None            # the profile the verdict follows
+    carried: bool = False          # the answer is the peer's data or FIN sent again, with a new ACK
     trace: object = None           # fp.Trace of the cell's connection
     conn: object = dataclasses.field(default=None, repr=False)
     handle: object = dataclasses.field(default=None, repr=False)  # the peer's socket, where held
+
+    @property
+    def answer_class(self):
+        """The answer's class (finprobe.profile.answer_class): an ACK where the
+        answer only carries a new acknowledgment on data or a FIN sent again."""
+        return "ACK" if self.carried else _profile.answer_class(self.answer)
 
     @property
     def name(self):
@@ -682,6 +689,21 @@ def _send_event(cell):
         _skip(cell, f"the event could not be sent: {e.strerror or e}")
 
 
+def _peer_acked(conn, event):
+    """The highest acknowledgment the peer had sent before the event, or None."""
+    acked = None
+    for row in conn._trace():
+        seg = row[0]
+        if seg.direction == "in" and "A" in seg.flags and (seg.ts or 0) <= (event.ts or 0):
+            if acked is None or events.seq_offset(seg.ack, acked) > 0:
+                acked = seg.ack
+    return acked
+
+
+def _acks_more(seg, acked):
+    return "A" in seg.flags and acked is not None and events.seq_offset(seg.ack, acked) > 0
+
+
 def _is_new(seg, s):
     """Whether a segment of the peer's says something it had not: a RST, or
     data or a FIN beyond S (else its timer sent it again)."""
@@ -691,16 +713,22 @@ def _is_new(seg, s):
 
 def _collect(cell):
     """The peer's segments since the event; its answer is the first that is
-    not a retransmission of data or a FIN it had sent before the event."""
+    not a retransmission of data or a FIN it had sent before the event (one
+    that acknowledges more than the peer had before is an answer: its ACK
+    rides on the retransmission)."""
     if cell.verdict is not None:
         return
     conn, s = cell.conn, cell.numbers.S
+    acked = _peer_acked(conn, cell.sent)
     while True:
         seg = conn.recv(timeout=0)
         if seg is None:
             break
-        if seg.seg_len and "S" not in seg.flags and not _is_new(seg, s):
+        again = seg.seg_len and "S" not in seg.flags and not _is_new(seg, s)
+        if again and not _acks_more(seg, acked):
             continue                               # sent again by its timer, not an answer
+        if again and not cell.answers:
+            cell.carried = True                    # an ACK on a retransmission: the ACK answers
         cell.answers.append(seg)
     cell.answer = cell.answers[0] if cell.answers else None
 

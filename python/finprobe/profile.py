@@ -154,14 +154,15 @@ class Profile:
 
     def judge(self, cell, sysctls=None):
         """(verdict, mismatches) of an observed cell (attributes state, event,
-        answer: Segment or None, state_after, alive): "pass" when every field
+        answer: Segment or None, state_after, alive; answer_class where the
+        cell classes its answer itself, as a matrix Cell does): "pass" when every field
         the profile states agrees with what was observed, "fail" with one line
         a mismatch otherwise, "info" when the profile has no expectation."""
         exp = self.expect(cell.state, cell.event, sysctls)
         if exp is None:
             return "info", []
         wrong = []
-        got = answer_class(cell.answer)
+        got = getattr(cell, "answer_class", None) or answer_class(cell.answer)  # a matrix cell knows best
         if got not in exp.answer:
             wrong.append(f"answer: expected {' or '.join(exp.answer)} ({exp.section}), observed {got}")
         after = getattr(cell, "state_after", None)
