@@ -61,3 +61,22 @@ def test_four_way_close_notebook_runs_and_draws_ladders(kernel_python3, tmp_path
     assert len(html) == 3 and all("<svg" in h for h in html)
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "retransmitted after" in text and "us <--[FA] seq=1 ack=2 len=0--- peer" in text
+
+
+MATRIX_NOTEBOOK = os.path.join(os.path.dirname(NOTEBOOK), "close_matrix.ipynb")
+
+
+def test_close_matrix_notebook_runs_and_shows_the_rows_side_by_side(kernel_python3, tmp_path):
+    nb = nbformat.read(MATRIX_NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name=kernel_python3, timeout=60,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = [[o for o in c.outputs] for c in nb.cells if c.cell_type == "code"]
+    assert not [o for cell in outputs for o in cell if o.output_type == "error"]
+    one, both = (next(o.data["text/html"] for o in cell if "text/html" in o.get("data", {}))
+                 for cell in outputs[:2])
+    assert "TIME_WAIT" in one and "rst@N" in one
+    assert "tcp_rfc1337=1" in both and "≠" in both          # the kernels differ on rst@N
+    text = "".join(o.get("text", "") for o in outputs[2] if o.output_type == "stream")
+    assert "TIME_WAIT x rst@N: fail" in text and "RFC 1337" in text
+    assert "image/svg+xml" in outputs[3][0].data             # the cell's ladder
