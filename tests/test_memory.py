@@ -123,10 +123,24 @@ def test_iter_pcap_gives_the_segments_read_pcap_does(big_pcap, tmp_path):
     assert all(s.ts is not None and s.direction is None for s in streamed)
 
 
-def test_iter_pcap_names_a_missing_file_when_it_starts(tmp_path):
-    it = fp.iter_pcap(tmp_path / "none.pcap")
-    with pytest.raises(FileNotFoundError):
-        next(it)
+def test_iter_pcap_names_a_missing_file_when_called(tmp_path):
+    with pytest.raises(FileNotFoundError, match="none.pcap"):
+        fp.iter_pcap(tmp_path / "none.pcap")
+
+
+def test_iter_pcap_raises_parse_error_where_a_file_is_cut(big_pcap, tmp_path):
+    """The segments before the damage come; then fp.ParseError, as read_pcap's."""
+    path, _ = big_pcap
+    cut = tmp_path / "cut.pcap"
+    whole = 24 + sum(16 + len(packet(i)) for i in range(3000))  # the file header, 3000 records
+    cut.write_bytes(path.read_bytes()[:whole + 30])  # and half of the next
+    got = []
+    with pytest.raises(fp.ParseError, match="after 3000 packets"):
+        for seg in fp.iter_pcap(cut):
+            got.append(seg.seq)
+    assert got == list(range(3000))
+    with pytest.raises(fp.ParseError, match="after 3000 packets"):
+        fp.read_pcap(cut)
 
 
 def test_read_pcap_of_a_large_file_holds_little_more_than_its_packets(big_pcap, traced):
