@@ -575,6 +575,26 @@ FP_API int fp_trace_read_pcap(const char *path, struct fp_trace **out,
  * trace not read from a file). */
 FP_API size_t fp_trace_skipped(const struct fp_trace *trace);
 
+/*
+ * The same file read one packet at a time, holding none of them: for files
+ * larger than memory. Open as fp_trace_read_pcap (the same errors); *out is
+ * the caller's, closed with fp_trace_reader_close().
+ */
+struct fp_trace_reader;
+FP_API int fp_trace_reader_open(const char *path,
+				struct fp_trace_reader **out, char *err,
+				size_t err_len);
+/* The next TCP packet as fp_trace_read_pcap keeps it: 1 and *rec, whose pkt
+ * is valid until the next call or the close; 0 at the end of the file;
+ * -EBADMSG with a message in err for a damaged file. */
+FP_API int fp_trace_reader_next(struct fp_trace_reader *reader,
+				struct fp_record *rec, char *err,
+				size_t err_len);
+/* Packets passed over so far that were not TCP fp_segment_parse accepts. */
+FP_API size_t fp_trace_reader_skipped(const struct fp_trace_reader *reader);
+/* Close the file and free reader (NULL is fine). */
+FP_API void fp_trace_reader_close(struct fp_trace_reader *reader);
+
 /* ------------------------------------------------------------------ */
 /* The engine: connections over one link (engine.c)                    */
 /* ------------------------------------------------------------------ */

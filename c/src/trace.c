@@ -24,7 +24,9 @@
  * Reading: fp_trace_read_pcap opens pcap or pcapng (libpcap tells them
  * apart) of Ethernet (VLAN tags skipped), raw IP, Linux cooked v1 and v2
  * (tcpdump -i any), strips the link header and keeps the TCP packets that
- * fp_segment_parse accepts, with their stamps, in a trace.
+ * fp_segment_parse accepts, with their stamps, in a trace; or, one packet
+ * at a time and holding none, through a reader (fp_trace_reader_open ->
+ * fp_trace_reader_next ... -> fp_trace_reader_close).
  *
  * Call order: fp_trace_new or fp_trace_read_pcap -> fp_trace_append ...
  * -> fp_trace_len / fp_trace_get / fp_trace_copy / fp_trace_write_pcap ->
@@ -415,45 +417,20 @@ static size_t ip_length(const uint8_t *ip, size_t len)
 	return want < len ? want : len;
 }
 
-static int read_all(pcap_t *p, struct fp_trace *t, char *err, size_t err_len)
-{
-	int dlt = pcap_datalink(p);
-	struct pcap_pkthdr *h;
-	const u_char *frame;
-	int rc;
-	while ((rc = pcap_next_ex(p, &h, &frame)) == 1) {
-		size_t len;
-		const uint8_t *ip = ip_of_frame(dlt, frame, h->caplen, &len);
-		struct fp_segment seg;
-		if (ip)
-			len = ip_length(ip, len);
-		if (!ip || fp_segment_parse(&seg, ip, len, NULL, 0) < 0) {
-			t->skipped++;
-			continue;
-		}
-		uint64_t ts = (uint64_t)h->ts.tv_sec * 1000000000u +
-			      (uint64_t)h->ts.tv_usec;
-		if (fp_trace_append(t, ip, len, ts, 0, 0) < 0) {
-			set_error(err, err_len,
-				  "out of memory after %zu packets", t->n);
-			return -ENOMEM;
-		}
-	}
-	if (rc == PCAP_ERROR) { /* a truncated last record, a damaged block */
-		set_error(err, err_len, "after %zu packets: %s", t->n,
-			  pcap_geterr(p));
-		return -EBADMSG;
-	}
-	return 0;
-}
+/* A file being read, one packet at a time. */
+struct fp_trace_reader {
+	pcap_t *pcap;
+	int dlt;
+	size_t kept, skipped;
+};
 
-int fp_trace_read_pcap(const char *path, struct fp_trace **out, char *err,
-		       size_t err_len)
+int fp_trace_reader_open(const char *path, struct fp_trace_reader **out,
+			 char *err, size_t err_len)
 {
 	char errbuf[PCAP_ERRBUF_SIZE] = "";
-	FILE *f = path ? fopen(path, "rb") : NULL;
+	FILE *f = path && out ? fopen(path, "rb") : NULL;
 	if (!f) {
-		int e = path ? errno : EINVAL;
+		int e = path && out ? errno : EINVAL;
 		set_error(err, err_len, "%s: %s", path ? path : "(null)",
 			  strerror(e));
 		return -e;
@@ -477,9 +454,87 @@ int fp_trace_read_pcap(const char *path, struct fp_trace **out, char *err,
 		pcap_close(p);
 		return -EPROTONOSUPPORT;
 	}
+	struct fp_trace_reader *r = calloc(1, sizeof(*r));
+	if (!r) {
+		set_error(err, err_len, "out of memory");
+		pcap_close(p);
+		return -ENOMEM;
+	}
+	r->pcap = p;
+	r->dlt = dlt;
+	*out = r;
+	return 0;
+}
+
+int fp_trace_reader_next(struct fp_trace_reader *r, struct fp_record *rec,
+			 char *err, size_t err_len)
+{
+	struct pcap_pkthdr *h;
+	const u_char *frame;
+	int rc;
+	while ((rc = pcap_next_ex(r->pcap, &h, &frame)) == 1) {
+		size_t len;
+		const uint8_t *ip = ip_of_frame(r->dlt, frame, h->caplen, &len);
+		struct fp_segment seg;
+		if (ip)
+			len = ip_length(ip, len);
+		if (!ip || fp_segment_parse(&seg, ip, len, NULL, 0) < 0) {
+			r->skipped++;
+			continue;
+		}
+		/* nanosecond precision asked for: tv_usec holds ns */
+		uint64_t ts = (uint64_t)h->ts.tv_sec * 1000000000u +
+			      (uint64_t)h->ts.tv_usec;
+		*rec = (struct fp_record){ ts, ip, len, 0, 0, 0 };
+		r->kept++;
+		return 1;
+	}
+	if (rc == PCAP_ERROR) { /* a truncated last record, a damaged block */
+		set_error(err, err_len, "after %zu packets: %s", r->kept,
+			  pcap_geterr(r->pcap));
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+size_t fp_trace_reader_skipped(const struct fp_trace_reader *r)
+{
+	return r->skipped;
+}
+
+void fp_trace_reader_close(struct fp_trace_reader *r)
+{
+	if (!r)
+		return;
+	pcap_close(r->pcap);
+	free(r);
+}
+
+static int read_all(struct fp_trace_reader *r, struct fp_trace *t, char *err,
+		    size_t err_len)
+{
+	struct fp_record rec;
+	int rc;
+	while ((rc = fp_trace_reader_next(r, &rec, err, err_len)) == 1)
+		if (fp_trace_append(t, rec.pkt, rec.len, rec.ts_ns, 0, 0) < 0) {
+			set_error(err, err_len,
+				  "out of memory after %zu packets", t->n);
+			return -ENOMEM;
+		}
+	t->skipped = r->skipped;
+	return rc;
+}
+
+int fp_trace_read_pcap(const char *path, struct fp_trace **out, char *err,
+		       size_t err_len)
+{
+	struct fp_trace_reader *r;
+	int rc = fp_trace_reader_open(path, &r, err, err_len);
+	if (rc < 0)
+		return rc;
 	struct fp_trace *t = NULL;
-	int rc = fp_trace_new(&t) < 0 ? -ENOMEM : read_all(p, t, err, err_len);
-	pcap_close(p);
+	rc = fp_trace_new(&t) < 0 ? -ENOMEM : read_all(r, t, err, err_len);
+	fp_trace_reader_close(r);
 	if (rc < 0) {
 		if (!t)
 			set_error(err, err_len, "out of memory");

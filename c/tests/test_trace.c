@@ -124,6 +124,37 @@ static void test_write_read_round_trip_keeps_bytes_and_stamps(void)
 	fp_trace_free(NULL);
 }
 
+/* The reader gives what fp_trace_read_pcap keeps, one at a time, then 0;
+ * and names a missing file as it does. */
+static void test_reader_gives_the_packets_one_at_a_time(void)
+{
+	struct fp_trace *w = two_records();
+	struct fp_trace_reader *r = NULL;
+	char path[128], err[256] = "";
+	path_of(path, sizeof(path), "reader.pcap");
+	CHECK_EQ(fp_trace_write_pcap(path, w, 0, err, sizeof(err)), 0);
+	CHECK_EQ(fp_trace_reader_open(path, &r, err, sizeof(err)), 0);
+	struct fp_record got, want;
+	for (size_t i = 0; r && i < 2; i++) {
+		CHECK_EQ(fp_trace_reader_next(r, &got, err, sizeof(err)), 1);
+		CHECK_EQ(fp_trace_get(w, i, &want), 0);
+		CHECK(got.len == want.len &&
+		      memcmp(got.pkt, want.pkt, got.len) == 0);
+		CHECK_EQ(got.ts_ns, want.ts_ns);
+	}
+	if (r) {
+		CHECK_EQ(fp_trace_reader_next(r, &got, err, sizeof(err)), 0);
+		CHECK_EQ(fp_trace_reader_skipped(r), 0);
+	}
+	fp_trace_reader_close(r);
+	fp_trace_reader_close(NULL);
+	path_of(path, sizeof(path), "missing.pcap");
+	r = NULL;
+	CHECK_EQ(fp_trace_reader_open(path, &r, err, sizeof(err)), -ENOENT);
+	CHECK(r == NULL && strstr(err, "missing.pcap") != NULL);
+	fp_trace_free(w);
+}
+
 /* A copy of a file's trace writes the same file. */
 static void test_copy_of_a_read_trace_writes_it_again(void)
 {
@@ -351,6 +382,7 @@ int main(void)
 	RUN(test_append_refuses_what_is_not_a_record);
 	RUN(test_write_read_round_trip_keeps_bytes_and_stamps);
 	RUN(test_copy_of_a_read_trace_writes_it_again);
+	RUN(test_reader_gives_the_packets_one_at_a_time);
 	RUN(test_references_from_threads_free_once);
 	RUN(test_ethernet_with_vlan_tag_and_padding);
 	RUN(test_linux_cooked_v1_and_v2);

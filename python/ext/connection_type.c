@@ -245,7 +245,8 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args,
 	Py_XDECREF(a);
 	if (!tmpl)
 		return NULL;
-	struct fp_segment seg = tmpl->seg;
+	struct fp_segment seg;
+	segment_unpack(tmpl, &seg);
 	unsigned forced = 0, checksum_given = 0;
 	uint32_t window32 = 0, checksum32 = 0;
 	if (optional_u32(seq, "seq", 0xffffffffu, &seg.seq, &forced,

@@ -343,9 +343,10 @@ static PyObject *engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 		return NULL;
 	fp_engine_stats(self->engine, &s);
 	engine_unlock(self);
-	return Py_BuildValue("{sKsKsKsK}", "received", s.received, "unclaimed",
-			     s.unclaimed, "malformed", s.malformed, "truncated",
-			     s.truncated);
+	return Py_BuildValue("{sKsKsKsKsK}", "received", s.received,
+			     "unclaimed", s.unclaimed, "malformed", s.malformed,
+			     "truncated", s.truncated, "bytes_held",
+			     s.bytes_held);
 }
 
 static PyObject *engine_has_tuple(EngineObject *self, PyObject *args)
@@ -502,7 +503,7 @@ static PyMethodDef engine_methods[] = {
 	  "segment (an int or a float >= 0, at most threading.TIMEOUT_MAX: else ValueError or "
 	  "OverflowError)" },
 	{ "stats", (PyCFunction)engine_stats, METH_NOARGS,
-	  "counters of what no connection took" },
+	  "counters of what no connection took; bytes_held: the heap the engine holds" },
 	{ "capture_start", (PyCFunction)engine_capture_start, METH_NOARGS,
 	  "capture_start(): keep every segment sent or received from now on (off by default)" },
 	{ "capture", (PyCFunction)engine_capture, METH_NOARGS,

@@ -1,7 +1,8 @@
 /*
  * pcap_funcs.c: the module functions of finprobe._core over trace.c:
- * write_pcap (what Trace.to_pcap calls), read_pcap (fp.read_pcap) and
- * wall_offset_ns. Files are read and written without the GIL.
+ * write_pcap (what Trace.to_pcap calls), pcap_open, pcap_read and
+ * pcap_skipped (fp.read_pcap and fp.iter_pcap: a file a batch at a time)
+ * and wall_offset_ns. Files are read and written without the GIL.
  */
 #include "core.h"
 
@@ -128,61 +129,189 @@ static PyObject *write_pcap(PyObject *module, PyObject *args, PyObject *kwargs)
 	return result;
 }
 
-/* The (Segment, bytes, ts in ns) of a trace read from a file. */
-static PyObject *trace_items(core_state *st, const struct fp_trace *t)
+/* ---- reading: a file a batch at a time ------------------------------------ */
+
+/* What a pcap_open capsule holds. busy: a batch is being read without the
+ * GIL, by a thread that another must not run into. failed: the error that
+ * ended the file after the packets a batch gave; the next read raises it. */
+struct reader {
+	struct fp_trace_reader *r;
+	int busy;
+	int failed;
+	char err[512];
+};
+
+#define READER_CAPSULE "finprobe._core.pcap_reader"
+
+static void reader_destroy(PyObject *capsule)
 {
-	size_t n = fp_trace_len(t);
-	PyObject *list = PyList_New((Py_ssize_t)n);
-	for (size_t i = 0; list && i < n; i++) {
-		struct fp_record rec;
-		struct fp_segment seg;
-		PyObject *item = NULL;
-		if (fp_trace_get(t, i, &rec) == 0 &&
-		    fp_segment_parse(&seg, rec.pkt, rec.len, NULL, 0) == 0)
-			item = Py_BuildValue(
-				"(Ny#K)",
-				segment_new_from(st, &seg, ns_to_s(rec.ts_ns),
-						 NULL),
-				rec.pkt, (Py_ssize_t)rec.len,
-				(unsigned long long)rec.ts_ns);
-		else
-			PyErr_SetString(
-				st->parse_error,
-				"a packet read could not be parsed again");
-		if (!item) {
-			Py_CLEAR(list);
-			break;
-		}
-		PyList_SET_ITEM(list, (Py_ssize_t)i, item);
-	}
-	return list;
+	struct reader *rd = PyCapsule_GetPointer(capsule, READER_CAPSULE);
+	if (!rd)
+		return;
+	fp_trace_reader_close(rd->r);
+	PyMem_Free(rd);
 }
 
-/* read_pcap(path) -> ([(Segment, bytes, ts_ns)], skipped) */
-static PyObject *read_pcap(PyObject *module, PyObject *arg)
+/* pcap_open(path) -> a reader for pcap_read; the file is opened now, so
+ * that a missing one is named by the call that named it. */
+static PyObject *pcap_open(PyObject *module, PyObject *arg)
 {
 	PyObject *path;
 	if (!PyUnicode_FSConverter(arg, &path))
 		return NULL;
 	core_state *st = PyModule_GetState(module);
-	struct fp_trace *t = NULL;
+	struct reader *rd = PyMem_Calloc(1, sizeof(*rd));
+	if (!rd) {
+		Py_DECREF(path);
+		return PyErr_NoMemory();
+	}
 	char err[512] = "";
 	int rc;
 	Py_BEGIN_ALLOW_THREADS
-	rc = fp_trace_read_pcap(PyBytes_AS_STRING(path), &t, err, sizeof(err));
+	rc = fp_trace_reader_open(PyBytes_AS_STRING(path), &rd->r, err,
+				  sizeof(err));
 	Py_END_ALLOW_THREADS
-	PyObject *result = NULL;
+	PyObject *capsule = NULL;
 	if (rc < 0) {
 		pcap_error(st, -rc, err, path);
-	} else {
-		PyObject *items = trace_items(st, t);
-		result = items ? Py_BuildValue("(Nn)", items,
-					       (Py_ssize_t)fp_trace_skipped(t))
-			       : NULL;
+		PyMem_Free(rd);
+	} else if (!(capsule = PyCapsule_New(rd, READER_CAPSULE,
+					    reader_destroy))) {
+		fp_trace_reader_close(rd->r);
+		PyMem_Free(rd);
 	}
-	fp_trace_free(t);
 	Py_DECREF(path);
+	return capsule;
+}
+
+/* Up to n packets of the file into batch, a fresh trace, without the GIL:
+ * only the batch is ever held, never the file. An error after some
+ * packets is kept for the next read, so that those packets come first,
+ * as a stream gives them. */
+static int read_batch(struct reader *rd, size_t n, struct fp_trace **batch)
+{
+	int rc = rd->failed ? rd->failed : fp_trace_new(batch);
+	if (rc < 0) {
+		if (!rd->failed)
+			snprintf(rd->err, sizeof(rd->err), "out of memory");
+		return rc;
+	}
+	struct fp_record rec;
+	for (size_t got = 0; got < n; got++) {
+		rc = fp_trace_reader_next(rd->r, &rec, rd->err,
+					  sizeof(rd->err));
+		if (rc == 1 && fp_trace_append(*batch, rec.pkt, rec.len,
+					       rec.ts_ns, 0, 0) < 0) {
+			snprintf(rd->err, sizeof(rd->err),
+				 "out of memory after %zu packets", got);
+			rc = -ENOMEM;
+		}
+		if (rc < 0 && got > 0) {
+			rd->failed = rc;
+			return 0;
+		}
+		if (rc <= 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Item i of a batch appended to segments (and, unless None, its packet to
+ * packets and its ns stamp to stamps). */
+static int append_record(core_state *st, const struct fp_trace *batch,
+			 size_t i, PyObject *segments, PyObject *packets,
+			 PyObject *stamps)
+{
+	struct fp_record rec;
+	struct fp_segment seg;
+	if (fp_trace_get(batch, i, &rec) < 0 ||
+	    fp_segment_parse(&seg, rec.pkt, rec.len, NULL, 0) < 0) {
+		PyErr_SetString(st->parse_error,
+				"a packet read could not be parsed again");
+		return -1;
+	}
+	PyObject *v = segment_new_from(st, &seg, ns_to_s(rec.ts_ns), NULL);
+	int rc = v ? PyList_Append(segments, v) : -1;
+	Py_XDECREF(v);
+	if (rc == 0 && packets != Py_None) {
+		v = PyBytes_FromStringAndSize((const char *)rec.pkt,
+					      (Py_ssize_t)rec.len);
+		rc = v ? PyList_Append(packets, v) : -1;
+		Py_XDECREF(v);
+	}
+	if (rc == 0 && stamps != Py_None) {
+		v = PyLong_FromUnsignedLongLong(rec.ts_ns);
+		rc = v ? PyList_Append(stamps, v) : -1;
+		Py_XDECREF(v);
+	}
+	return rc;
+}
+
+static int list_or_none(PyObject *v, const char *name)
+{
+	if (v == Py_None || PyList_Check(v))
+		return 0;
+	PyErr_Format(PyExc_TypeError, "%s must be a list or None, not %.100s",
+		     name, Py_TYPE(v)->tp_name);
+	return -1;
+}
+
+/* pcap_read(reader, n, segments, packets, stamps) -> how many: the next
+ * TCP packets of the file, up to n, appended as Segments to segments, as
+ * bytes to packets and as int ns to stamps (either may be None); 0 at the
+ * end of the file. */
+static PyObject *pcap_read(PyObject *module, PyObject *args)
+{
+	PyObject *capsule, *segments, *packets, *stamps;
+	Py_ssize_t n;
+	if (!PyArg_ParseTuple(args, "OnO!OO:pcap_read", &capsule, &n,
+			      &PyList_Type, &segments, &packets, &stamps) ||
+	    list_or_none(packets, "packets") < 0 ||
+	    list_or_none(stamps, "stamps") < 0)
+		return NULL;
+	struct reader *rd = PyCapsule_GetPointer(capsule, READER_CAPSULE);
+	if (!rd)
+		return NULL;
+	if (n < 1) {
+		PyErr_Format(PyExc_ValueError, "n must be at least 1, got %zd",
+			     n);
+		return NULL;
+	}
+	if (rd->busy) {
+		PyErr_SetString(PyExc_RuntimeError,
+				"pcap_read: the reader is in use by another thread");
+		return NULL;
+	}
+	core_state *st = PyModule_GetState(module);
+	struct fp_trace *batch = NULL;
+	int rc;
+	rd->busy = 1;
+	Py_BEGIN_ALLOW_THREADS
+	rc = read_batch(rd, (size_t)n, &batch);
+	Py_END_ALLOW_THREADS
+	rd->busy = 0;
+	PyObject *result = NULL;
+	size_t got = batch ? fp_trace_len(batch) : 0, i = 0;
+	if (rc < 0)
+		pcap_error(st, -rc, rd->err, Py_None);
+	else
+		for (; i < got; i++)
+			if (append_record(st, batch, i, segments, packets,
+					  stamps) < 0)
+				break;
+	if (rc == 0 && i == got)
+		result = PyLong_FromSize_t(got);
+	fp_trace_free(batch);
 	return result;
+}
+
+/* pcap_skipped(reader) -> the packets passed over so far that were not TCP */
+static PyObject *pcap_skipped(PyObject *module, PyObject *capsule)
+{
+	struct reader *rd = PyCapsule_GetPointer(capsule, READER_CAPSULE);
+	if (!rd)
+		return NULL;
+	return PyLong_FromSize_t(fp_trace_reader_skipped(rd->r));
 }
 
 PyMethodDef pcap_functions[] = {
@@ -190,9 +319,13 @@ PyMethodDef pcap_functions[] = {
 	  METH_VARARGS | METH_KEYWORDS,
 	  "write_pcap(path, packets, offset_ns=None): [(IP packet, ts: float s or int ns)] to a pcap file "
 	  "(LINKTYPE_RAW), stamped ts + offset (default: CLOCK_REALTIME - CLOCK_MONOTONIC)" },
-	{ "read_pcap", (PyCFunction)read_pcap, METH_O,
-	  "read_pcap(path) -> ([(Segment, IP packet, ts_ns)], skipped): the TCP packets of a pcap "
-	  "or pcapng file, ts as in the file" },
+	{ "pcap_open", (PyCFunction)pcap_open, METH_O,
+	  "pcap_open(path) -> a reader of the TCP packets of a pcap or pcapng file, for pcap_read" },
+	{ "pcap_read", (PyCFunction)pcap_read, METH_VARARGS,
+	  "pcap_read(reader, n, segments, packets, stamps) -> count: up to n more, appended as Segments, "
+	  "IP packets and ns stamps as in the file (packets, stamps: a list or None); 0 at the end" },
+	{ "pcap_skipped", (PyCFunction)pcap_skipped, METH_O,
+	  "pcap_skipped(reader) -> packets passed over so far that were not TCP" },
 	{ "wall_offset_ns", (PyCFunction)wall_offset_ns, METH_NOARGS,
 	  "wall_offset_ns() -> CLOCK_REALTIME - CLOCK_MONOTONIC in ns" },
 	{ NULL },

@@ -368,11 +368,12 @@ static PyObject *option_to_tuple(const struct fp_option *o)
 	}
 }
 
-static PyObject *options_to_tuple(const struct fp_segment *seg)
+static PyObject *options_to_tuple(const struct fp_option *options,
+				  Py_ssize_t n)
 {
-	PyObject *t = PyTuple_New(seg->n_options);
-	for (int i = 0; t && i < seg->n_options; i++) {
-		PyObject *o = option_to_tuple(&seg->options[i]);
+	PyObject *t = PyTuple_New(n);
+	for (Py_ssize_t i = 0; t && i < n; i++) {
+		PyObject *o = option_to_tuple(&options[i]);
 		if (!o) {
 			Py_CLEAR(t);
 			break;
@@ -384,68 +385,117 @@ static PyObject *options_to_tuple(const struct fp_segment *seg)
 
 /* ---- construction --------------------------------------------------------- */
 
-static SegmentObject *segment_alloc(PyTypeObject *type)
+/* A Segment with room for n options, no payload, never on the wire.
+ * Not tp_alloc: PyType_GenericAlloc gives every object one item more than
+ * asked, 44 bytes that a segment of a few options would pay for nothing. */
+static SegmentObject *segment_alloc(PyTypeObject *type, Py_ssize_t n)
 {
-	SegmentObject *self = (SegmentObject *)type->tp_alloc(type, 0);
+	SegmentObject *self = PyObject_GC_NewVar(SegmentObject, type, n);
 	if (!self)
 		return NULL;
+	memset((char *)self + sizeof(PyVarObject), 0,
+	       offsetof(SegmentObject, options) - sizeof(PyVarObject));
 	self->ts = NAN;
 	self->direction = Py_NewRef(Py_None);
-	self->payload = PyBytes_FromStringAndSize(NULL, 0);
-	if (!self->payload) {
-		Py_DECREF(self);
-		return NULL;
-	}
+	PyObject_GC_Track(self);
 	return self;
 }
 
-static void segment_set_payload(SegmentObject *self, PyObject *bytes)
+/* seg's fields into self, which has room for its options; not the payload,
+ * which self holds as bytes. */
+static void segment_pack(SegmentObject *self, const struct fp_segment *seg)
 {
-	Py_SETREF(self->payload, bytes);
-	self->seg.payload = (const uint8_t *)PyBytes_AS_STRING(bytes);
-	self->seg.payload_len = (size_t)PyBytes_GET_SIZE(bytes);
+	self->family = seg->family;
+	self->ttl = seg->ttl;
+	self->flags = seg->flags;
+	memcpy(self->src, seg->src, 16);
+	memcpy(self->dst, seg->dst, 16);
+	self->sport = seg->sport;
+	self->dport = seg->dport;
+	self->seq = seg->seq;
+	self->ack = seg->ack;
+	self->window = seg->window;
+	self->urg = seg->urg;
+	memcpy(self->options, seg->options,
+	       seg->n_options * sizeof(struct fp_option));
+	self->force_checksum = seg->force_checksum;
+	self->tcp_checksum_ok = seg->tcp_checksum_ok;
+	self->ip_checksum_ok = seg->ip_checksum_ok;
+	self->checksum = seg->checksum;
 }
 
-/* *to = *from, but only the options in use: the option array is most of
- * the struct (40 slots), and most segments carry a few options or none. */
-static void segment_copy(struct fp_segment *to, const struct fp_segment *from)
+/* Everything but the option slots past n_options, which no one reads:
+ * zeroing all forty would be most of the cost of a small segment. */
+static void segment_clear(struct fp_segment *seg)
 {
-	size_t head = offsetof(struct fp_segment, options);
 	size_t tail = offsetof(struct fp_segment, payload);
-	memcpy(to, from, head + from->n_options * sizeof(struct fp_option));
-	memcpy((char *)to + tail, (const char *)from + tail,
-	       sizeof(*to) - tail);
+	memset(seg, 0, offsetof(struct fp_segment, options));
+	memset((char *)seg + tail, 0, sizeof(*seg) - tail);
+}
+
+void segment_unpack(const SegmentObject *self, struct fp_segment *seg)
+{
+	segment_clear(seg);
+	seg->family = self->family;
+	seg->ttl = self->ttl;
+	seg->flags = self->flags;
+	seg->n_options = (uint8_t)Py_SIZE(self);
+	memcpy(seg->src, self->src, 16);
+	memcpy(seg->dst, self->dst, 16);
+	seg->sport = self->sport;
+	seg->dport = self->dport;
+	seg->seq = self->seq;
+	seg->ack = self->ack;
+	seg->window = self->window;
+	seg->urg = self->urg;
+	memcpy(seg->options, self->options,
+	       seg->n_options * sizeof(struct fp_option));
+	seg->payload = (const uint8_t *)PyBytes_AS_STRING(self->payload);
+	seg->payload_len = (size_t)PyBytes_GET_SIZE(self->payload);
+	seg->force_checksum = self->force_checksum;
+	seg->tcp_checksum_ok = self->tcp_checksum_ok;
+	seg->ip_checksum_ok = self->ip_checksum_ok;
+	seg->checksum = self->checksum;
+}
+
+/* "in" and "out" are held by every segment of a trace: one interned
+ * string each rather than one a segment. */
+static PyObject *direction_text(const char *direction)
+{
+	return direction ? PyUnicode_InternFromString(direction)
+			 : Py_NewRef(Py_None);
 }
 
 PyObject *segment_new_from(core_state *st, const struct fp_segment *seg,
 			   double ts, const char *direction)
 {
-	SegmentObject *self = segment_alloc(st->segment_type);
-	if (!self)
-		return NULL;
-	segment_copy(&self->seg, seg);
+	/* b"" is a shared singleton: an empty payload costs nothing */
 	PyObject *payload = PyBytes_FromStringAndSize(
 		(const char *)seg->payload, (Py_ssize_t)seg->payload_len);
-	if (!payload) {
-		Py_DECREF(self);
+	PyObject *dir = payload ? direction_text(direction) : NULL;
+	SegmentObject *self =
+		dir ? segment_alloc(st->segment_type, seg->n_options) : NULL;
+	if (!self) {
+		Py_XDECREF(payload);
+		Py_XDECREF(dir);
 		return NULL;
 	}
-	segment_set_payload(self, payload);
+	segment_pack(self, seg);
+	self->payload = payload;
+	Py_SETREF(self->direction, dir);
 	self->has_checksum = 1;
 	if (ts >= 0)
 		self->ts = ts;
-	if (direction)
-		Py_SETREF(self->direction, PyUnicode_FromString(direction));
 	return (PyObject *)self;
 }
 
 enum { SRC_MISSING = 1, DST_MISSING = 2 };
 
-static int addresses_arg(PyObject *src, PyObject *dst, SegmentObject *self)
+static int addresses_arg(PyObject *src, PyObject *dst, struct fp_segment *seg,
+			 uint8_t *unaddressed)
 {
-	struct fp_segment *seg = &self->seg;
 	uint8_t fam_src = 0, fam_dst = 0;
-	self->unaddressed =
+	*unaddressed =
 		(uint8_t)((!src || src == Py_None ? SRC_MISSING : 0) |
 			  (!dst || dst == Py_None ? DST_MISSING : 0));
 	if (src && src != Py_None &&
@@ -529,57 +579,66 @@ static int numbers_arg(PyObject *const *a, struct fp_segment *seg)
 	return 0;
 }
 
-static int checksum_and_ttl_arg(SegmentObject *self, PyObject *checksum,
+static int checksum_and_ttl_arg(struct fp_segment *seg, PyObject *checksum,
 				PyObject *ttl)
 {
 	unsigned long long v = 64;
 	if (checksum && checksum != Py_None) {
 		if (core_unsigned_arg(checksum, "checksum", 0xffff, &v) < 0)
 			return -1;
-		self->seg.force_checksum = 1;
-		self->seg.checksum = (uint16_t)v;
-		self->has_checksum = 1;
+		seg->force_checksum = 1;
+		seg->checksum = (uint16_t)v;
 	}
 	if (ttl && core_unsigned_arg(ttl, "ttl", 255, &v) < 0)
 		return -1;
-	self->seg.ttl = ttl ? (uint8_t)v : 64;
+	seg->ttl = ttl ? (uint8_t)v : 64;
 	return 0;
 }
 
-static int payload_arg(SegmentObject *self, PyObject *payload)
+/* The payload as a new bytes object, b"" if none was given. */
+static PyObject *payload_arg(PyObject *payload)
 {
-	if (!payload) {
-		segment_set_payload(self, Py_NewRef(self->payload));
-		return 0;
-	}
+	if (!payload)
+		return PyBytes_FromStringAndSize(NULL, 0);
 	PyObject *b = PyUnicode_Check(payload) ? NULL
 					       : PyBytes_FromObject(payload);
-	if (!b) {
+	if (!b)
 		PyErr_Format(PyExc_TypeError,
 			     "payload must be bytes-like, not %.100s",
 			     Py_TYPE(payload)->tp_name);
-		return -1;
-	}
-	segment_set_payload(self, b);
-	return 0;
+	return b;
 }
 
+/* The arguments are read into a whole struct fp_segment first (in the
+ * order the messages have always come), then the Segment is made with
+ * room for the options it carries. */
 static PyObject *segment_new(PyTypeObject *type, PyObject *args,
 			     PyObject *kwargs)
 {
 	PyObject *a[A_COUNT];
 	if (segment_args(args, kwargs, a) < 0)
 		return NULL;
-	SegmentObject *self = segment_alloc(type);
-	if (!self)
+	struct fp_segment seg;
+	uint8_t unaddressed;
+	segment_clear(&seg);
+	if (addresses_arg(a[A_SRC], a[A_DST], &seg, &unaddressed) < 0 ||
+	    numbers_arg(a, &seg) < 0 ||
+	    (a[A_FLAGS] && flags_arg(a[A_FLAGS], &seg.flags) < 0) ||
+	    (a[A_OPTIONS] && options_arg(a[A_OPTIONS], &seg) < 0) ||
+	    checksum_and_ttl_arg(&seg, a[A_CHECKSUM], a[A_TTL]) < 0)
 		return NULL;
-	if (addresses_arg(a[A_SRC], a[A_DST], self) < 0 ||
-	    numbers_arg(a, &self->seg) < 0 ||
-	    (a[A_FLAGS] && flags_arg(a[A_FLAGS], &self->seg.flags) < 0) ||
-	    (a[A_OPTIONS] && options_arg(a[A_OPTIONS], &self->seg) < 0) ||
-	    checksum_and_ttl_arg(self, a[A_CHECKSUM], a[A_TTL]) < 0 ||
-	    payload_arg(self, a[A_PAYLOAD]) < 0)
-		Py_CLEAR(self);
+	PyObject *payload = payload_arg(a[A_PAYLOAD]);
+	if (!payload)
+		return NULL;
+	SegmentObject *self = segment_alloc(type, seg.n_options);
+	if (!self) {
+		Py_DECREF(payload);
+		return NULL;
+	}
+	segment_pack(self, &seg);
+	self->payload = payload;
+	self->unaddressed = unaddressed;
+	self->has_checksum = seg.force_checksum;
 	return (PyObject *)self;
 }
 
@@ -603,7 +662,8 @@ static void segment_dealloc(SegmentObject *self)
 
 PyObject *segment_to_bytes(SegmentObject *self)
 {
-	const struct fp_segment *seg = &self->seg;
+	struct fp_segment whole, *seg = &whole;
+	segment_unpack(self, seg);
 	if (self->unaddressed) {
 		PyErr_Format(PyExc_ValueError,
 			     "cannot build a segment without %s",
@@ -695,20 +755,19 @@ static PyObject *segment_replace(SegmentObject *self, PyObject *args,
 
 /* What makes two segments equal: everything that goes on the wire but the
  * TTL and the checksum. */
-static int segment_same(const SegmentObject *a, const SegmentObject *b)
+static int segment_same(const SegmentObject *x, const SegmentObject *y)
 {
-	const struct fp_segment *x = &a->seg, *y = &b->seg;
 	if (x->family != y->family || memcmp(x->src, y->src, 16) ||
 	    memcmp(x->dst, y->dst, 16) || x->sport != y->sport ||
 	    x->dport != y->dport || x->seq != y->seq || x->ack != y->ack ||
 	    x->flags != y->flags || x->window != y->window ||
-	    x->urg != y->urg || x->n_options != y->n_options)
+	    x->urg != y->urg || Py_SIZE(x) != Py_SIZE(y))
 		return 0;
-	for (int i = 0; i < x->n_options; i++)
+	for (Py_ssize_t i = 0; i < Py_SIZE(x); i++)
 		if (memcmp(&x->options[i], &y->options[i],
 			   sizeof(struct fp_option)))
 			return 0;
-	return PyObject_RichCompareBool(a->payload, b->payload, Py_EQ);
+	return PyObject_RichCompareBool(x->payload, y->payload, Py_EQ);
 }
 
 static PyObject *segment_richcompare(PyObject *a, PyObject *b, int op)
@@ -723,7 +782,7 @@ static PyObject *segment_richcompare(PyObject *a, PyObject *b, int op)
 
 static Py_hash_t segment_hash(SegmentObject *self)
 {
-	const struct fp_segment *s = &self->seg;
+	const SegmentObject *s = self;
 	Py_uhash_t h = PyObject_Hash(self->payload);
 	uint32_t fields[] = { s->family, s->sport, s->dport, s->seq,
 			      s->ack,	 s->flags, s->window };
@@ -745,7 +804,7 @@ static void format_endpoint(char *out, size_t len, int family,
 
 static PyObject *segment_repr(SegmentObject *self)
 {
-	const struct fp_segment *s = &self->seg;
+	const SegmentObject *s = self;
 	char src[64], dst[64], flags[9];
 	format_endpoint(src, sizeof(src),
 			self->unaddressed & SRC_MISSING ? 0 : s->family, s->src,
@@ -757,7 +816,7 @@ static PyObject *segment_repr(SegmentObject *self)
 	return PyUnicode_FromFormat(
 		"<Segment %s > %s [%s] seq=%lu ack=%lu win=%u len=%zu>", src,
 		dst, flags, (unsigned long)s->seq, (unsigned long)s->ack,
-		(unsigned)s->window, s->payload_len);
+		(unsigned)s->window, (size_t)PyBytes_GET_SIZE(s->payload));
 }
 
 /* ---- attributes ----------------------------------------------------------- */
@@ -766,41 +825,41 @@ static PyObject *get_src(SegmentObject *self, void *c)
 {
 	if (self->unaddressed & SRC_MISSING)
 		Py_RETURN_NONE;
-	return core_format_address(self->seg.family, self->seg.src);
+	return core_format_address(self->family, self->src);
 }
 static PyObject *get_dst(SegmentObject *self, void *c)
 {
 	if (self->unaddressed & DST_MISSING)
 		Py_RETURN_NONE;
-	return core_format_address(self->seg.family, self->seg.dst);
+	return core_format_address(self->family, self->dst);
 }
 static PyObject *get_sport(SegmentObject *self, void *c)
 {
-	return PyLong_FromLong(self->seg.sport);
+	return PyLong_FromLong(self->sport);
 }
 static PyObject *get_dport(SegmentObject *self, void *c)
 {
-	return PyLong_FromLong(self->seg.dport);
+	return PyLong_FromLong(self->dport);
 }
 static PyObject *get_seq(SegmentObject *self, void *c)
 {
-	return PyLong_FromUnsignedLong(self->seg.seq);
+	return PyLong_FromUnsignedLong(self->seq);
 }
 static PyObject *get_ack(SegmentObject *self, void *c)
 {
-	return PyLong_FromUnsignedLong(self->seg.ack);
+	return PyLong_FromUnsignedLong(self->ack);
 }
 static PyObject *get_window(SegmentObject *self, void *c)
 {
-	return PyLong_FromLong(self->seg.window);
+	return PyLong_FromLong(self->window);
 }
 static PyObject *get_urg(SegmentObject *self, void *c)
 {
-	return PyLong_FromLong(self->seg.urg);
+	return PyLong_FromLong(self->urg);
 }
 static PyObject *get_ttl(SegmentObject *self, void *c)
 {
-	return PyLong_FromLong(self->seg.ttl);
+	return PyLong_FromLong(self->ttl);
 }
 static PyObject *get_payload(SegmentObject *self, void *c)
 {
@@ -812,23 +871,26 @@ static PyObject *get_direction(SegmentObject *self, void *c)
 }
 static PyObject *get_options(SegmentObject *self, void *c)
 {
-	return options_to_tuple(&self->seg);
+	return options_to_tuple(self->options, Py_SIZE(self));
 }
 static PyObject *get_family(SegmentObject *self, void *c)
 {
-	return PyLong_FromLong(self->seg.family);
+	return PyLong_FromLong(self->family);
 }
 
 static PyObject *get_flags(SegmentObject *self, void *c)
 {
 	char text[9];
-	fp_flags_format(self->seg.flags, text);
+	fp_flags_format(self->flags, text);
 	return PyUnicode_FromString(text);
 }
 
 static PyObject *get_seg_len(SegmentObject *self, void *c)
 {
-	return PyLong_FromUnsignedLong(fp_segment_seg_len(&self->seg));
+	/* fp_segment_seg_len's sum, without a whole struct to call it on */
+	return PyLong_FromSize_t((size_t)PyBytes_GET_SIZE(self->payload) +
+				 !!(self->flags & FP_SYN) +
+				 !!(self->flags & FP_FIN));
 }
 
 static PyObject *get_ts(SegmentObject *self, void *c)
@@ -842,15 +904,15 @@ static PyObject *get_checksum(SegmentObject *self, void *c)
 {
 	if (!self->has_checksum)
 		Py_RETURN_NONE;
-	return PyLong_FromLong(self->seg.checksum);
+	return PyLong_FromLong(self->checksum);
 }
 
 static PyObject *get_checksum_ok(SegmentObject *self, void *c)
 {
-	if (!self->has_checksum || self->seg.force_checksum)
+	if (!self->has_checksum || self->force_checksum)
 		Py_RETURN_NONE;
-	return PyBool_FromLong(self->seg.tcp_checksum_ok &&
-			       self->seg.ip_checksum_ok);
+	return PyBool_FromLong(self->tcp_checksum_ok &&
+			       self->ip_checksum_ok);
 }
 
 static PyGetSetDef segment_getset[] = {
@@ -902,8 +964,8 @@ static PyObject *segment_fields(SegmentObject *self)
 		}
 		Py_DECREF(v);
 	}
-	if (d && self->seg.force_checksum) {
-		PyObject *v = PyLong_FromLong(self->seg.checksum);
+	if (d && self->force_checksum) {
+		PyObject *v = PyLong_FromLong(self->checksum);
 		if (!v || PyDict_SetItemString(d, "checksum", v) < 0)
 			Py_CLEAR(d);
 		Py_XDECREF(v);
@@ -941,6 +1003,7 @@ static PyType_Slot segment_slots[] = {
 PyType_Spec segment_spec = {
 	.name = "finprobe.Segment",
 	.basicsize = sizeof(SegmentObject),
+	.itemsize = sizeof(struct fp_option),
 	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
 		 Py_TPFLAGS_IMMUTABLETYPE,
 	.slots = segment_slots,

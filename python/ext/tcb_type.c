@@ -134,8 +134,10 @@ static PyObject *tcb_on_send(TcbObject *self, PyObject *args)
 	SegmentObject *seg = segment_and_time(self, args, &now);
 	if (!seg)
 		return NULL;
+	struct fp_segment whole;
+	segment_unpack(seg, &whole);
 	fp_tcb_tick(&self->tcb, now);
-	fp_tcb_on_send(&self->tcb, &seg->seg, now);
+	fp_tcb_on_send(&self->tcb, &whole, now);
 	Py_RETURN_NONE;
 }
 
@@ -146,8 +148,10 @@ static PyObject *tcb_on_segment(TcbObject *self, PyObject *args)
 	SegmentObject *seg = segment_and_time(self, args, &now);
 	if (!seg)
 		return NULL;
+	struct fp_segment whole;
+	segment_unpack(seg, &whole);
 	fp_tcb_tick(&self->tcb, now);
-	enum fp_reply reply = fp_tcb_on_segment(&self->tcb, &seg->seg, now);
+	enum fp_reply reply = fp_tcb_on_segment(&self->tcb, &whole, now);
 	return PyUnicode_FromString(replies[reply]);
 }
 

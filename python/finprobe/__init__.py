@@ -21,10 +21,10 @@ from .matrix import Cell, Matrix, matrix
 from .probe import Check, Comparison, Report, compare, probe
 from .state import State
 from .target import Target
-from .trace import Trace, read_pcap
+from .trace import Trace, iter_pcap, read_pcap
 
 __all__ = [
     "Connection", "ConnectionRefused", "Error", "ExpectError", "Lab", "ParseError",
-    "PermissionError", "Segment", "State", "Target", "Trace", "read_pcap", "probe", "Check", "Report",
+    "PermissionError", "Segment", "State", "Target", "Trace", "iter_pcap", "read_pcap", "probe", "Check", "Report",
     "compare", "Comparison", "stacks", "matrix", "Matrix", "Cell", "MatrixComparison",
 ]

@@ -43,6 +43,14 @@ CONTROL_FILE = "control"
 STATES = frozenset(s.value for s in State)
 
 
+def _ports_in_turn():
+    """FIRST_PORT .. FIRST_PORT + PORT_COUNT - 1, round and round. Not
+    itertools.cycle, which keeps a copy of every port its first round gave:
+    a Lab grew by each connection it made, up to PORT_COUNT of them."""
+    while True:
+        yield from range(FIRST_PORT, FIRST_PORT + PORT_COUNT)
+
+
 class Lab:
     """A kernel TCP peer in a lab of its own; see shared/API.md, "The lab".
     With ``stack=`` (a command) the peer is a user-space TCP/IP stack on a
@@ -82,7 +90,7 @@ class Lab:
         self._connections = weakref.WeakSet()
         self._processes = []
         self._sockets = []
-        self._next_port = itertools.cycle(range(FIRST_PORT, FIRST_PORT + PORT_COUNT))
+        self._next_port = _ports_in_turn()
         self._port_lock = threading.Lock()
         self._core = _core.Lab(stack=stack is not None)
         try:

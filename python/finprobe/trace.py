@@ -128,6 +128,17 @@ class Trace(collections.abc.Sequence):
         trace._stamps = [r[2] if len(r) > 2 else None for r in rows]
         return trace
 
+    @classmethod
+    def _of_file(cls, segments, packets, stamps):
+        """A file's Trace over the lists given, taken as they are: read_pcap
+        made them, of Segments, and a copy would double what a large file
+        costs while it is read."""
+        trace = cls(wall_clock=True)
+        n = len(segments)
+        trace._segments, trace._packets, trace._stamps = segments, packets, stamps
+        trace.states, trace.peer_states = [None] * n, [None] * n
+        return trace
+
     def __getitem__(self, index):
         if isinstance(index, slice):
             segments = self._segments[index]
@@ -276,14 +287,38 @@ class Trace(collections.abc.Sequence):
         return _svg(self, max_rows)
 
 
+PCAP_BATCH = 1024  # packets a read from a file: memory held while streaming
+
+
 def read_pcap(path):
     """The TCP segments of a pcap or pcapng file (Ethernet, raw IP, Linux cooked
     SLL/SLL2) as a Trace: ts as stamped in the file (wall-clock seconds),
-    direction None. ``trace.skipped`` counts the packets that were not TCP."""
-    pairs, skipped = _core.read_pcap(os.fspath(path))
-    trace = Trace.of_capture(pairs, wall_clock=True)
-    trace.skipped = skipped
+    direction None. ``trace.skipped`` counts the packets that were not TCP.
+    The file is read a batch at a time into the Trace's own lists: what it
+    holds is its Segments, their packets and stamps, never a second copy."""
+    reader = _core.pcap_open(os.fspath(path))
+    segments, packets, stamps = [], [], []
+    while _core.pcap_read(reader, PCAP_BATCH, segments, packets, stamps):
+        pass
+    trace = Trace._of_file(segments, packets, stamps)
+    trace.skipped = _core.pcap_skipped(reader)
     return trace
+
+
+def iter_pcap(path):
+    """The TCP segments of a pcap or pcapng file, as ``read_pcap`` reads them,
+    one at a time: memory stays that of a batch whatever the file's size. The
+    file is opened now (a missing one raises here); a damaged one raises
+    fp.ParseError where the damage is reached."""
+    reader = _core.pcap_open(os.fspath(path))
+    return _segments_of(reader)
+
+
+def _segments_of(reader):
+    batch = []
+    while _core.pcap_read(reader, PCAP_BATCH, batch, None, None):
+        yield from batch
+        batch.clear()
 
 
 def _parallel(name, values, n):
