@@ -18,6 +18,7 @@ connections' segments without waking their waits.
 """
 
 import asyncio
+import math
 import time
 
 from . import _args, _core
@@ -26,6 +27,8 @@ from .lab import PEER_POLL_INTERVAL, Lab
 from .lab import _describe as _describe_tuple
 from .state import as_state
 from .target import Target
+
+TICK = 0.001  # s: a wait's end is rounded up to it
 
 
 class _Reactor:
@@ -40,6 +43,7 @@ class _Reactor:
         self._loop = None
         self._fd = -1
         self._waiting = {}  # future -> core Connection, or None: woken by any arrival
+        self._deadlines = {}  # tick -> the futures whose wait ends then
         self._closed = False
 
     def _watch(self):
@@ -102,29 +106,52 @@ class _Reactor:
         loop = self._watch()
         fut = loop.create_future()
         self._waiting[fut] = conn
-        timer = loop.call_later(timeout, _expire, fut)
+        tick, ending = self._ending(loop, timeout)
+        ending.add(fut)
         try:
             if await fut:
                 return True
         finally:
-            timer.cancel()
+            ending.discard(fut)
+            if not ending:
+                self._unschedule(tick)
             self._waiting.pop(fut, None)
         self.poll()
         return conn is not None and _has_segment(conn)
+
+    def _ending(self, loop, timeout):
+        """(tick, the set of futures whose wait ends then): the first tick at
+        or after timeout from now, with a loop timer for it. Waits begun
+        together share one timer, cancelled when the last of them ends
+        otherwise: a timer each, made and cancelled at every wait, was a
+        quarter of the time of many lifecycles in flight."""
+        tick = math.ceil((loop.time() + timeout) / TICK)
+        entry = self._deadlines.get(tick)
+        if entry is None:
+            entry = self._deadlines[tick] = (set(), loop.call_at(tick * TICK, self._expire, tick))
+        return tick, entry[0]
+
+    def _unschedule(self, tick):
+        entry = self._deadlines.pop(tick, None)
+        if entry is not None:
+            entry[1].cancel()
+
+    def _expire(self, tick):
+        ending, _ = self._deadlines.pop(tick, ((), None))
+        for fut in ending:
+            if not fut.done():
+                fut.set_result(False)
 
     def close(self):
         """Stop watching; waits still parked wake and find their connection closed."""
         self._closed = True
         self._unwatch()
+        for tick in list(self._deadlines):
+            self._unschedule(tick)
         for fut in self._waiting:
             if not fut.done():
                 fut.set_result(True)
         self._waiting.clear()
-
-
-def _expire(fut):
-    if not fut.done():
-        fut.set_result(False)
 
 
 def _has_segment(conn):
