@@ -18,6 +18,13 @@ import pytest
 import finprobe as fp
 from labtools import SERVER4, SERVER6, PORTS, inside, target_servers
 
+try:  # the kernelspec fixture of the notebook tests, if Jupyter is here
+    from test_notebook import kernel_python3  # noqa: F401
+    import nbclient
+    import nbformat
+except pytest.skip.Exception:
+    nbclient = None
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, raw sockets")
 
 PORT = 8080
@@ -280,6 +287,32 @@ def test_waits_run_inside_an_already_running_loop_from_sync_code():
         assert asyncio.run(cell()).flags == "A"
     finally:
         lab.close()
+
+
+NOTEBOOK_CELLS = [
+    "import asyncio\nimport finprobe as fp\nlab = fp.AsyncLab()\nsrv = lab.listen(8080)",
+    # top-level await, on the kernel's own running loop
+    "conn = await lab.connect(8080)\nconn.fin()\nseg = await conn.expect('A')\n"
+    "print('one:', seg.flags, conn.state.value, lab.peer_state(conn).value)",
+    "async def close_one():\n"
+    "    c = await lab.connect(8080)\n"
+    "    c.fin()\n"
+    "    await c.expect('A')\n"
+    "    return c.state.value\n"
+    "print('many:', sorted(set(await asyncio.gather(*(close_one() for _ in range(100))))))\n"
+    "lab.close()",
+]
+
+
+@pytest.mark.skipif(nbclient is None, reason="needs nbclient, nbformat and ipykernel")
+def test_notebook_cells_await_at_top_level(kernel_python3, tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in NOTEBOOK_CELLS])
+    client = nbclient.NotebookClient(nb, kernel_name=kernel_python3, timeout=60,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # CellExecutionError if any cell fails
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.outputs if o.output_type == "stream")
+    assert "one: A FIN_WAIT_2 CLOSE_WAIT" in text
+    assert "many: ['FIN_WAIT_2']" in text
 
 
 # ---- a remote target: kernel servers in a namespace of their own --------------
