@@ -6,9 +6,8 @@
   then our RST so that the kernel forgets the socket at once (6 segments).
 
 The kernel's server is a small epoll loop in a process of its own inside
-the lab, and
-the lab's route has quickack so that the kernel's ACK of our FIN is not
-delayed (nor merged with its FIN).
+the lab, and the lab's route has quickack, so that the kernel's ACK of our
+FIN is not delayed.
 
     PYTHONPATH=python /usr/bin/python3 bench/async_lab.py [LIFECYCLES [IN_FLIGHT]]
 """
