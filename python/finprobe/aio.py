@@ -29,6 +29,7 @@ from .state import as_state
 from .target import Target
 
 TICK = 0.001  # s: a wait's end is rounded up to it
+EAGER_BELOW = 8  # waits parked: below this many, a wait first looks without parking
 
 
 class _Reactor:
@@ -103,6 +104,13 @@ class _Reactor:
         None, once anything arrived; False when timeout seconds passed
         first (after a last look that does not wait, as the synchronous
         waits end). A cancelled wait leaves nothing behind."""
+        if conn is not None and len(self._waiting) < EAGER_BELOW:
+            # The answer to what we just sent is most often in already (the
+            # peer's stack ran in our send): a look costs less than a turn
+            # of the loop, while few others wait to be scanned.
+            self.poll()
+            if _has_segment(conn):
+                return True
         loop = self._watch()
         fut = loop.create_future()
         self._waiting[fut] = conn
@@ -232,8 +240,8 @@ class AsyncConnection:
 
     def __getattr__(self, name):
         """Every other name of Connection (local, remote, iss, snd_nxt, closed ...)."""
-        if name in _SYNC_WAITS:
-            raise AttributeError(name)
+        if name in _SYNC_WAITS or name in AsyncConnection.__slots__:
+            raise AttributeError(name)  # a slot unset: no recursion
         return getattr(self._conn, name)
 
     def __dir__(self):
