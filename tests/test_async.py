@@ -95,7 +95,6 @@ def test_thousand_concurrent_lifecycles_all_end_closed_on_both_sides():
             assert len({c.local for c in conns}) == 1000
             assert {c.state for c in conns} == {fp.State.TIME_WAIT}
             assert {lab.peer_state(c) for c in conns} == {fp.State.CLOSED}
-            assert {len(c.trace) for c in conns} == {7}
     asyncio.run(main())
 
 
