@@ -7,11 +7,12 @@ does not wait is the same plain call; ``connect``, ``accept``, ``expect``,
 ``expect_silence``, ``recv`` and ``wait_peer_state`` are coroutines on the
 caller's event loop (a notebook's too).
 
-One ``_Reactor`` a Lab or Target watches its engine's descriptor with
+A ``_Reactor`` for each Lab or Target watches its engine's descriptor with
 ``loop.add_reader``: when it is readable the engine takes what arrived
 (``poll(0)``, never waiting) and the waits of the connections that now have
-a segment queued are woken. A wait is a future and a loop timer, nothing
-else: no thread, and no call on the loop that blocks. A woken wait takes
+a segment queued are woken. A wait is a future and a loop timer shared with
+the waits that end in the same millisecond, nothing else: no thread, and no
+call on the loop that blocks. A woken wait takes
 its segment with the synchronous code and a timeout of 0, which finds it
 queued and so never polls: a poll outside the reactor would take other
 connections' segments without waking their waits.
@@ -122,7 +123,7 @@ class _Reactor:
         finally:
             ending.discard(fut)
             if not ending:
-                self._unschedule(tick)
+                self._unschedule(tick, ending)
             self._waiting.pop(fut, None)
         self.poll()
         return conn is not None and _has_segment(conn)
@@ -139,9 +140,12 @@ class _Reactor:
             entry = self._deadlines[tick] = (set(), loop.call_at(tick * TICK, self._expire, tick))
         return tick, entry[0]
 
-    def _unschedule(self, tick):
-        entry = self._deadlines.pop(tick, None)
-        if entry is not None:
+    def _unschedule(self, tick, ending):
+        """The timer of tick cancelled, if it is still the one of ``ending``
+        (once it fired, a wait begun since may have made tick's anew)."""
+        entry = self._deadlines.get(tick)
+        if entry is not None and entry[0] is ending:
+            del self._deadlines[tick]
             entry[1].cancel()
 
     def _expire(self, tick):
@@ -154,8 +158,9 @@ class _Reactor:
         """Stop watching; waits still parked wake and find their connection closed."""
         self._closed = True
         self._unwatch()
-        for tick in list(self._deadlines):
-            self._unschedule(tick)
+        for _, timer in self._deadlines.values():
+            timer.cancel()
+        self._deadlines.clear()
         for fut in self._waiting:
             if not fut.done():
                 fut.set_result(True)
