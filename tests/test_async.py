@@ -198,6 +198,46 @@ def test_the_loop_keeps_ticking_through_500_lifecycles():
     assert len(gaps) > 10 and max(gaps) < 0.2
 
 
+def quickack(lab):
+    """The kernel ACKs at once on the lab's route (no delayed ACK of our FIN)."""
+    assert lab.popen(["ip", "route", "change", "192.0.2.0/24", "dev", "lab0", "proto", "kernel",
+                      "scope", "link", "src", lab.peer_addr, "quickack", "1"]).wait() == 0
+
+
+def test_a_task_whose_answers_are_always_in_still_lets_others_run():
+    """One task alone, its every answer in by the time it looks (quickack):
+    it gives the loop turns all the same."""
+    turns = []
+
+    async def ticker(done):
+        while not done.is_set():
+            turns.append(None)
+            await asyncio.sleep(0)
+
+    async def one_at_a_time(lab):
+        for _ in range(500):
+            conn = await lab.connect(PORT)
+            conn.fin()
+            await conn.expect("A")
+            conn.rst()
+            conn.close()
+        return len(turns)
+
+    async def main():
+        async with fp.AsyncLab() as lab:
+            lab.listen(PORT, backlog=1024)
+            quickack(lab)
+            done = asyncio.Event()
+            tick = asyncio.create_task(ticker(done))
+            await asyncio.sleep(0)
+            before = len(turns)
+            during = await one_at_a_time(lab) - before
+            done.set()
+            await tick
+            return during
+    assert asyncio.run(main()) >= 10
+
+
 def test_recv_and_expect_silence_wait_without_taking_what_is_not_there():
     async def main():
         async with fp.AsyncLab() as lab:

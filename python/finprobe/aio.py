@@ -31,6 +31,7 @@ from .target import Target
 
 TICK = 0.001  # s: a wait's end is rounded up to it
 EAGER_BELOW = 8  # waits parked: below this many, a wait first looks without parking
+EAGER_TURN = 32  # waits that found their segment at a look: then the loop has a turn
 
 
 class _Reactor:
@@ -47,6 +48,7 @@ class _Reactor:
         self._waiting = {}  # future -> core Connection, or None: woken by any arrival
         self._deadlines = {}  # tick -> the futures whose wait ends then
         self._closed = False
+        self._eager = 0  # waits answered at a look since the loop last had a turn
 
     def _watch(self):
         """The running loop, watching the engine's descriptor from now on."""
@@ -108,9 +110,15 @@ class _Reactor:
         if conn is not None and len(self._waiting) < EAGER_BELOW:
             # The answer to what we just sent is most often in already (the
             # peer's stack ran in our send): a look costs less than a turn
-            # of the loop, while few others wait to be scanned.
+            # of the loop, while few others wait to be scanned. A task whose
+            # looks all find something would never give the loop a turn:
+            # every EAGER_TURN of them yield once.
             self.poll()
             if _has_segment(conn):
+                self._eager += 1
+                if self._eager >= EAGER_TURN:
+                    self._eager = 0
+                    await asyncio.sleep(0)
                 return True
         loop = self._watch()
         fut = loop.create_future()
