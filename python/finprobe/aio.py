@@ -30,7 +30,6 @@ from .state import as_state
 from .target import Target
 
 TICK = 0.001  # s: a wait's end is rounded up to it
-EAGER_BELOW = 8  # waits parked: below this many, a wait first looks without parking
 EAGER_TURN = 32  # waits that found their segment at a look: then the loop has a turn
 
 
@@ -107,12 +106,13 @@ class _Reactor:
         None, once anything arrived; False when timeout seconds passed
         first (after a last look that does not wait, as the synchronous
         waits end). A cancelled wait leaves nothing behind."""
-        if conn is not None and len(self._waiting) < EAGER_BELOW:
+        if conn is not None and not self._waiting:
             # The answer to what we just sent is most often in already (the
-            # peer's stack ran in our send): a look costs less than a turn
-            # of the loop, while few others wait to be scanned. A task whose
-            # looks all find something would never give the loop a turn:
-            # every EAGER_TURN of them yield once.
+            # peer's stack ran in our send): while no other wait is parked a
+            # look costs less than a turn of the loop. (With others parked,
+            # looking at once was slower: the reader takes their answers in
+            # batches.) A task whose looks all find something would never give
+            # the loop a turn: every EAGER_TURN of them yield once.
             self.poll()
             if _has_segment(conn):
                 self._eager += 1
