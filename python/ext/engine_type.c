@@ -349,6 +349,19 @@ static PyObject *engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 			     s.bytes_held);
 }
 
+/* fileno(): the descriptor the engine's link receives on, for an event
+ * loop to watch (asyncio's add_reader): readable when poll(0) would take
+ * something. It stays the link's: close() the engine only after the loop
+ * stopped watching it. */
+static PyObject *engine_fileno(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (engine_lock(self) < 0)
+		return NULL;
+	int fd = fp_engine_fd(self->engine);
+	engine_unlock(self);
+	return PyLong_FromLong(fd);
+}
+
 static PyObject *engine_has_tuple(EngineObject *self, PyObject *args)
 {
 	struct fp_tuple t;
@@ -502,6 +515,9 @@ static PyMethodDef engine_methods[] = {
 	  "poll(timeout=0): receive what the link has, waiting up to timeout seconds for the first "
 	  "segment (an int or a float >= 0, at most threading.TIMEOUT_MAX: else ValueError or "
 	  "OverflowError)" },
+	{ "fileno", (PyCFunction)engine_fileno, METH_NOARGS,
+	  "fileno() -> int: the link's descriptor, readable when poll(0) has something to take; "
+	  "fp.Error once closed" },
 	{ "stats", (PyCFunction)engine_stats, METH_NOARGS,
 	  "counters of what no connection took; bytes_held: the heap the engine holds" },
 	{ "capture_start", (PyCFunction)engine_capture_start, METH_NOARGS,

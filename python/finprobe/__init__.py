@@ -13,6 +13,7 @@ See README.md and the public API in shared/API.md.
 """
 
 from . import _core, stacks
+from .aio import AsyncConnection, AsyncLab, AsyncTarget
 from ._core import ConnectionRefused, Error, ExpectError, ParseError, PermissionError, Segment
 from .connection import Connection
 from .compare_view import MatrixComparison
@@ -24,7 +25,8 @@ from .target import Target
 from .trace import Trace, iter_pcap, read_pcap
 
 __all__ = [
-    "Connection", "ConnectionRefused", "Error", "ExpectError", "Lab", "ParseError",
-    "PermissionError", "Segment", "State", "Target", "Trace", "iter_pcap", "read_pcap", "probe", "Check", "Report",
+    "AsyncConnection", "AsyncLab", "AsyncTarget", "Connection", "ConnectionRefused", "Error", "ExpectError",
+    "Lab", "ParseError", "PermissionError", "Segment", "State", "Target", "Trace", "iter_pcap", "read_pcap",
+    "probe", "Check", "Report",
     "compare", "Comparison", "stacks", "matrix", "Matrix", "Cell", "MatrixComparison",
 ]

@@ -102,7 +102,11 @@ class Connection(_core.Connection):
         """SYN, the peer's SYN-ACK, our ACK: ESTABLISHED. A RST answer raises
         fp.ConnectionRefused naming it; silence, fp.ExpectError."""
         self.send(flags="S", options=DEFAULT_SYN_OPTIONS if options is None else options)
-        answer = self._take(timeout)
+        self._handshake_answered(where, self._take(timeout), timeout)
+
+    def _handshake_answered(self, where, answer, timeout):
+        """The rest of the handshake once the answer to our SYN is taken (None:
+        none within timeout): our ACK, or the error. Shared with fp.aio."""
         if answer is None:
             raise _core.ExpectError(self._report(f"no answer to our SYN to {where} within {timeout:g}s"))
         if "R" in answer.flags:
