@@ -10,7 +10,7 @@ from . import _args, _core
 from .state import State
 from .trace import Trace
 
-DEFAULT_SYN_OPTIONS = (("mss", 1460),)
+DEFAULT_SYN_OPTIONS = (("mss", 1460),)  # _core.Connection._connect sends these too
 REPORT_ROWS = 20  # segments a failed expect shows
 
 _UNSET = object()
@@ -69,15 +69,18 @@ class Connection(_core.Connection):
         ``payload`` bytes-like (bytes, bytearray, memoryview ...); otherwise
         TypeError or ValueError naming it. ``timeout`` as for ``recv``.
         """
+        # Checked, waited for and matched in C: a Segment only when it matched.
+        got = self._expect(flags, seq, ack, payload, window, timeout)
+        if got is not None and got.__class__ is not tuple:
+            return got
         want = _expectation(flags, seq, ack, payload, window)
-        seg = self._take(timeout)
-        if seg is None:
+        if got is None:
             raise _core.ExpectError(self._report(f"expected {_describe(want)}, got nothing within {timeout:g}s"))
+        seg = got[0]
         wrong = [f"{name}: expected {_show(name, value)}, got {_show(name, _field(seg, name))}"
                  for name, value in want.items() if not _matches(name, value, seg)]
         if wrong:
             raise _core.ExpectError(self._report(f"expected {_describe(want)}, got {seg!r}\n  " + "\n  ".join(wrong)))
-        return seg
 
     def expect_silence(self, timeout):
         """Raise ``fp.ExpectError`` if the peer sends anything within ``timeout`` s
@@ -101,8 +104,14 @@ class Connection(_core.Connection):
     def _handshake(self, where, options, timeout):
         """SYN, the peer's SYN-ACK, our ACK: ESTABLISHED. A RST answer raises
         fp.ConnectionRefused naming it; silence, fp.ExpectError."""
-        self.send(flags="S", options=DEFAULT_SYN_OPTIONS if options is None else options)
-        answer = self._take(timeout)
+        if options is None:
+            # SYN, answer and ACK in one C call (True), or the answer it stopped at.
+            answer = self._connect(timeout)
+            if answer is True:
+                return
+        else:
+            self.send(flags="S", options=options)
+            answer = self._take(timeout)
         if answer is None:
             raise _core.ExpectError(self._report(f"no answer to our SYN to {where} within {timeout:g}s"))
         if "R" in answer.flags:
