@@ -12,12 +12,22 @@
  * veth, filtered to TCP, our own frames ignored), handed down by the
  * driver, so it pays exactly the wire costs finprobe's engine pays:
  *
- *   floor PACKET_FD LISTEN_FD SRC_MAC DST_MAC COUNT FIRST_PORT
+ *   floor PACKET_FD LISTEN_FD SRC_MAC DST_MAC COUNT FIRST_PORT [check]
+ *
+ * With "check" (run inside the Lab's kernel namespace, lab.popen) each
+ * lifecycle first asks the kernel whether it still has a socket for the
+ * 4-tuple, as lab.connect does before it takes a source port (a TIME_WAIT
+ * there would catch our SYN): an exact sock_diag lookup among AF_INET
+ * sockets, then among AF_INET6 ones as v4-mapped (a dual-stack socket's),
+ * the bare form of c/src/diag.c's.
  *
  * MACs as 12 hex digits. Prints "floor: N lifecycles in S s = R per second".
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
@@ -175,6 +185,58 @@ static int lifecycle(const struct link *l, uint16_t sport, uint32_t iss)
 	return rc < 0 ? fail(sport, "sending the RST", rc) : 0;
 }
 
+/* Whether the kernel has a socket for (peer:DPORT, us:sport) among family's
+ * sockets: 1, 0, or -1. One exact request, one answer (a socket, or an
+ * error message saying ENOENT). */
+static int kernel_has(int nl, int family, uint16_t sport)
+{
+	struct {
+		struct nlmsghdr nlh;
+		struct inet_diag_req_v2 req;
+	} m = { 0 };
+	m.nlh.nlmsg_len = sizeof(m);
+	m.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	m.nlh.nlmsg_flags = NLM_F_REQUEST;
+	m.req.sdiag_family = (uint8_t)family;
+	m.req.sdiag_protocol = IPPROTO_TCP;
+	m.req.idiag_states = ~0u;
+	m.req.id.idiag_sport = htons(DPORT);
+	m.req.id.idiag_dport = htons(sport);
+	uint8_t *src = (uint8_t *)m.req.id.idiag_src,
+		*dst = (uint8_t *)m.req.id.idiag_dst;
+	int at = family == AF_INET ? 0 : 12;
+	if (at) /* ::ffff:a.b.c.d */
+		src[10] = src[11] = dst[10] = dst[11] = 0xff;
+	memcpy(src + at, peer, 4);
+	memcpy(dst + at, us, 4);
+	m.req.id.idiag_cookie[0] = m.req.id.idiag_cookie[1] =
+		INET_DIAG_NOCOOKIE;
+	if (send(nl, &m, sizeof(m), 0) < 0)
+		return -1;
+	char buf[8192];
+	ssize_t n = recv(nl, buf, sizeof(buf), 0);
+	if (n < (ssize_t)sizeof(struct nlmsghdr))
+		return -1;
+	const struct nlmsghdr *h = (const struct nlmsghdr *)buf;
+	if (h->nlmsg_type != NLMSG_ERROR) {
+		/* a listener offered for a tuple with no connection: none */
+		const struct inet_diag_msg *d = NLMSG_DATA(h);
+		return d->id.idiag_dport == htons(sport);
+	}
+	return ((const struct nlmsgerr *)NLMSG_DATA(h))->error == -ENOENT ? 0
+									  : -1;
+}
+
+/* lab.connect's check of a source port: free if the kernel has no socket
+ * for the 4-tuple in either family. */
+static int port_free(int nl, uint16_t sport)
+{
+	int has = kernel_has(nl, AF_INET, sport);
+	if (has == 0)
+		has = kernel_has(nl, AF_INET6, sport);
+	return has == 0;
+}
+
 /* Accept and close what the listener holds (children already reset). */
 static void drain(int listen_fd)
 {
@@ -204,10 +266,10 @@ static double now_s(void)
 int main(int argc, char **argv)
 {
 	struct link l;
-	if (argc != 7 || mac_arg(argv[3], l.src_mac) < 0 ||
+	if (argc < 7 || argc > 8 || mac_arg(argv[3], l.src_mac) < 0 ||
 	    mac_arg(argv[4], l.dst_mac) < 0) {
 		fprintf(stderr, "usage: floor PACKET_FD LISTEN_FD SRC_MAC "
-				"DST_MAC COUNT FIRST_PORT\n");
+				"DST_MAC COUNT FIRST_PORT [check]\n");
 		return 2;
 	}
 	l.fd = atoi(argv[1]);
@@ -220,9 +282,19 @@ int main(int argc, char **argv)
 		perror("floor: listener");
 		return 1;
 	}
+	int nl = -1;
+	if (argc == 8 &&
+	    (nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG)) < 0) {
+		perror("floor: sock_diag socket");
+		return 1;
+	}
 	double t = now_s();
 	for (long i = 0; i < count; i++) {
 		uint16_t sport = (uint16_t)(first + i % 10000);
+		if (nl >= 0 && !port_free(nl, sport)) {
+			fprintf(stderr, "floor: port %u is not free\n", sport);
+			return 1;
+		}
 		if (lifecycle(&l, sport, (uint32_t)(i * 2654435761u)) < 0)
 			return 1;
 		if (i % DRAIN_EVERY == DRAIN_EVERY - 1)
