@@ -326,6 +326,30 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args,
 	return result;
 }
 
+/* _send_flags(flags) -> Segment: send(flags=flags) for a str of letters
+ * (fin, ack, rst), without send()'s keyword parsing; anything else goes
+ * to send() itself, which words the error. */
+static PyObject *connection_send_flags(ConnectionObject *self, PyObject *flags)
+{
+	struct fp_segment seg;
+	uint8_t bits;
+	uint64_t ts_ns;
+	if (!plain_flags(flags, &bits)) {
+		PyObject *kw = Py_BuildValue("{sO}", "flags", flags),
+			 *empty = kw ? PyTuple_New(0) : NULL;
+		PyObject *result = empty ? connection_send(self, empty, kw)
+					 : NULL;
+		Py_XDECREF(empty);
+		Py_XDECREF(kw);
+		return result;
+	}
+	plain_segment(&seg, bits);
+	return send_segment(self, &seg, 0, &ts_ns) < 0
+		       ? NULL
+		       : segment_new_from(core_state_of_type(Py_TYPE(self)),
+					  &seg, ns_to_s(ts_ns), "out");
+}
+
 /* ---- take ---- */
 
 /* Take the next received segment, if one waits, into *seg, its payload
@@ -868,6 +892,8 @@ static PyMethodDef connection_methods[] = {
 	  "_take(timeout=0) -> Segment or None: the next received segment; our state moves.\n\n"
 	  "timeout: seconds, an int or a float >= 0 (ValueError) and at most threading.TIMEOUT_MAX "
 	  "(OverflowError)." },
+	{ "_send_flags", (PyCFunction)connection_send_flags, METH_O,
+	  "_send_flags(flags) -> Segment: send(flags=flags), the rest from our state" },
 	{ "_connect", (PyCFunction)connection_connect, METH_O,
 	  "_connect(timeout) -> True, None or Segment: SYN (MSS 1460), the answer within timeout, "
 	  "our ACK if it is a SYN-ACK (True); None if nothing came, else the answer, nothing more sent" },

@@ -36,15 +36,15 @@ class Connection(_core.Connection):
 
     def fin(self):
         """Send FIN+ACK: the CLOSE call."""
-        return self.send(flags="FA")
+        return self._send_flags("FA")
 
     def ack(self):
         """Send a bare ACK of everything received (RCV.NXT)."""
-        return self.send(flags="A")
+        return self._send_flags("A")
 
     def rst(self):
         """Send RST at SND.NXT: the ABORT call."""
-        return self.send(flags="R")
+        return self._send_flags("R")
 
     def recv(self, timeout=1.0):
         """The next segment from the peer within ``timeout`` seconds, or None.
@@ -93,7 +93,7 @@ class Connection(_core.Connection):
     def close(self):
         """Release the connection (its queue, its trace, what holds its 4-tuple);
         sends nothing."""
-        super().close()
+        _core.Connection.close(self)
         for release in self.__dict__.pop("_releases", ()):
             release()
 
