@@ -3,7 +3,7 @@
 #   make          libfinprobe.so/.a in build/, the extension in python/finprobe/
 #   make test     install missing Debian packages, build, run every test
 #   make probe    build and run the close-behaviour probe against a Lab
-#   make bench    benchmarks that print ratios against a baseline (scapy, the kernel, a sequential matrix)
+#   make bench    benchmarks that print ratios against a baseline (scapy, the kernel, the C floor, a sequential matrix)
 #   make fmt      clang-format the C sources (make test checks them: fmt-check)
 
 PY      ?= /usr/bin/python3
@@ -151,9 +151,16 @@ probe: deps
 	$(MAKE) all
 	PYTHONPATH=python $(PY) -m finprobe probe
 
-bench: all
+# The bare C floor bench/lifecycle.py measures the Python API against: no
+# finprobe library, raw frames on the Lab's packet socket.
+$(BUILD)/floor: bench/floor.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -std=c11 -D_GNU_SOURCE $(WARN) $< -o $@
+
+bench: all $(BUILD)/floor
 	PYTHONPATH=python $(PY) bench/codec.py
 	PYTHONPATH=python $(PY) bench/lab.py
+	PYTHONPATH=python $(PY) bench/lifecycle.py
 	PYTHONPATH=python $(PY) bench/matrix.py
 
 # The README's picture: the state x event matrix of Linux and the recipes side by side.

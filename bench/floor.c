@@ -23,7 +23,6 @@
  *
  * MACs as 12 hex digits. Prints "floor: N lifecycles in S s = R per second".
  */
-#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>

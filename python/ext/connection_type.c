@@ -283,15 +283,16 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args,
 	struct fp_segment seg;
 	SegmentObject *tmpl = NULL;
 	uint8_t bits = FP_ACK;
-	if (!payload && options == Py_None && (!flags || plain_flags(flags, &bits))) {
+	if (!payload && options == Py_None &&
+	    (!flags || plain_flags(flags, &bits))) {
 		plain_segment(&seg, bits); /* the common call: no template */
 	} else {
 		PyObject *empty = PyBytes_FromStringAndSize(NULL, 0),
 			 *a = PyUnicode_FromString("A");
-		tmpl = empty && a ? send_template(self,
-						  payload ? payload : empty,
-						  flags ? flags : a, options)
-				  : NULL;
+		tmpl = empty && a
+			       ? send_template(self, payload ? payload : empty,
+					       flags ? flags : a, options)
+			       : NULL;
 		Py_XDECREF(empty);
 		Py_XDECREF(a);
 		if (!tmpl)
@@ -414,7 +415,8 @@ static PyObject *connection_take(ConnectionObject *self, PyObject *args)
 	struct fp_segment seg;
 	uint64_t ts_ns;
 	uint8_t *payload = NULL;
-	int got = take_wait(self, fp_now_ns() + wait_ns, &seg, &ts_ns, &payload);
+	int got =
+		take_wait(self, fp_now_ns() + wait_ns, &seg, &ts_ns, &payload);
 	if (got <= 0)
 		return got < 0 ? NULL : Py_NewRef(Py_None);
 	PyObject *result = segment_new_from(core_state_of_type(Py_TYPE(self)),
@@ -444,7 +446,8 @@ static PyObject *connection_connect(ConnectionObject *self, PyObject *timeout)
 	if (send_segment(self, &seg, 0, &ts_ns) < 0)
 		return NULL;
 	uint8_t *payload = NULL;
-	int got = take_wait(self, fp_now_ns() + wait_ns, &seg, &ts_ns, &payload);
+	int got =
+		take_wait(self, fp_now_ns() + wait_ns, &seg, &ts_ns, &payload);
 	if (got <= 0)
 		return got < 0 ? NULL : Py_NewRef(Py_None);
 	if ((seg.flags & (FP_SYN | FP_ACK | FP_RST)) == (FP_SYN | FP_ACK)) {
@@ -461,8 +464,13 @@ static PyObject *connection_connect(ConnectionObject *self, PyObject *timeout)
 }
 
 /* What an expect() asks of a segment: the fields given (has, a bit each). */
-enum { WANT_FLAGS = 1, WANT_SEQ = 2, WANT_ACK = 4, WANT_WINDOW = 8,
-       WANT_PAYLOAD = 16 };
+enum {
+	WANT_FLAGS = 1,
+	WANT_SEQ = 2,
+	WANT_ACK = 4,
+	WANT_WINDOW = 8,
+	WANT_PAYLOAD = 16
+};
 struct want {
 	unsigned has;
 	uint8_t flags;
@@ -487,7 +495,8 @@ static int want_flags(PyObject *flags, struct want *w)
 	if (flags == Py_None)
 		return 0;
 	if (!PyUnicode_Check(flags)) {
-		wrong_type("flags must be a str of \"FSRPAUEC\" letters", flags);
+		wrong_type("flags must be a str of \"FSRPAUEC\" letters",
+			   flags);
 		return -1;
 	}
 	const char *text = PyUnicode_AsUTF8AndSize(flags, &n);
@@ -576,10 +585,10 @@ static PyObject *connection_expect(ConnectionObject *self,
 	struct want w = { 0 };
 	uint64_t wait_ns, ts_ns;
 	if (want_flags(args[0], &w) < 0 ||
-	    want_number(args[1], "seq", 0xffffffffu, &w.seq, &w.has,
-			WANT_SEQ) < 0 ||
-	    want_number(args[2], "ack", 0xffffffffu, &w.ack, &w.has,
-			WANT_ACK) < 0 ||
+	    want_number(args[1], "seq", 0xffffffffu, &w.seq, &w.has, WANT_SEQ) <
+		    0 ||
+	    want_number(args[2], "ack", 0xffffffffu, &w.ack, &w.has, WANT_ACK) <
+		    0 ||
 	    want_number(args[4], "window", 0xffff, &w.window, &w.has,
 			WANT_WINDOW) < 0 ||
 	    want_payload(args[3], &w) < 0 ||
@@ -589,7 +598,8 @@ static PyObject *connection_expect(ConnectionObject *self,
 	}
 	struct fp_segment seg;
 	uint8_t *payload = NULL;
-	int got = take_wait(self, fp_now_ns() + wait_ns, &seg, &ts_ns, &payload);
+	int got =
+		take_wait(self, fp_now_ns() + wait_ns, &seg, &ts_ns, &payload);
 	PyObject *result = NULL;
 	if (got == 0)
 		result = Py_NewRef(Py_None);
@@ -897,7 +907,8 @@ static PyMethodDef connection_methods[] = {
 	{ "_connect", (PyCFunction)connection_connect, METH_O,
 	  "_connect(timeout) -> True, None or Segment: SYN (MSS 1460), the answer within timeout, "
 	  "our ACK if it is a SYN-ACK (True); None if nothing came, else the answer, nothing more sent" },
-	{ "_expect", (PyCFunction)(void (*)(void))connection_expect, METH_FASTCALL,
+	{ "_expect", (PyCFunction)(void (*)(void))connection_expect,
+	  METH_FASTCALL,
 	  "_expect(flags, seq, ack, payload, window, timeout) -> Segment, None or (Segment,): the next "
 	  "segment taken within timeout, itself if it has every field given (None: ignored), (it,) if "
 	  "not; None if nothing came. Fields checked first, as Connection.expect checks them." },
