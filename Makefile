@@ -151,13 +151,13 @@ probe: deps
 	$(MAKE) all
 	PYTHONPATH=python $(PY) -m finprobe probe
 
-# The bare C floor bench/lifecycle.py measures the Python API against: no
-# finprobe library, raw frames on the Lab's packet socket.
-$(BUILD)/floor: bench/floor.c
+# The bare C floor and limit bench/lifecycle.py measures the Python API
+# against: no finprobe library, raw frames on the Lab's packet socket.
+$(BUILD)/floor $(BUILD)/limit: $(BUILD)/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -std=c11 -D_GNU_SOURCE $(WARN) $< -o $@
 
-bench: all $(BUILD)/floor
+bench: all $(BUILD)/floor $(BUILD)/limit
 	PYTHONPATH=python $(PY) bench/codec.py
 	PYTHONPATH=python $(PY) bench/lab.py
 	PYTHONPATH=python $(PY) bench/lifecycle.py

@@ -1,5 +1,9 @@
-"""Sequential lifecycles through the Python API against the bare C floor
-(bench/floor.c), in the same Lab, in one run: the figures and the ratio.
+"""Lifecycles through the Python API against bare C (no library), in the
+same Lab, in one run: the figures and the ratios.
+
+- sequential: lab.connect .. close one at a time, against bench/floor.c;
+- many in flight (IN_FLIGHT): fp.AsyncLab, where the package has it,
+  against bench/limit.c (sendmmsg batches, a table by source port).
 
 One lifecycle, both sides alike: SYN -> SYN-ACK, ACK, FIN -> ACK, RST (so
 the kernel keeps no socket), one at a time; every DRAIN_EVERY lifecycles
@@ -7,11 +11,12 @@ the listener's queue of reset children is accepted and closed. The Lab's
 route carries ``quickack``, so the kernel answers our FIN at once rather
 than after its delayed-ACK timer.
 
-    make bench            (builds build/floor)
+    make bench            (builds build/floor, build/limit)
     PYTHONPATH=python /usr/bin/python3 bench/lifecycle.py [--count N] [--rounds R] [--profile]
 """
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
@@ -22,8 +27,12 @@ import finprobe as fp  # noqa: E402
 
 PORT = 8080
 DRAIN_EVERY = 64
-FLOOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "floor")
+BUILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build")
+FLOOR, LIMIT = os.path.join(BUILD, "floor"), os.path.join(BUILD, "limit")
 FLOOR_FIRST_PORT = 30000  # below the Lab's own source ports (40000..59999)
+LIMIT_FIRST_PORT = 20000  # limit.c takes 16 x IN_FLIGHT ports from here
+IN_FLIGHT, MANY = 1024, 20000
+BACKLOG = 4096  # IN_FLIGHT reset children and more wait for a drain
 
 
 def quickack(lab):
@@ -75,17 +84,64 @@ def floor_run(lab, server, count, check=False):
     return float(out.split("=")[1].split()[0])
 
 
+def limit_run(lab, server, count, in_flight):
+    """count lifecycles by build/limit, in_flight at once."""
+    local_mac, peer_mac = lab._core.macs
+    fd = lab._core.packet_fd
+    proc = lab.popen([LIMIT, str(fd), str(server.fileno()), local_mac.hex(), peer_mac.hex(), str(count),
+                      str(in_flight), str(LIMIT_FIRST_PORT)], pass_fds=(fd, server.fileno()),
+                     stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: build/limit failed ({proc.returncode}): {out}")
+    drain(server)
+    return float(out.split("=")[1].split()[0])
+
+
+def async_run(count, in_flight):
+    """count lifecycles through fp.AsyncLab, in_flight at once, in a Lab of
+    its own set up alike (quickack, a listener drained as above)."""
+    async def lifecycle(lab):
+        conn = await lab.connect(PORT, timeout=5.0)
+        conn.fin()
+        await conn.expect("A", timeout=5.0)
+        conn.rst()
+        conn.close()
+
+    async def run(lab, server):
+        left = iter(range(count))
+        done = 0
+
+        async def worker():
+            nonlocal done
+            for _ in left:
+                await lifecycle(lab)
+                done += 1
+                if done % DRAIN_EVERY == 0:
+                    drain(server)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        return count / (time.perf_counter() - t)
+
+    with fp.AsyncLab() as lab:
+        quickack(lab)
+        server = lab.listen(PORT, backlog=BACKLOG)
+        server.setblocking(False)
+        return asyncio.run(run(lab, server))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=20000, help="lifecycles a run (default 20000)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each, the best kept (default 3)")
     parser.add_argument("--profile", action="store_true", help="cProfile one Python run instead")
     args = parser.parse_args()
-    if not os.access(FLOOR, os.X_OK):
-        raise SystemExit("bench: build/floor is missing: make bench builds it")
+    if not (os.access(FLOOR, os.X_OK) and os.access(LIMIT, os.X_OK)):
+        raise SystemExit("bench: build/floor or build/limit is missing: make bench builds them")
     with fp.Lab() as lab:
         quickack(lab)
-        server = lab.listen(PORT, backlog=4 * DRAIN_EVERY)
+        server = lab.listen(PORT, backlog=BACKLOG)
         server.setblocking(False)
         python_run(lab, server, 500)  # warm: caches, the kernel's tables
         if args.profile:
@@ -99,6 +155,8 @@ def main():
             floor.append(floor_run(lab, server, args.count))
             checked.append(floor_run(lab, server, args.count, check=True))
             ours.append(python_run(lab, server, args.count))
+        limit = max(limit_run(lab, server, MANY, IN_FLIGHT) for _ in range(args.rounds))
+    many = max(async_run(MANY, IN_FLIGHT) for _ in range(args.rounds)) if hasattr(fp, "AsyncLab") else None
     best_floor, best_checked, best_ours = max(floor), max(checked), max(ours)
     print(f"lifecycle (SYN..ACK of our FIN, RST), sequential, best of {args.rounds} x {args.count}:")
     print(f"  C floor, the exchange only (bench/floor.c):         {best_floor:8.0f} per second")
@@ -106,6 +164,13 @@ def main():
     print(f"  finprobe Python API (lab.connect .. close):         {best_ours:8.0f} per second")
     print(f"  ratio finprobe / floor: {best_ours / best_floor:.2f} of the exchange only, "
           f"{best_ours / best_checked:.2f} of the same work (at least 0.50, goal 0.67)")
+    print(f"lifecycles, {IN_FLIGHT} in flight, best of {args.rounds} x {MANY}:")
+    print(f"  C limit (bench/limit.c, sendmmsg batches, no library): {limit:8.0f} per second")
+    if many is None:
+        print("  fp.AsyncLab: not in this package")
+    else:
+        print(f"  fp.AsyncLab (connect .. close on one event loop):     {many:8.0f} per second")
+        print(f"  ratio AsyncLab / limit: {many / limit:.2f} (at least 0.30, goal 0.80)")
 
 
 if __name__ == "__main__":
