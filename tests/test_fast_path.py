@@ -103,6 +103,12 @@ def test_expect_that_matches_returns_the_segment_and_moves_our_state(lab):
     assert seg.payload == b"hello"
 
 
+def test_expect_of_an_empty_payload_matches_a_bare_ack(lab):
+    conn, peer = established(lab)
+    conn.fin()
+    assert conn.expect("A", payload=b"").payload == b""
+
+
 def test_expect_with_wrong_flags_shows_the_same_report(lab):
     conn, peer = established(lab)
     conn.fin()

@@ -566,8 +566,9 @@ static int want_matches(const struct want *w, const struct fp_segment *seg)
 	       (!(w->has & WANT_WINDOW) || seg->window == w->window) &&
 	       (!(w->has & WANT_PAYLOAD) ||
 		((size_t)PyBytes_GET_SIZE(w->payload) == seg->payload_len &&
-		 !memcmp(PyBytes_AS_STRING(w->payload), seg->payload,
-			 seg->payload_len)));
+		 (!seg->payload_len || /* then seg->payload may be NULL */
+		  !memcmp(PyBytes_AS_STRING(w->payload), seg->payload,
+			  seg->payload_len))));
 }
 
 /* _expect(flags, seq, ack, payload, window, timeout) -> Segment, None or
