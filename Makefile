@@ -3,7 +3,7 @@
 #   make          libfinprobe.so/.a in build/, the extension in python/finprobe/
 #   make test     install missing Debian packages, build, run every test
 #   make probe    build and run the close-behaviour probe against a Lab
-#   make bench    benchmarks that print ratios against a baseline (scapy, the kernel, a sequential matrix)
+#   make bench    benchmarks that print ratios against a baseline (scapy, the kernel, the C floor, a sequential matrix)
 #   make fmt      clang-format the C sources (make test checks them: fmt-check)
 
 PY      ?= /usr/bin/python3
@@ -46,7 +46,7 @@ ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_
                 tests/test_passive_close.py tests/test_rst.py tests/test_probe.py tests/test_connection.py tests/test_model.py \
                 tests/test_ext_safety.py tests/test_arguments.py tests/test_trace.py tests/test_trace_record.py \
                 tests/test_lab_args.py tests/test_stack_lab.py tests/test_matrix.py tests/test_profile_rfc.py \
-                tests/test_violations.py
+                tests/test_violations.py tests/test_fast_path.py
 
 # libFuzzer targets (clang): the codec and the state machine. make test gives
 # each a short run; make fuzz FUZZ_SECONDS=600 a long one.
@@ -151,9 +151,16 @@ probe: deps
 	$(MAKE) all
 	PYTHONPATH=python $(PY) -m finprobe probe
 
-bench: all
+# The bare C floor and limit bench/lifecycle.py measures the Python API
+# against: no finprobe library, raw frames on the Lab's packet socket.
+$(BUILD)/floor $(BUILD)/limit: $(BUILD)/%: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -std=c11 -D_GNU_SOURCE $(WARN) $< -o $@
+
+bench: all $(BUILD)/floor $(BUILD)/limit
 	PYTHONPATH=python $(PY) bench/codec.py
 	PYTHONPATH=python $(PY) bench/lab.py
+	PYTHONPATH=python $(PY) bench/lifecycle.py
 	PYTHONPATH=python $(PY) bench/matrix.py
 
 # The README's picture: the state x event matrix of Linux and the recipes side by side.

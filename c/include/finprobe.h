@@ -581,9 +581,8 @@ FP_API size_t fp_trace_skipped(const struct fp_trace *trace);
  * the caller's, closed with fp_trace_reader_close().
  */
 struct fp_trace_reader;
-FP_API int fp_trace_reader_open(const char *path,
-				struct fp_trace_reader **out, char *err,
-				size_t err_len);
+FP_API int fp_trace_reader_open(const char *path, struct fp_trace_reader **out,
+				char *err, size_t err_len);
 /* The next TCP packet as fp_trace_read_pcap keeps it: 1 and *rec, whose pkt
  * is valid until the next call or the close; 0 at the end of the file;
  * -EBADMSG with a message in err for a damaged file. */

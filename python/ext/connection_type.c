@@ -224,6 +224,51 @@ static int send_locked(ConnectionObject *self, struct fp_segment *seg,
 	return rc;
 }
 
+/* Send seg (no caller code runs meanwhile): 0, or -1 with the exception
+ * send() raises. */
+static int send_segment(ConnectionObject *self, struct fp_segment *seg,
+			unsigned forced, uint64_t *ts_ns)
+{
+	int rc = send_locked(self, seg, forced, ts_ns);
+	if (rc == -EINVAL)
+		PyErr_Format(
+			PyExc_ValueError,
+			"send: the segment cannot be built (options over 40 bytes?)");
+	else if (rc < 0 && rc != -EBADF)
+		send_error(rc, seg->payload_len);
+	return rc < 0 ? -1 : 0;
+}
+
+/* The payload of a segment that has none: fp_segment_build copies
+ * payload_len bytes from it, and memcpy is not given NULL. */
+static const uint8_t no_payload[1];
+
+/* A segment with send()'s defaults (as Segment() makes them: window 65535,
+ * no options, no payload) and these flags. */
+static void plain_segment(struct fp_segment *seg, uint8_t flags)
+{
+	memset(seg, 0, sizeof(*seg));
+	seg->flags = flags;
+	seg->window = 65535;
+	seg->payload = no_payload;
+}
+
+/* The flags of send()'s common call, a str of letters ("FA"), read here
+ * rather than through a Segment template: 1 with *bits set; 0 for anything
+ * else, left to the template, which also words the error. */
+static int plain_flags(PyObject *flags, uint8_t *bits)
+{
+	Py_ssize_t n;
+	const char *text = PyUnicode_CheckExact(flags)
+				   ? PyUnicode_AsUTF8AndSize(flags, &n)
+				   : NULL;
+	if (!text) {
+		PyErr_Clear();
+		return 0;
+	}
+	return strlen(text) == (size_t)n && fp_flags_parse(text, bits) == 0;
+}
+
 static PyObject *connection_send(ConnectionObject *self, PyObject *args,
 				 PyObject *kwargs)
 {
@@ -235,18 +280,25 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args,
 					 &payload, &flags, &seq, &ack, &window,
 					 &options, &checksum))
 		return NULL;
-	PyObject *empty = PyBytes_FromStringAndSize(NULL, 0),
-		 *a = PyUnicode_FromString("A");
-	SegmentObject *tmpl =
-		empty && a ? send_template(self, payload ? payload : empty,
-					   flags ? flags : a, options)
-			   : NULL;
-	Py_XDECREF(empty);
-	Py_XDECREF(a);
-	if (!tmpl)
-		return NULL;
 	struct fp_segment seg;
-	segment_unpack(tmpl, &seg);
+	SegmentObject *tmpl = NULL;
+	uint8_t bits = FP_ACK;
+	if (!payload && options == Py_None &&
+	    (!flags || plain_flags(flags, &bits))) {
+		plain_segment(&seg, bits); /* the common call: no template */
+	} else {
+		PyObject *empty = PyBytes_FromStringAndSize(NULL, 0),
+			 *a = PyUnicode_FromString("A");
+		tmpl = empty && a
+			       ? send_template(self, payload ? payload : empty,
+					       flags ? flags : a, options)
+			       : NULL;
+		Py_XDECREF(empty);
+		Py_XDECREF(a);
+		if (!tmpl)
+			return NULL;
+		segment_unpack(tmpl, &seg);
+	}
 	unsigned forced = 0, checksum_given = 0;
 	uint32_t window32 = 0, checksum32 = 0;
 	if (optional_u32(seq, "seq", 0xffffffffu, &seg.seq, &forced,
@@ -257,28 +309,46 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *args,
 			 FP_FORCE_WINDOW) < 0 ||
 	    optional_u32(checksum, "checksum", 0xffff, &checksum32,
 			 &checksum_given, 1) < 0) {
-		Py_DECREF(tmpl);
+		Py_XDECREF(tmpl);
 		return NULL;
 	}
 	seg.window = (uint16_t)window32;
 	seg.force_checksum = (uint8_t)checksum_given;
 	seg.checksum = (uint16_t)checksum32;
 	uint64_t ts_ns;
-	int rc = send_locked(self, &seg, forced, &ts_ns);
 	/* seg.payload points into tmpl's payload, which may be the only copy
 	 * (of a bytearray, a memoryview ...): tmpl lives until seg is read. */
-	PyObject *result = NULL;
-	if (rc == -EINVAL)
-		PyErr_Format(
-			PyExc_ValueError,
-			"send: the segment cannot be built (options over 40 bytes?)");
-	else if (rc < 0 && rc != -EBADF)
-		send_error(rc, seg.payload_len);
-	else if (rc == 0)
-		result = segment_new_from(core_state_of_type(Py_TYPE(self)),
-					  &seg, ns_to_s(ts_ns), "out");
-	Py_DECREF(tmpl);
+	PyObject *result =
+		send_segment(self, &seg, forced, &ts_ns) < 0
+			? NULL
+			: segment_new_from(core_state_of_type(Py_TYPE(self)),
+					   &seg, ns_to_s(ts_ns), "out");
+	Py_XDECREF(tmpl);
 	return result;
+}
+
+/* _send_flags(flags) -> Segment: send(flags=flags) for a str of letters
+ * (fin, ack, rst), without send()'s keyword parsing; anything else goes
+ * to send() itself, which words the error. */
+static PyObject *connection_send_flags(ConnectionObject *self, PyObject *flags)
+{
+	struct fp_segment seg;
+	uint8_t bits;
+	uint64_t ts_ns;
+	if (!plain_flags(flags, &bits)) {
+		PyObject *kw = Py_BuildValue("{sO}", "flags", flags),
+			 *empty = kw ? PyTuple_New(0) : NULL;
+		PyObject *result = empty ? connection_send(self, empty, kw)
+					 : NULL;
+		Py_XDECREF(empty);
+		Py_XDECREF(kw);
+		return result;
+	}
+	plain_segment(&seg, bits);
+	return send_segment(self, &seg, 0, &ts_ns) < 0
+		       ? NULL
+		       : segment_new_from(core_state_of_type(Py_TYPE(self)),
+					  &seg, ns_to_s(ts_ns), "out");
 }
 
 /* ---- take ---- */
@@ -314,6 +384,25 @@ static int take_locked(ConnectionObject *self, struct fp_segment *seg,
 	return 1;
 }
 
+/* Take the next received segment before deadline (ns), waiting in slices
+ * that let signals through: 1 with it in *seg (its payload malloc'd in
+ * *payload, the caller frees it), 0 once deadline has passed with none,
+ * -1 with an exception. */
+static int take_wait(ConnectionObject *self, uint64_t deadline,
+		     struct fp_segment *seg, uint64_t *ts_ns, uint8_t **payload)
+{
+	for (int more = 1;;) {
+		int got = take_locked(self, seg, ts_ns, payload);
+		if (got != 0)
+			return got;
+		if (!more)
+			return 0;
+		more = engine_wait_slice(self->engine, deadline);
+		if (more < 0)
+			return -1;
+	}
+}
+
 /* The next received segment, taken (the TCB moves), or None after timeout
  * seconds (core_seconds_arg's rule). */
 static PyObject *connection_take(ConnectionObject *self, PyObject *args)
@@ -323,27 +412,208 @@ static PyObject *connection_take(ConnectionObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "|O:take", &timeout) ||
 	    (timeout && core_seconds_arg("timeout", timeout, &wait_ns) < 0))
 		return NULL;
-	uint64_t deadline = fp_now_ns() + wait_ns;
-	for (int more = 1;;) {
-		struct fp_segment seg;
-		uint64_t ts_ns;
-		uint8_t *payload = NULL;
-		int got = take_locked(self, &seg, &ts_ns, &payload);
-		if (got < 0)
-			return NULL;
-		if (got) {
-			PyObject *result = segment_new_from(
-				core_state_of_type(Py_TYPE(self)), &seg,
-				ns_to_s(ts_ns), "in");
-			free(payload);
-			return result;
-		}
-		if (!more)
-			Py_RETURN_NONE;
-		more = engine_wait_slice(self->engine, deadline);
-		if (more < 0)
-			return NULL;
+	struct fp_segment seg;
+	uint64_t ts_ns;
+	uint8_t *payload = NULL;
+	int got =
+		take_wait(self, fp_now_ns() + wait_ns, &seg, &ts_ns, &payload);
+	if (got <= 0)
+		return got < 0 ? NULL : Py_NewRef(Py_None);
+	PyObject *result = segment_new_from(core_state_of_type(Py_TYPE(self)),
+					    &seg, ns_to_s(ts_ns), "in");
+	free(payload);
+	return result;
+}
+
+/* ---- fast paths: a lifecycle's calls without Python-level layers ---- */
+
+/* _connect(timeout) -> True, None or Segment: the handshake of
+ * Connection._handshake with its default SYN options, in one call. Our SYN
+ * (MSS 1460: connection.py's DEFAULT_SYN_OPTIONS), the peer's answer taken
+ * within timeout seconds and, if it is a SYN-ACK, our ACK: True. None if
+ * nothing came; the answer if it was anything else (nothing more sent):
+ * the caller words the failure as before. */
+static PyObject *connection_connect(ConnectionObject *self, PyObject *timeout)
+{
+	uint64_t wait_ns, ts_ns;
+	if (core_seconds_arg("timeout", timeout, &wait_ns) < 0)
+		return NULL;
+	struct fp_segment seg;
+	plain_segment(&seg, FP_SYN);
+	seg.n_options = 1;
+	seg.options[0].kind = FP_OPT_MSS;
+	seg.options[0].v.mss = 1460;
+	if (send_segment(self, &seg, 0, &ts_ns) < 0)
+		return NULL;
+	uint8_t *payload = NULL;
+	int got =
+		take_wait(self, fp_now_ns() + wait_ns, &seg, &ts_ns, &payload);
+	if (got <= 0)
+		return got < 0 ? NULL : Py_NewRef(Py_None);
+	if ((seg.flags & (FP_SYN | FP_ACK | FP_RST)) == (FP_SYN | FP_ACK)) {
+		free(payload);
+		plain_segment(&seg, FP_ACK);
+		return send_segment(self, &seg, 0, &ts_ns) < 0
+			       ? NULL
+			       : Py_NewRef(Py_True);
 	}
+	PyObject *answer = segment_new_from(core_state_of_type(Py_TYPE(self)),
+					    &seg, ns_to_s(ts_ns), "in");
+	free(payload);
+	return answer;
+}
+
+/* What an expect() asks of a segment: the fields given (has, a bit each). */
+enum {
+	WANT_FLAGS = 1,
+	WANT_SEQ = 2,
+	WANT_ACK = 4,
+	WANT_WINDOW = 8,
+	WANT_PAYLOAD = 16
+};
+struct want {
+	unsigned has;
+	uint8_t flags;
+	uint32_t seq, ack, window;
+	PyObject *payload; /* bytes, ours */
+};
+
+/* The name of value's type, as type(value).__name__ says it. */
+static void wrong_type(const char *what, PyObject *value)
+{
+	PyObject *name = PyType_GetName(Py_TYPE(value));
+	if (name)
+		PyErr_Format(PyExc_TypeError, "%s, not %U", what, name);
+	Py_XDECREF(name);
+}
+
+/* flags: a str (a subclass too) of "FSRPAUEC" letters, each at most once;
+ * an int is not flags here, as in connection.py's _expectation. */
+static int want_flags(PyObject *flags, struct want *w)
+{
+	Py_ssize_t n;
+	if (flags == Py_None)
+		return 0;
+	if (!PyUnicode_Check(flags)) {
+		wrong_type("flags must be a str of \"FSRPAUEC\" letters",
+			   flags);
+		return -1;
+	}
+	const char *text = PyUnicode_AsUTF8AndSize(flags, &n);
+	if (!text) {
+		PyErr_Clear(); /* a lone surrogate: not a letter either */
+	} else if (strlen(text) == (size_t)n &&
+		   fp_flags_parse(text, &w->flags) == 0) {
+		w->has |= WANT_FLAGS;
+		return 0;
+	}
+	PyErr_Format(PyExc_ValueError,
+		     "flags: %R is not a set of the letters F S R P A U E C "
+		     "(each at most once)",
+		     flags);
+	return -1;
+}
+
+static int want_number(PyObject *value, const char *name,
+		       unsigned long long top, uint32_t *out, unsigned *has,
+		       unsigned bit)
+{
+	unsigned long long v;
+	if (value == Py_None)
+		return 0;
+	switch (core_unsigned_check(value, top, &v)) {
+	case CORE_NUM_OK:
+		*out = (uint32_t)v;
+		*has |= bit;
+		return 0;
+	case CORE_NUM_TYPE: {
+		char what[32];
+		snprintf(what, sizeof(what), "%s must be an int", name);
+		wrong_type(what, value);
+		return -1;
+	}
+	case CORE_NUM_RANGE:
+		PyErr_Format(PyExc_ValueError, "%s must be in 0..%llu, got %S",
+			     name, top, value);
+		return -1;
+	default:
+		return -1;
+	}
+}
+
+/* payload: bytes-like (a copy of its bytes kept), not a str, an int or an
+ * iterable of ints. */
+static int want_payload(PyObject *payload, struct want *w)
+{
+	if (payload == Py_None)
+		return 0;
+	if (PyUnicode_Check(payload) || !PyObject_CheckBuffer(payload)) {
+		wrong_type("payload must be bytes-like", payload);
+		return -1;
+	}
+	w->payload = PyBytes_FromObject(payload);
+	if (!w->payload)
+		return -1;
+	w->has |= WANT_PAYLOAD;
+	return 0;
+}
+
+static int want_matches(const struct want *w, const struct fp_segment *seg)
+{
+	return (!(w->has & WANT_FLAGS) || seg->flags == w->flags) &&
+	       (!(w->has & WANT_SEQ) || seg->seq == w->seq) &&
+	       (!(w->has & WANT_ACK) || seg->ack == w->ack) &&
+	       (!(w->has & WANT_WINDOW) || seg->window == w->window) &&
+	       (!(w->has & WANT_PAYLOAD) ||
+		((size_t)PyBytes_GET_SIZE(w->payload) == seg->payload_len &&
+		 (!seg->payload_len || /* then seg->payload may be NULL */
+		  !memcmp(PyBytes_AS_STRING(w->payload), seg->payload,
+			  seg->payload_len))));
+}
+
+/* _expect(flags, seq, ack, payload, window, timeout) -> Segment, None or
+ * (Segment,): Connection.expect's checks and wait in one call, its fields
+ * checked first with its messages. The next segment taken within timeout:
+ * itself if it matches every field given; (it,) if not; None if nothing
+ * came. The caller words the failure. */
+static PyObject *connection_expect(ConnectionObject *self,
+				   PyObject *const *args, Py_ssize_t nargs)
+{
+	if (nargs != 6)
+		return PyErr_Format(PyExc_TypeError,
+				    "_expect takes 6 arguments (%zd given)",
+				    nargs);
+	struct want w = { 0 };
+	uint64_t wait_ns, ts_ns;
+	if (want_flags(args[0], &w) < 0 ||
+	    want_number(args[1], "seq", 0xffffffffu, &w.seq, &w.has, WANT_SEQ) <
+		    0 ||
+	    want_number(args[2], "ack", 0xffffffffu, &w.ack, &w.has, WANT_ACK) <
+		    0 ||
+	    want_number(args[4], "window", 0xffff, &w.window, &w.has,
+			WANT_WINDOW) < 0 ||
+	    want_payload(args[3], &w) < 0 ||
+	    core_seconds_arg("timeout", args[5], &wait_ns) < 0) {
+		Py_XDECREF(w.payload);
+		return NULL;
+	}
+	struct fp_segment seg;
+	uint8_t *payload = NULL;
+	int got =
+		take_wait(self, fp_now_ns() + wait_ns, &seg, &ts_ns, &payload);
+	PyObject *result = NULL;
+	if (got == 0)
+		result = Py_NewRef(Py_None);
+	if (got > 0) {
+		int match = want_matches(&w, &seg);
+		result = segment_new_from(core_state_of_type(Py_TYPE(self)),
+					  &seg, ns_to_s(ts_ns), "in");
+		if (result && !match)
+			Py_SETREF(result, PyTuple_Pack(1, result));
+		free(payload);
+	}
+	Py_XDECREF(w.payload);
+	return result;
 }
 
 /* ---- trace ---- */
@@ -633,6 +903,16 @@ static PyMethodDef connection_methods[] = {
 	  "_take(timeout=0) -> Segment or None: the next received segment; our state moves.\n\n"
 	  "timeout: seconds, an int or a float >= 0 (ValueError) and at most threading.TIMEOUT_MAX "
 	  "(OverflowError)." },
+	{ "_send_flags", (PyCFunction)connection_send_flags, METH_O,
+	  "_send_flags(flags) -> Segment: send(flags=flags), the rest from our state" },
+	{ "_connect", (PyCFunction)connection_connect, METH_O,
+	  "_connect(timeout) -> True, None or Segment: SYN (MSS 1460), the answer within timeout, "
+	  "our ACK if it is a SYN-ACK (True); None if nothing came, else the answer, nothing more sent" },
+	{ "_expect", (PyCFunction)(void (*)(void))connection_expect,
+	  METH_FASTCALL,
+	  "_expect(flags, seq, ack, payload, window, timeout) -> Segment, None or (Segment,): the next "
+	  "segment taken within timeout, itself if it has every field given (None: ignored), (it,) if "
+	  "not; None if nothing came. Fields checked first, as Connection.expect checks them." },
 	{ "_trace", (PyCFunction)connection_trace, METH_VARARGS,
 	  "_trace(start=0, stop=None) -> [(Segment, state after, taken, IP packet)] both ways, in "
 	  "order, sliced as a list is; readable after close()" },

@@ -77,7 +77,7 @@ static inline double ns_to_s(uint64_t ns)
  * option slots only those in use (ob_size of them, in options[]): the
  * whole array was nine tenths of a kept Segment (~1,900 bytes). */
 typedef struct {
-	PyObject_VAR_HEAD	 /* ob_size: options in use */
+	PyObject_VAR_HEAD    /* ob_size: options in use */
 	PyObject *payload;   /* bytes */
 	PyObject *direction; /* "in", "out" or None */
 	/* CLOCK_MONOTONIC seconds; NaN: never on the wire */

@@ -176,7 +176,7 @@ static PyObject *pcap_open(PyObject *module, PyObject *arg)
 		pcap_error(st, -rc, err, path);
 		PyMem_Free(rd);
 	} else if (!(capsule = PyCapsule_New(rd, READER_CAPSULE,
-					    reader_destroy))) {
+					     reader_destroy))) {
 		fp_trace_reader_close(rd->r);
 		PyMem_Free(rd);
 	}
@@ -218,8 +218,8 @@ static int read_batch(struct reader *rd, size_t n, struct fp_trace **batch)
 
 /* Item i of a batch appended to segments (and, unless None, its packet to
  * packets and its ns stamp to stamps). */
-static int append_record(core_state *st, const struct fp_trace *batch,
-			 size_t i, PyObject *segments, PyObject *packets,
+static int append_record(core_state *st, const struct fp_trace *batch, size_t i,
+			 PyObject *segments, PyObject *packets,
 			 PyObject *stamps)
 {
 	struct fp_record rec;
@@ -278,8 +278,9 @@ static PyObject *pcap_read(PyObject *module, PyObject *args)
 		return NULL;
 	}
 	if (rd->busy) {
-		PyErr_SetString(PyExc_RuntimeError,
-				"pcap_read: the reader is in use by another thread");
+		PyErr_SetString(
+			PyExc_RuntimeError,
+			"pcap_read: the reader is in use by another thread");
 		return NULL;
 	}
 	core_state *st = PyModule_GetState(module);

@@ -368,8 +368,7 @@ static PyObject *option_to_tuple(const struct fp_option *o)
 	}
 }
 
-static PyObject *options_to_tuple(const struct fp_option *options,
-				  Py_ssize_t n)
+static PyObject *options_to_tuple(const struct fp_option *options, Py_ssize_t n)
 {
 	PyObject *t = PyTuple_New(n);
 	for (Py_ssize_t i = 0; t && i < n; i++) {
@@ -495,9 +494,8 @@ static int addresses_arg(PyObject *src, PyObject *dst, struct fp_segment *seg,
 			 uint8_t *unaddressed)
 {
 	uint8_t fam_src = 0, fam_dst = 0;
-	*unaddressed =
-		(uint8_t)((!src || src == Py_None ? SRC_MISSING : 0) |
-			  (!dst || dst == Py_None ? DST_MISSING : 0));
+	*unaddressed = (uint8_t)((!src || src == Py_None ? SRC_MISSING : 0) |
+				 (!dst || dst == Py_None ? DST_MISSING : 0));
 	if (src && src != Py_None &&
 	    core_parse_address("src", src, seg->src, &fam_src) < 0)
 		return -1;
@@ -911,8 +909,7 @@ static PyObject *get_checksum_ok(SegmentObject *self, void *c)
 {
 	if (!self->has_checksum || self->force_checksum)
 		Py_RETURN_NONE;
-	return PyBool_FromLong(self->tcp_checksum_ok &&
-			       self->ip_checksum_ok);
+	return PyBool_FromLong(self->tcp_checksum_ok && self->ip_checksum_ok);
 }
 
 static PyGetSetDef segment_getset[] = {

@@ -10,7 +10,7 @@ from . import _args, _core
 from .state import State
 from .trace import Trace
 
-DEFAULT_SYN_OPTIONS = (("mss", 1460),)
+DEFAULT_SYN_OPTIONS = (("mss", 1460),)  # _core.Connection._connect sends these too
 REPORT_ROWS = 20  # segments a failed expect shows
 
 _UNSET = object()
@@ -36,15 +36,15 @@ class Connection(_core.Connection):
 
     def fin(self):
         """Send FIN+ACK: the CLOSE call."""
-        return self.send(flags="FA")
+        return self._send_flags("FA")
 
     def ack(self):
         """Send a bare ACK of everything received (RCV.NXT)."""
-        return self.send(flags="A")
+        return self._send_flags("A")
 
     def rst(self):
         """Send RST at SND.NXT: the ABORT call."""
-        return self.send(flags="R")
+        return self._send_flags("R")
 
     def recv(self, timeout=1.0):
         """The next segment from the peer within ``timeout`` seconds, or None.
@@ -69,15 +69,18 @@ class Connection(_core.Connection):
         ``payload`` bytes-like (bytes, bytearray, memoryview ...); otherwise
         TypeError or ValueError naming it. ``timeout`` as for ``recv``.
         """
+        # Checked, waited for and matched in C: a Segment only when it matched.
+        got = self._expect(flags, seq, ack, payload, window, timeout)
+        if got is not None and got.__class__ is not tuple:
+            return got
         want = _expectation(flags, seq, ack, payload, window)
-        seg = self._take(timeout)
-        if seg is None:
+        if got is None:
             raise _core.ExpectError(self._report(f"expected {_describe(want)}, got nothing within {timeout:g}s"))
+        seg = got[0]
         wrong = [f"{name}: expected {_show(name, value)}, got {_show(name, _field(seg, name))}"
                  for name, value in want.items() if not _matches(name, value, seg)]
         if wrong:
             raise _core.ExpectError(self._report(f"expected {_describe(want)}, got {seg!r}\n  " + "\n  ".join(wrong)))
-        return seg
 
     def expect_silence(self, timeout):
         """Raise ``fp.ExpectError`` if the peer sends anything within ``timeout`` s
@@ -90,7 +93,7 @@ class Connection(_core.Connection):
     def close(self):
         """Release the connection (its queue, its trace, what holds its 4-tuple);
         sends nothing."""
-        super().close()
+        _core.Connection.close(self)
         for release in self.__dict__.pop("_releases", ()):
             release()
 
@@ -101,8 +104,15 @@ class Connection(_core.Connection):
     def _handshake(self, where, options, timeout):
         """SYN, the peer's SYN-ACK, our ACK: ESTABLISHED. A RST answer raises
         fp.ConnectionRefused naming it; silence, fp.ExpectError."""
-        self.send(flags="S", options=DEFAULT_SYN_OPTIONS if options is None else options)
-        self._handshake_answered(where, self._take(timeout), timeout)
+        if options is None:
+            # SYN, answer and ACK in one C call (True), or the answer it stopped at.
+            answer = self._connect(timeout)
+            if answer is True:
+                return
+        else:
+            self.send(flags="S", options=options)
+            answer = self._take(timeout)
+        self._handshake_answered(where, answer, timeout)
 
     def _handshake_answered(self, where, answer, timeout):
         """The rest of the handshake once the answer to our SYN is taken (None:

@@ -1,0 +1,307 @@
+/*
+ * floor.c: the bare C floor of a TCP lifecycle against a Lab's kernel, no
+ * finprobe library: what the Python API's rate is measured against
+ * (bench/lifecycle.py runs both in one Lab and prints the ratio).
+ *
+ * One lifecycle, the same as bench/lifecycle.py's through the API: SYN ->
+ * SYN-ACK, ACK, FIN -> ACK, RST (so the kernel keeps no socket), one at a
+ * time; every DRAIN_EVERY lifecycles the listener's queue of reset children
+ * is accepted and closed, as the Python side does.
+ *
+ * It speaks over the Lab's own AF_PACKET socket (bound to our end of the
+ * veth, filtered to TCP, our own frames ignored), handed down by the
+ * driver, so it pays exactly the wire costs finprobe's engine pays:
+ *
+ *   floor PACKET_FD LISTEN_FD SRC_MAC DST_MAC COUNT FIRST_PORT [check]
+ *
+ * With "check" (run inside the Lab's kernel namespace, lab.popen) each
+ * lifecycle first asks the kernel whether it still has a socket for the
+ * 4-tuple, as lab.connect does before it takes a source port (a TIME_WAIT
+ * there would catch our SYN): an exact sock_diag lookup among AF_INET
+ * sockets, then among AF_INET6 ones as v4-mapped (a dual-stack socket's),
+ * the bare form of c/src/diag.c's.
+ *
+ * MACs as 12 hex digits. Prints "floor: N lifecycles in S s = R per second".
+ */
+#include <arpa/inet.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DPORT 8080
+#define WAIT_MS 1000 /* a lost answer ends the run rather than hanging it */
+#define DRAIN_EVERY 64
+#define ETH 14
+#define IP4 20
+#define TCP_F 0x01
+#define TCP_S 0x02
+#define TCP_R 0x04
+#define TCP_A 0x10
+
+static const uint8_t us[4] = { 192, 0, 2, 2 }, peer[4] = { 192, 0, 2, 1 };
+
+struct link {
+	int fd;
+	uint8_t src_mac[6], dst_mac[6];
+};
+
+static uint32_t sum16(const uint8_t *p, size_t len, uint32_t sum)
+{
+	for (; len > 1; p += 2, len -= 2)
+		sum += (uint32_t)(p[0] << 8 | p[1]);
+	if (len)
+		sum += (uint32_t)(p[0] << 8);
+	return sum;
+}
+
+static uint16_t fold(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)(v >> 16));
+	put16(p + 2, (uint16_t)v);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+/* One Ethernet frame of IPv4 and TCP (an MSS option on a SYN), checksums
+ * computed: the veth checks them. */
+static int send_tcp(const struct link *l, uint16_t sport, uint32_t seq,
+		    uint32_t ack, uint8_t flags)
+{
+	uint8_t f[ETH + IP4 + 24] = { 0 };
+	size_t tcp_len = flags & TCP_S ? 24 : 20;
+	uint8_t *ip = f + ETH, *tcp = ip + IP4;
+	memcpy(f, l->dst_mac, 6);
+	memcpy(f + 6, l->src_mac, 6);
+	put16(f + 12, 0x0800);
+	ip[0] = 0x45;
+	put16(ip + 2, (uint16_t)(IP4 + tcp_len));
+	ip[6] = 0x40; /* DF */
+	ip[8] = 64;
+	ip[9] = 6;
+	memcpy(ip + 12, us, 4);
+	memcpy(ip + 16, peer, 4);
+	put16(ip + 10, fold(sum16(ip, IP4, 0)));
+	put16(tcp, sport);
+	put16(tcp + 2, DPORT);
+	put32(tcp + 4, seq);
+	put32(tcp + 8, flags & TCP_A ? ack : 0);
+	tcp[12] = (uint8_t)(tcp_len / 4) << 4;
+	tcp[13] = flags;
+	put16(tcp + 14, 65535);
+	if (flags & TCP_S) {
+		tcp[20] = 2; /* MSS 1460, as finprobe's SYN */
+		tcp[21] = 4;
+		put16(tcp + 22, 1460);
+	}
+	uint32_t pseudo = sum16(ip + 12, 8, 6 + (uint32_t)tcp_len);
+	put16(tcp + 16, fold(sum16(tcp, tcp_len, pseudo)));
+	return write(l->fd, f, ETH + IP4 + tcp_len) < 0 ? -errno : 0;
+}
+
+/* The next TCP segment from the kernel to sport: its flags, seq and ack.
+ * 0, or -ETIMEDOUT after WAIT_MS of nothing for us. */
+static int recv_tcp(const struct link *l, uint16_t sport, uint8_t *flags,
+		    uint32_t *seq, uint32_t *ack)
+{
+	uint8_t f[2048];
+	for (;;) {
+		ssize_t n = recv(l->fd, f, sizeof(f), MSG_DONTWAIT);
+		if (n < 0 && errno == EAGAIN) {
+			struct pollfd p = { .fd = l->fd, .events = POLLIN };
+			if (poll(&p, 1, WAIT_MS) == 0)
+				return -ETIMEDOUT;
+			continue;
+		}
+		if (n < 0)
+			return -errno;
+		const uint8_t *ip = f + ETH;
+		if (n < ETH + IP4 + 20 || f[12] != 0x08 || f[13] != 0 ||
+		    (ip[0] >> 4) != 4 || ip[9] != 6)
+			continue;
+		const uint8_t *tcp = ip + (ip[0] & 15) * 4;
+		if (tcp + 20 > f + n || (tcp[2] << 8 | tcp[3]) != sport ||
+		    (tcp[0] << 8 | tcp[1]) != DPORT)
+			continue;
+		*flags = tcp[13];
+		*seq = get32(tcp + 4);
+		*ack = get32(tcp + 8);
+		return 0;
+	}
+}
+
+static int fail(uint16_t sport, const char *what, int rc)
+{
+	fprintf(stderr, "floor: port %u: %s (%s)\n", sport, what,
+		rc < 0 ? strerror(-rc) : "unexpected segment");
+	return -1;
+}
+
+static int lifecycle(const struct link *l, uint16_t sport, uint32_t iss)
+{
+	uint8_t flags;
+	uint32_t seq, ack;
+	int rc = send_tcp(l, sport, iss, 0, TCP_S);
+	if (rc < 0)
+		return fail(sport, "sending the SYN", rc);
+	rc = recv_tcp(l, sport, &flags, &seq, &ack);
+	if (rc < 0 || flags != (TCP_S | TCP_A) || ack != iss + 1)
+		return fail(sport, "waiting for the SYN-ACK", rc);
+	uint32_t rcv_nxt = seq + 1;
+	if ((rc = send_tcp(l, sport, iss + 1, rcv_nxt, TCP_A)) < 0 ||
+	    (rc = send_tcp(l, sport, iss + 1, rcv_nxt, TCP_F | TCP_A)) < 0)
+		return fail(sport, "sending ACK, FIN", rc);
+	rc = recv_tcp(l, sport, &flags, &seq, &ack);
+	if (rc < 0 || flags != TCP_A || ack != iss + 2)
+		return fail(sport, "waiting for the ACK of our FIN", rc);
+	rc = send_tcp(l, sport, iss + 2, 0, TCP_R);
+	return rc < 0 ? fail(sport, "sending the RST", rc) : 0;
+}
+
+/* Whether the kernel has a socket for (peer:DPORT, us:sport) among family's
+ * sockets: 1, 0, or -1. One exact request, one answer (a socket, or an
+ * error message saying ENOENT). */
+static int kernel_has(int nl, int family, uint16_t sport)
+{
+	struct {
+		struct nlmsghdr nlh;
+		struct inet_diag_req_v2 req;
+	} m = { 0 };
+	m.nlh.nlmsg_len = sizeof(m);
+	m.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	m.nlh.nlmsg_flags = NLM_F_REQUEST;
+	m.req.sdiag_family = (uint8_t)family;
+	m.req.sdiag_protocol = IPPROTO_TCP;
+	m.req.idiag_states = ~0u;
+	m.req.id.idiag_sport = htons(DPORT);
+	m.req.id.idiag_dport = htons(sport);
+	uint8_t *src = (uint8_t *)m.req.id.idiag_src,
+		*dst = (uint8_t *)m.req.id.idiag_dst;
+	int at = family == AF_INET ? 0 : 12;
+	if (at) /* ::ffff:a.b.c.d */
+		src[10] = src[11] = dst[10] = dst[11] = 0xff;
+	memcpy(src + at, peer, 4);
+	memcpy(dst + at, us, 4);
+	m.req.id.idiag_cookie[0] = m.req.id.idiag_cookie[1] =
+		INET_DIAG_NOCOOKIE;
+	if (send(nl, &m, sizeof(m), 0) < 0)
+		return -1;
+	char buf[8192];
+	ssize_t n = recv(nl, buf, sizeof(buf), 0);
+	if (n < (ssize_t)sizeof(struct nlmsghdr))
+		return -1;
+	const struct nlmsghdr *h = (const struct nlmsghdr *)buf;
+	if (h->nlmsg_type != NLMSG_ERROR) {
+		/* a listener offered for a tuple with no connection: none */
+		const struct inet_diag_msg *d = NLMSG_DATA(h);
+		return d->id.idiag_dport == htons(sport);
+	}
+	return ((const struct nlmsgerr *)NLMSG_DATA(h))->error == -ENOENT ? 0
+									  : -1;
+}
+
+/* lab.connect's check of a source port: free if the kernel has no socket
+ * for the 4-tuple in either family. */
+static int port_free(int nl, uint16_t sport)
+{
+	int has = kernel_has(nl, AF_INET, sport);
+	if (has == 0)
+		has = kernel_has(nl, AF_INET6, sport);
+	return has == 0;
+}
+
+/* Accept and close what the listener holds (children already reset). */
+static void drain(int listen_fd)
+{
+	int fd;
+	while ((fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK)) >= 0)
+		close(fd);
+}
+
+static int mac_arg(const char *text, uint8_t mac[6])
+{
+	unsigned v[6];
+	if (sscanf(text, "%2x%2x%2x%2x%2x%2x", &v[0], &v[1], &v[2], &v[3],
+		   &v[4], &v[5]) != 6)
+		return -1;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)v[i];
+	return 0;
+}
+
+static double now_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+	struct link l;
+	if (argc < 7 || argc > 8 || mac_arg(argv[3], l.src_mac) < 0 ||
+	    mac_arg(argv[4], l.dst_mac) < 0) {
+		fprintf(stderr, "usage: floor PACKET_FD LISTEN_FD SRC_MAC "
+				"DST_MAC COUNT FIRST_PORT [check]\n");
+		return 2;
+	}
+	l.fd = atoi(argv[1]);
+	int listen_fd = atoi(argv[2]);
+	long count = atol(argv[5]);
+	int first = atoi(argv[6]);
+	/* the listener non-blocking for drain; accept4 would not make it so */
+	int fl = 1;
+	if (ioctl(listen_fd, FIONBIO, &fl) < 0) {
+		perror("floor: listener");
+		return 1;
+	}
+	int nl = -1;
+	if (argc == 8 &&
+	    (nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG)) < 0) {
+		perror("floor: sock_diag socket");
+		return 1;
+	}
+	double t = now_s();
+	for (long i = 0; i < count; i++) {
+		uint16_t sport = (uint16_t)(first + i % 10000);
+		if (nl >= 0 && !port_free(nl, sport)) {
+			fprintf(stderr, "floor: port %u is not free\n", sport);
+			return 1;
+		}
+		if (lifecycle(&l, sport, (uint32_t)(i * 2654435761u)) < 0)
+			return 1;
+		if (i % DRAIN_EVERY == DRAIN_EVERY - 1)
+			drain(listen_fd);
+	}
+	double s = now_s() - t;
+	drain(listen_fd);
+	printf("floor: %ld lifecycles in %.3f s = %.0f per second\n", count, s,
+	       (double)count / s);
+	return 0;
+}

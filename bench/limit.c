@@ -1,0 +1,371 @@
+/*
+ * limit.c: the bare C limit of many lifecycles in flight against a Lab's
+ * kernel, no finprobe library: what fp.AsyncLab's rate with as many in
+ * flight is measured against (bench/lifecycle.py runs both in one Lab).
+ *
+ * The lifecycle is floor.c's (SYN -> SYN-ACK, ACK, FIN -> ACK, RST), IN_FLIGHT
+ * of them at once. Frames go out in sendmmsg batches, come in by recvmmsg
+ * batches on the Lab's AF_PACKET socket (its BPF filter lets TCP through
+ * only, our own frames are ignored), and are matched through a flat table
+ * indexed by our source port. Our side of the Lab has no address, so our
+ * kernel builds no RST for the replies: no netdev-ingress drop is needed,
+ * as it is over raw IP sockets on a host's own address.
+ *
+ *   limit PACKET_FD LISTEN_FD SRC_MAC DST_MAC TOTAL IN_FLIGHT FIRST_PORT
+ *
+ * Each slot uses the ports FIRST_PORT + slot + k * IN_FLIGHT in turn, over
+ * PORT_ROUNDS rounds, so a port comes back only once its last reset child
+ * has long left the kernel's tables. A frame lost (the packet socket's
+ * queue overflowing) is sent again after RETRY_MS of silence.
+ * Prints "limit: N lifecycles, M in flight, in S s = R per second".
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DPORT 8080
+#define ETH 14
+#define IP4 20
+#define FRAME (ETH + IP4 + 24)
+#define BATCH 64
+#define RETRY_MS 200
+#define MAX_SILENCES 25 /* 5 s of nothing: the run has failed */
+#define PORT_ROUNDS 16
+#define DRAIN_EVERY 64
+#define RCVBUF (8 << 20) /* a burst of IN_FLIGHT answers must fit */
+#define TCP_F 0x01
+#define TCP_S 0x02
+#define TCP_R 0x04
+#define TCP_A 0x10
+
+enum { IDLE, SYN_SENT, FIN_SENT };
+
+struct slot {
+	uint8_t state;
+	uint16_t port;
+	uint32_t iss, rcv_nxt;
+};
+
+static const uint8_t us[4] = { 192, 0, 2, 2 }, peer[4] = { 192, 0, 2, 1 };
+
+struct out {
+	int fd;
+	uint8_t src_mac[6], dst_mac[6];
+	uint8_t frames[BATCH][FRAME];
+	struct iovec iov[BATCH];
+	struct mmsghdr msgs[BATCH];
+	int n;
+};
+
+static uint32_t sum16(const uint8_t *p, size_t len, uint32_t sum)
+{
+	for (; len > 1; p += 2, len -= 2)
+		sum += (uint32_t)(p[0] << 8 | p[1]);
+	if (len)
+		sum += (uint32_t)(p[0] << 8);
+	return sum;
+}
+
+static uint16_t fold(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)(v >> 16));
+	put16(p + 2, (uint16_t)v);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Send the batch: every frame, or -1 (a send error). */
+static int flush(struct out *o)
+{
+	int done = 0;
+	while (done < o->n) {
+		int n = sendmmsg(o->fd, o->msgs + done, (unsigned)(o->n - done),
+				 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			perror("limit: sendmmsg");
+			return -1;
+		}
+		done += n;
+	}
+	o->n = 0;
+	return 0;
+}
+
+/* Queue one Ethernet frame of IPv4 and TCP (floor.c's), sent when the batch
+ * is full or before the next wait. */
+static int queue_tcp(struct out *o, uint16_t sport, uint32_t seq, uint32_t ack,
+		     uint8_t flags)
+{
+	if (o->n == BATCH && flush(o) < 0)
+		return -1;
+	uint8_t *f = o->frames[o->n];
+	size_t tcp_len = flags & TCP_S ? 24 : 20;
+	uint8_t *ip = f + ETH, *tcp = ip + IP4;
+	memset(f, 0, FRAME);
+	memcpy(f, o->dst_mac, 6);
+	memcpy(f + 6, o->src_mac, 6);
+	put16(f + 12, 0x0800);
+	ip[0] = 0x45;
+	put16(ip + 2, (uint16_t)(IP4 + tcp_len));
+	ip[6] = 0x40;
+	ip[8] = 64;
+	ip[9] = 6;
+	memcpy(ip + 12, us, 4);
+	memcpy(ip + 16, peer, 4);
+	put16(ip + 10, fold(sum16(ip, IP4, 0)));
+	put16(tcp, sport);
+	put16(tcp + 2, DPORT);
+	put32(tcp + 4, seq);
+	put32(tcp + 8, flags & TCP_A ? ack : 0);
+	tcp[12] = (uint8_t)(tcp_len / 4) << 4;
+	tcp[13] = flags;
+	put16(tcp + 14, 65535);
+	if (flags & TCP_S) {
+		tcp[20] = 2;
+		tcp[21] = 4;
+		put16(tcp + 22, 1460);
+	}
+	uint32_t pseudo = sum16(ip + 12, 8, 6 + (uint32_t)tcp_len);
+	put16(tcp + 16, fold(sum16(tcp, tcp_len, pseudo)));
+	o->iov[o->n].iov_len = ETH + IP4 + tcp_len;
+	o->n++;
+	return 0;
+}
+
+struct run {
+	struct out *out;
+	struct slot *slots;    /* IN_FLIGHT of them */
+	struct slot **by_port; /* 65536: the slot a source port is in use by */
+	long total, started, done;
+	int in_flight, first;
+};
+
+static int start(struct run *r, struct slot *s)
+{
+	if (r->started == r->total) {
+		s->state = IDLE;
+		return 0;
+	}
+	long k = r->started++;
+	int i = (int)(s - r->slots);
+	s->port = (uint16_t)(r->first + i +
+			     (k / r->in_flight % PORT_ROUNDS) * r->in_flight);
+	s->iss = (uint32_t)k * 2654435761u;
+	s->state = SYN_SENT;
+	r->by_port[s->port] = s;
+	return queue_tcp(r->out, s->port, s->iss, 0, TCP_S);
+}
+
+/* One frame from the kernel: the next step of the lifecycle it answers. */
+static int on_frame(struct run *r, const uint8_t *f, size_t n)
+{
+	const uint8_t *ip = f + ETH;
+	if (n < ETH + IP4 + 20 || f[12] != 0x08 || f[13] != 0 ||
+	    (ip[0] >> 4) != 4 || ip[9] != 6)
+		return 0;
+	const uint8_t *tcp = ip + (ip[0] & 15) * 4;
+	if (tcp + 20 > f + n || (tcp[0] << 8 | tcp[1]) != DPORT)
+		return 0;
+	struct slot *s = r->by_port[tcp[2] << 8 | tcp[3]];
+	uint8_t flags = tcp[13];
+	uint32_t seq = get32(tcp + 4), ack = get32(tcp + 8);
+	if (!s)
+		return 0;
+	if (s->state == SYN_SENT && flags == (TCP_S | TCP_A) &&
+	    ack == s->iss + 1) {
+		s->rcv_nxt = seq + 1;
+		s->state = FIN_SENT;
+		return queue_tcp(r->out, s->port, s->iss + 1, s->rcv_nxt,
+				 TCP_A) < 0 ||
+				       queue_tcp(r->out, s->port, s->iss + 1,
+						 s->rcv_nxt, TCP_F | TCP_A) < 0
+			       ? -1
+			       : 0;
+	}
+	if (s->state == FIN_SENT && flags == TCP_A && ack == s->iss + 2) {
+		r->by_port[s->port] = NULL;
+		r->done++;
+		if (queue_tcp(r->out, s->port, s->iss + 2, 0, TCP_R) < 0)
+			return -1;
+		return start(r, s);
+	}
+	return 0; /* a retransmission, or an answer to a frame sent again */
+}
+
+/* After RETRY_MS of silence: each lifecycle's last frame again. */
+static int retry(struct run *r)
+{
+	for (int i = 0; i < r->in_flight; i++) {
+		struct slot *s = &r->slots[i];
+		int rc = 0;
+		if (s->state == SYN_SENT)
+			rc = queue_tcp(r->out, s->port, s->iss, 0, TCP_S);
+		else if (s->state == FIN_SENT)
+			rc = queue_tcp(r->out, s->port, s->iss + 1, s->rcv_nxt,
+				       TCP_F | TCP_A);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void drain(int listen_fd)
+{
+	int fd;
+	while ((fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK)) >= 0)
+		close(fd);
+}
+
+static int mac_arg(const char *text, uint8_t mac[6])
+{
+	unsigned v[6];
+	if (sscanf(text, "%2x%2x%2x%2x%2x%2x", &v[0], &v[1], &v[2], &v[3],
+		   &v[4], &v[5]) != 6)
+		return -1;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)v[i];
+	return 0;
+}
+
+static double now_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int loop(struct run *r, int listen_fd)
+{
+	static uint8_t bufs[BATCH][2048];
+	struct iovec iov[BATCH];
+	struct mmsghdr msgs[BATCH];
+	int silences = 0;
+	long drained = 0;
+	for (int i = 0; i < r->in_flight; i++)
+		if (start(r, &r->slots[i]) < 0)
+			return -1;
+	while (r->done < r->total) {
+		if (flush(r->out) < 0)
+			return -1;
+		for (int i = 0; i < BATCH; i++) {
+			iov[i] = (struct iovec){ bufs[i], sizeof(bufs[i]) };
+			msgs[i] = (struct mmsghdr){ .msg_hdr = {
+							    .msg_iov = &iov[i],
+							    .msg_iovlen = 1 } };
+		}
+		int n = recvmmsg(r->out->fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			perror("limit: recvmmsg");
+			return -1;
+		}
+		if (n <= 0) {
+			struct pollfd p = { .fd = r->out->fd,
+					    .events = POLLIN };
+			if (poll(&p, 1, RETRY_MS) == 0) {
+				if (++silences == MAX_SILENCES) {
+					fprintf(stderr,
+						"limit: stalled, %ld of %ld done\n",
+						r->done, r->total);
+					return -1;
+				}
+				if (retry(r) < 0)
+					return -1;
+			}
+			continue;
+		}
+		silences = 0;
+		for (int i = 0; i < n; i++)
+			if (on_frame(r, bufs[i], msgs[i].msg_len) < 0)
+				return -1;
+		if (r->done - drained >= DRAIN_EVERY) {
+			drain(listen_fd);
+			drained = r->done;
+		}
+	}
+	return flush(r->out);
+}
+
+int main(int argc, char **argv)
+{
+	static struct out out;
+	struct run r = { .out = &out };
+	if (argc != 8 || mac_arg(argv[3], out.src_mac) < 0 ||
+	    mac_arg(argv[4], out.dst_mac) < 0) {
+		fprintf(stderr, "usage: limit PACKET_FD LISTEN_FD SRC_MAC "
+				"DST_MAC TOTAL IN_FLIGHT FIRST_PORT\n");
+		return 2;
+	}
+	out.fd = atoi(argv[1]);
+	int listen_fd = atoi(argv[2]);
+	r.total = atol(argv[5]);
+	r.in_flight = atoi(argv[6]);
+	r.first = atoi(argv[7]);
+	if (r.in_flight < 1 || r.total < 1 ||
+	    r.first + r.in_flight * PORT_ROUNDS > 65536) {
+		fprintf(stderr, "limit: TOTAL, IN_FLIGHT or FIRST_PORT out of "
+				"range\n");
+		return 2;
+	}
+	for (int i = 0; i < BATCH; i++) {
+		out.iov[i].iov_base = out.frames[i];
+		out.msgs[i].msg_hdr.msg_iov = &out.iov[i];
+		out.msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+	/* the Lab's socket, shared with its engine: its buffer set back after */
+	int old_rcvbuf, big = RCVBUF, fl = 1;
+	socklen_t len = sizeof(old_rcvbuf);
+	if (getsockopt(out.fd, SOL_SOCKET, SO_RCVBUF, &old_rcvbuf, &len) < 0 ||
+	    setsockopt(out.fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big)) <
+		    0 ||
+	    ioctl(listen_fd, FIONBIO, &fl) < 0) {
+		perror("limit: sockets");
+		return 1;
+	}
+	r.slots = calloc((size_t)r.in_flight, sizeof(*r.slots));
+	r.by_port = calloc(65536, sizeof(*r.by_port));
+	if (!r.slots || !r.by_port) {
+		perror("limit");
+		return 1;
+	}
+	double t = now_s();
+	int rc = loop(&r, listen_fd);
+	double s = now_s() - t;
+	drain(listen_fd);
+	old_rcvbuf /= 2; /* the kernel reports twice what was set */
+	setsockopt(out.fd, SOL_SOCKET, SO_RCVBUFFORCE, &old_rcvbuf,
+		   sizeof(old_rcvbuf));
+	free(r.slots);
+	free(r.by_port);
+	if (rc < 0)
+		return 1;
+	printf("limit: %ld lifecycles, %d in flight, in %.3f s = %.0f per "
+	       "second\n",
+	       r.total, r.in_flight, s, (double)r.total / s);
+	return 0;
+}
