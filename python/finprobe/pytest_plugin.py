@@ -3,7 +3,10 @@
 Fixtures:
   ``lab``              a fresh ``fp.Lab`` per test, closed after it
                        (``@pytest.mark.parametrize("lab", [{"ipv6": True}], indirect=True)``
-                       passes arguments to ``fp.Lab``);
+                       passes arguments to ``fp.Lab``). A default Lab (no
+                       arguments, no --finprobe-stack) comes warm from a
+                       LabPool: made in a thread while the test before ran,
+                       and closed in a thread after the test;
   ``finprobe_target``  an ``fp.Target`` from ``--finprobe-target HOST:PORT``
                        (IPv6 as ``[addr]:port``); tests using it are skipped
                        without the option.
@@ -23,11 +26,14 @@ holds the connection's recent segments as a text ladder: pytest shows it in
 the failure report as it is.
 """
 
+import concurrent.futures
 import hashlib
 import os
 import re
 import shlex
+import threading
 import time
+import warnings
 import weakref
 
 import pytest
@@ -36,6 +42,7 @@ from . import _args
 from . import trace as _trace
 
 _RECORDER = "finprobe-pcap-recorder"
+_POOL = pytest.StashKey()   # the session's LabPool, in config.stash
 NAME_MAX = 255       # bytes in a file name (Linux, most file systems)
 PCAP_SUFFIX = ".pcap"
 
@@ -73,9 +80,13 @@ def pytest_configure(config):
         recorder = PcapRecorder(directory)
         config.pluginmanager.register(recorder, _RECORDER)
         _trace._recorders.append(recorder)
+    config.stash[_POOL] = LabPool()
 
 
 def pytest_unconfigure(config):
+    pool = config.stash.get(_POOL, None)
+    if pool is not None:
+        pool.close()  # the spare, and every Lab still closing: after Ctrl-C and failures too
     recorder = config.pluginmanager.get_plugin(_RECORDER)
     if recorder is not None:
         if recorder in _trace._recorders:
@@ -94,17 +105,147 @@ def parse_target(spec):
 @pytest.fixture
 def lab(request):
     """A fresh fp.Lab for the test, closed after it; with --finprobe-stack,
-    one whose peer is that user-space stack."""
+    one whose peer is that user-space stack. A default one is the pool's
+    warm spare, and is closed in the background (LabPool)."""
     from .lab import Lab
-    kwargs = dict(getattr(request, "param", None) or {})
-    stack = request.config.getoption("finprobe_stack")
-    if stack is not None and "stack" not in kwargs:
-        kwargs["stack"] = shlex.split(stack)
-    the_lab = Lab(**kwargs)
+    kwargs = lab_arguments(request)
+    pool = request.config.stash.get(_POOL, None)
+    if kwargs or pool is None:
+        the_lab = Lab(**kwargs)
+        try:
+            yield the_lab
+        finally:
+            the_lab.close()
+        return
+    the_lab = pool.take()
     try:
         yield the_lab
     finally:
-        the_lab.close()
+        pool.give_back(the_lab)
+
+
+def lab_arguments(request_or_item):
+    """fp.Lab's arguments for the lab fixture of a test (its parameters,
+    --finprobe-stack); {} for the default Lab, the one the pool keeps."""
+    callspec = getattr(request_or_item, "callspec", None)
+    if hasattr(request_or_item, "param"):
+        param = request_or_item.param
+    else:
+        param = callspec.params.get("lab") if callspec is not None else None
+    kwargs = dict(param or {})
+    stack = request_or_item.config.getoption("finprobe_stack")
+    if stack is not None and "stack" not in kwargs:
+        kwargs["stack"] = shlex.split(stack)
+    return kwargs
+
+
+def _uses_default_lab(item):
+    return "lab" in getattr(item, "fixturenames", ()) and not lab_arguments(item)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """The pool works only beside tests that use the lab fixture: before any
+    other, its spare is made and every used Lab closed, so that a test
+    counting its process's descriptors, children or namespaces sees none of
+    the pool's work in progress."""
+    pool = item.config.stash.get(_POOL, None)
+    if pool is not None and "lab" not in getattr(item, "fixturenames", ()):
+        pool.settle()
+
+
+class LabPool:
+    """The lab fixture's default Labs, so that a test waits neither for its
+    Lab to be made nor for it to be removed (each takes milliseconds, more
+    than a short test): one spare is kept, made in a thread as soon as the
+    last was taken (while the test runs), and a used Lab is closed in
+    another thread after its test. Every Lab is used once: a spare is a
+    fresh Lab, never one a test had. Only the default Lab (no arguments)
+    is kept; a test with arguments makes its own.
+
+    close() (pytest_unconfigure: the end of the session, after Ctrl-C or an
+    internal error too) closes the spare and waits for every close; the
+    threads are the executors' own, which the interpreter also joins at
+    exit, and a Lab's helper ends the lab should this process die."""
+
+    def __init__(self):
+        self._lock = threading.RLock()  # a done callback may run in the thread holding it
+        self._spare = None       # Future of the next default Lab, not handed out
+        self._closing = set()    # Futures of Labs being closed
+        self._failed = []        # what a background close raised, said at the end
+        self._closed = False
+        self._maker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="finprobe-lab-maker")
+        self._closer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="finprobe-lab-closer")
+
+    def warm(self):
+        """Start making the spare, unless one is made or being made."""
+        from .lab import Lab
+        with self._lock:
+            if self._spare is None and not self._closed:
+                self._spare = self._maker.submit(Lab)
+
+    def take(self):
+        """A fresh default Lab: the spare (waiting for it if it is still
+        being made), the next one started at once. Where the spare could
+        not be made, one is made here, so the test shows why."""
+        from .lab import Lab
+        with self._lock:
+            spare, self._spare = self._spare, None
+        self.warm()
+        if spare is None:
+            return Lab()
+        try:
+            return spare.result()
+        except Exception:
+            return Lab()
+        except BaseException:  # Ctrl-C while waiting: the Lab is closed once made
+            spare.add_done_callback(_close_made)
+            raise
+
+    def give_back(self, lab):
+        """Close a used Lab, in the background. While --finprobe-pcap
+        records, here: the recorder takes its capture for this test."""
+        if _trace._recorders:
+            lab.close()
+            return
+        with self._lock:
+            if not self._closed:
+                done = self._closer.submit(lab.close)
+                self._closing.add(done)
+                done.add_done_callback(self._closed_one)
+                return
+        lab.close()
+
+    def _closed_one(self, done):
+        with self._lock:
+            self._closing.discard(done)
+            if not done.cancelled() and done.exception() is not None:
+                self._failed.append(done.exception())
+
+    def settle(self):
+        """Wait until no Lab is being made or closed."""
+        with self._lock:
+            pending = list(self._closing) + ([self._spare] if self._spare is not None else [])
+        concurrent.futures.wait(pending)
+
+    def close(self):
+        """The spare closed, every Lab given back closed; no thread left."""
+        with self._lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.add_done_callback(_close_made)
+        self._maker.shutdown(wait=True)
+        self._closer.shutdown(wait=True)
+        for exc in self._failed:
+            warnings.warn(f"finprobe: closing a lab fixture's Lab failed: {exc!r}", RuntimeWarning)
+        self._failed.clear()
+
+
+def _close_made(future):
+    """A made Lab no test will have, closed (a failed make left none)."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
 
 
 @pytest.fixture
@@ -128,7 +269,11 @@ def finprobe_target(request):
 
 def pytest_collection_finish(session):
     """A conformance run (test_cell items selected) checks its options whole,
-    the stack's port included, before any test."""
+    the stack's port included, before any test. A session with tests of the
+    default lab starts the pool's spare now, for the first of them."""
+    pool = session.config.stash.get(_POOL, None)
+    if pool is not None and any(_uses_default_lab(item) for item in session.items):
+        pool.warm()
     if any(getattr(item, "originalname", None) == "test_cell" and "finprobe_matrix" in item.fixturenames
            for item in session.items):
         matrix_arguments(session.config)
@@ -254,24 +399,31 @@ class PcapRecorder:
         self.directory = os.path.abspath(directory)
         self.live = weakref.WeakSet()  # every Lab or Target not yet closed
         self.current = None
+        self.lock = threading.Lock()   # the lab fixture's spare opens in a thread of its own
 
     # -- called by sources (finprobe.trace._source_opened / _source_closing)
 
     def opened(self, source):
-        self.live.add(source)
-        if self.current is not None:
-            self.current.add(source)
+        with self.lock:
+            self.live.add(source)
+            if self.current is not None:
+                self.current.add(source)
 
     def closing(self, source):
-        self.live.discard(source)
-        if self.current is not None:
-            self.current.keep(source, _capture(source))
+        with self.lock:
+            self.live.discard(source)
+            current = self.current
+        if current is not None:
+            trace = _capture(source)
+            with self.lock:
+                current.keep(source, trace)
 
     # -- pytest hooks
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item):
-        self.current = _TestTraffic(self.live)
+        with self.lock:
+            self.current = _TestTraffic(self.live)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
