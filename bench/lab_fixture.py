@@ -1,8 +1,13 @@
 """What the pytest ``lab`` fixture costs a test of its own time: 200 trivial
-tests using ``lab`` against 200 without, in child pytest runs; each test's
-setup + teardown time (pytest's own report durations) and the run's wall time.
+tests using ``lab``, and 200 short close cases (a handshake, our FIN, its
+ACK), against 200 trivial tests without, in child pytest runs: each test's
+setup + teardown time (pytest's own report durations; the lab fixture's share
+is the difference to the tests without) and each run's wall time.
 
-    PYTHONPATH=python /usr/bin/python3 bench/lab_fixture.py [-n WORKERS]
+    PYTHONPATH=python /usr/bin/python3 bench/lab_fixture.py [-n WORKERS] [--python DIR]
+
+(--python: the directory holding the finprobe package to measure, another
+tree's ``python`` say, for a before-and-after.)
 """
 
 import argparse
@@ -40,6 +45,17 @@ def test_trivial(lab, i):
     assert lab.peer_addr == "192.0.2.1"
 '''
 
+CLOSE_CASE = '''
+import pytest
+
+@pytest.mark.parametrize("i", range({n}))
+def test_close_case(lab, i):
+    lab.listen(8080)
+    conn = lab.connect(8080)
+    conn.fin()
+    conn.expect("A")
+'''
+
 WITHOUT_LAB = '''
 import pytest
 
@@ -49,7 +65,7 @@ def test_trivial(i):
 '''
 
 
-def run(body, workers):
+def run(body, workers, python_dir):
     """(wall seconds, [setup + teardown seconds of each test])"""
     with tempfile.TemporaryDirectory(prefix="finprobe-bench-") as d:
         with open(os.path.join(d, "conftest.py"), "w") as f:
@@ -58,7 +74,7 @@ def run(body, workers):
             f.write(body.format(n=TESTS))
         out = os.path.join(d, "out")
         os.mkdir(out)
-        env = dict(os.environ, PYTHONPATH=PYTHON_DIR, BENCH_OUT=out)
+        env = dict(os.environ, PYTHONPATH=python_dir, BENCH_OUT=out)
         args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", d]
         if workers:
             args += ["-n", str(workers)]
@@ -77,18 +93,22 @@ def run(body, workers):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", dest="workers", default=None, help="pytest-xdist workers (-n)")
-    workers = parser.parse_args().workers
-    base_wall, base = run(WITHOUT_LAB, workers)
-    lab_wall, labs = run(WITH_LAB, workers)
+    parser.add_argument("--python", dest="python_dir", default=PYTHON_DIR,
+                        help="the directory holding the finprobe package (default: this tree's)")
+    args = parser.parse_args()
+    workers = args.workers
     ms = 1000
-    print(f"{TESTS} trivial tests{' -n ' + workers if workers else ''}: "
-          f"wall {lab_wall:.2f} s with lab, {base_wall:.2f} s without")
-    print(f"  setup+teardown a test: median {statistics.median(labs) * ms:.3f} ms with lab, "
-          f"{statistics.median(base) * ms:.3f} ms without; "
-          f"mean {statistics.mean(labs) * ms:.3f} / {statistics.mean(base) * ms:.3f} ms")
-    print(f"  the lab fixture's own cost a test: median {(statistics.median(labs) - statistics.median(base)) * ms:.3f} ms, "
-          f"mean {(statistics.mean(labs) - statistics.mean(base)) * ms:.3f} ms, "
-          f"by wall time {(lab_wall - base_wall) / TESTS * ms:.3f} ms")
+    base_wall, base = run(WITHOUT_LAB, workers, args.python_dir)
+    print(f"{TESTS} tests{' -n ' + workers if workers else ''}; setup+teardown a test (median, mean) "
+          f"and the lab fixture's share of it (less the same without lab)")
+    print(f"  without lab:            {statistics.median(base) * ms:7.3f} ms {statistics.mean(base) * ms:7.3f} ms"
+          f"                          wall {base_wall:.2f} s")
+    for name, body in (("trivial, with lab", WITH_LAB), ("a close case, with lab", CLOSE_CASE)):
+        wall, own = run(body, workers, args.python_dir)
+        median, mean = statistics.median(own), statistics.mean(own)
+        print(f"  {name + ':':23} {median * ms:7.3f} ms {mean * ms:7.3f} ms  lab's share "
+              f"{(median - statistics.median(base)) * ms:6.3f} ms {(mean - statistics.mean(base)) * ms:6.3f} ms"
+              f"  wall {wall:.2f} s")
 
 
 if __name__ == "__main__":

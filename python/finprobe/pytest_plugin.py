@@ -26,6 +26,7 @@ holds the connection's recent segments as a text ladder: pytest shows it in
 the failure report as it is.
 """
 
+import collections
 import concurrent.futures
 import hashlib
 import os
@@ -45,6 +46,7 @@ _RECORDER = "finprobe-pcap-recorder"
 _POOL = pytest.StashKey()   # the session's LabPool, in config.stash
 NAME_MAX = 255       # bytes in a file name (Linux, most file systems)
 PCAP_SUFFIX = ".pcap"
+SPARES = 1   # default Labs kept warm: more do not come faster on a busy machine (bench/lab_fixture.py)
 
 
 def pytest_addoption(parser):
@@ -170,19 +172,19 @@ class LabPool:
 
     def __init__(self):
         self._lock = threading.RLock()  # a done callback may run in the thread holding it
-        self._spare = None       # Future of the next default Lab, not handed out
+        self._spares = collections.deque()  # Futures of default Labs, not handed out, oldest first
         self._closing = set()    # Futures of Labs being closed
         self._failed = []        # what a background close raised, said at the end
         self._closed = False
-        self._maker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="finprobe-lab-maker")
+        self._maker = concurrent.futures.ThreadPoolExecutor(SPARES, thread_name_prefix="finprobe-lab-maker")
         self._closer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="finprobe-lab-closer")
 
     def warm(self):
         """Start making the spare, unless one is made or being made."""
         from .lab import Lab
         with self._lock:
-            if self._spare is None and not self._closed:
-                self._spare = self._maker.submit(Lab)
+            while len(self._spares) < SPARES and not self._closed:
+                self._spares.append(self._maker.submit(Lab))
 
     def take(self):
         """A fresh default Lab: the spare (waiting for it if it is still
@@ -190,7 +192,7 @@ class LabPool:
         not be made, one is made here, so the test shows why."""
         from .lab import Lab
         with self._lock:
-            spare, self._spare = self._spare, None
+            spare = self._spares.popleft() if self._spares else None
         self.warm()
         if spare is None:
             return Lab()
@@ -225,15 +227,15 @@ class LabPool:
     def settle(self):
         """Wait until no Lab is being made or closed."""
         with self._lock:
-            pending = list(self._closing) + ([self._spare] if self._spare is not None else [])
+            pending = list(self._closing) + list(self._spares)
         concurrent.futures.wait(pending)
 
     def close(self):
         """The spare closed, every Lab given back closed; no thread left."""
         with self._lock:
             self._closed = True
-            spare, self._spare = self._spare, None
-        if spare is not None:
+            spares, self._spares = list(self._spares), collections.deque()
+        for spare in spares:
             spare.add_done_callback(_close_made)
         self._maker.shutdown(wait=True)
         self._closer.shutdown(wait=True)
