@@ -323,14 +323,147 @@ def matrix_arguments(config, states=None, events=None, need_port=True):
 def finprobe_matrix(request):
     """The state x event matrix (fp.Matrix) of the peer the options name (the
     local kernel in a Lab by default), run once a session for the cells of
-    the selected ``test_cell`` tests (finprobe.conformance)."""
+    the selected ``test_cell`` tests (finprobe.conformance). Under
+    pytest-xdist, once a worker for the rows dealt to it (deal_cells); a
+    cell of another row, should one come, runs then with every selected
+    cell not yet run."""
     from .matrix import matrix
-    chosen = [item.callspec.params["cell"] for item in request.session.items
-              if getattr(item, "callspec", None) is not None and "cell" in item.callspec.params
-              and item.originalname == "test_cell"]
-    states = sorted({c.split("-", 1)[0] for c in chosen}) or None
-    events = sorted({c.split("-", 1)[1] for c in chosen}) or None
-    return matrix(**matrix_arguments(request.config, states, events))
+    items = request.session.items
+    chosen = [cell_of(item.nodeid) for item in items if _is_cell_item(item)]
+    mine = _dealt_to_me(request.config, [item.nodeid for item in items])
+    first = [c for c in chosen if c in mine] if mine is not None else chosen
+    arguments = matrix_arguments(request.config)
+    result = matrix(**dict(arguments, **_rows_and_columns(first)))
+    if mine is None:
+        return result
+    return WorkerMatrix.of(result, arguments, [c for c in chosen if c not in set(first)])
+
+
+def _is_cell_item(item):
+    return (getattr(item, "originalname", None) == "test_cell" and getattr(item, "callspec", None) is not None
+            and "cell" in item.callspec.params)
+
+
+def _rows_and_columns(cells):
+    """fp.matrix's states and events for cells "STATE-EVENT" (None: all)."""
+    states = sorted({c.split("-", 1)[0] for c in cells}) or None
+    events = sorted({c.split("-", 1)[1] for c in cells}) or None
+    return {"states": states, "events": events}
+
+
+def cell_of(nodeid):
+    """"STATE-EVENT" of a conformance test's node id (test_cell[STATE-EVENT]), else None."""
+    found = re.search(r"::test_cell\[(.+)\]$", nodeid)
+    return found.group(1) if found else None
+
+
+def deal_cells(nodeids, workers):
+    """{worker index: [indices into nodeids]}: the conformance cells among
+    the node ids dealt to ``workers`` workers a row (a state) at a time, each
+    row in order to the worker with the fewest cells so far. The xdist
+    controller (CellScheduling) and each worker (finprobe_matrix) reckon it
+    alike from the same collection, so a worker knows its cells before its
+    first test and runs the matrix once, for its rows: a row's cells share
+    their drive and their waits."""
+    rows = {}
+    for index, nodeid in enumerate(nodeids):
+        cell = cell_of(nodeid)
+        if cell is not None:
+            rows.setdefault(cell.split("-", 1)[0], []).append(index)
+    dealt = {k: [] for k in range(workers)}
+    for indices in rows.values():
+        fewest = min(dealt, key=lambda k: (len(dealt[k]), k))
+        dealt[fewest].extend(indices)
+    return {k: v for k, v in dealt.items() if v}
+
+
+def worker_index(workerid):
+    """3 for xdist's "gw3"; None for another name."""
+    found = re.fullmatch(r"gw(\d+)", workerid or "")
+    return int(found.group(1)) if found else None
+
+
+def _dealt_to_me(config, nodeids):
+    """The cells this xdist worker was dealt (a set, maybe empty), or None
+    outside xdist or where the controller deals none (its --dist is not load)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None or not workerinput.get("finprobe_deals_cells"):
+        return None
+    index = worker_index(workerinput.get("workerid"))
+    if index is None:
+        return None
+    dealt = deal_cells(nodeids, int(workerinput["workercount"])).get(index, [])
+    return {cell_of(nodeids[i]) for i in dealt}
+
+
+class WorkerMatrix:
+    """An xdist worker's fp.Matrix: its dealt rows, run at once; cell() of
+    a cell it has not (another row, dealt elsewhere, but sent here: the
+    worker that had it died, or a plugin scheduled otherwise) first runs
+    every selected cell not yet run, in one go."""
+
+    @classmethod
+    def of(cls, result, arguments, rest):
+        mixed = type("WorkerMatrix", (cls, type(result)), {})
+        made = mixed(**{f: getattr(result, f) for f in result.__dataclass_fields__})
+        made._arguments, made._rest, made._lock = arguments, list(rest), threading.Lock()
+        return made
+
+    def cell(self, state, event):
+        from .matrix import matrix
+        with self._lock:
+            have = {(c.state, c.event) for c in self.cells}
+            if (state, event) not in have and self._rest:
+                rest, self._rest = self._rest, []
+                more = matrix(**dict(self._arguments, **_rows_and_columns(rest)))
+                self.cells.extend(c for c in more.cells if (c.state, c.event) not in have)
+                self.seconds += more.seconds
+        return super().cell(state, event)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist's controller, for each worker: whether it deals the conformance
+    cells (CellScheduling, under --dist load)."""
+    node.workerinput["finprobe_deals_cells"] = node.config.getvalue("dist") == "load"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist load, the conformance cells dealt by deal_cells (CellScheduling)."""
+    if config.getvalue("dist") == "load":
+        return _cell_scheduling()(config, log)
+    return None
+
+
+def _cell_scheduling():
+    """xdist's LoadScheduling, except that the conformance cells go to the
+    workers deal_cells names, all at the start; the other tests are shared
+    out as LoadScheduling does. Made where xdist is (it is optional)."""
+    from xdist.scheduler import LoadScheduling
+
+    class CellScheduling(LoadScheduling):
+        def schedule(self):
+            if self.collection is not None or not self.collection_is_completed:
+                return super().schedule()
+            collection = list(self.node2collection.values())[0]
+            nodes = {worker_index(node.gateway.id): node for node in self.nodes}
+            dealt = deal_cells(collection, self.numnodes)
+            if not dealt or not set(dealt) <= set(nodes):
+                return super().schedule()   # no cells, or workers not named gw0..: as xdist does
+            if not self._check_nodes_have_same_collection():
+                self.log("**Different tests collected, aborting run**")   # as LoadScheduling does
+                return None
+            self.collection = collection
+            for index, indices in dealt.items():
+                self.node2pending[nodes[index]].extend(indices)
+                nodes[index].send_runtest_some(indices)
+            taken = {i for indices in dealt.values() for i in indices}
+            self.pending[:] = [i for i in range(len(collection)) if i not in taken]
+            for node in self.nodes:
+                self.check_schedule(node)   # the rest shared out; a node with nothing to do shuts down
+
+    return CellScheduling
 
 
 def safe_name(nodeid):
