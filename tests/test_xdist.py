@@ -75,9 +75,10 @@ def run_pytest(tmp_path, *args, cwd=None):
     records = tmp_path / "records"
     records.mkdir(exist_ok=True)
     (tmp_path / "matrix_observer.py").write_text(MATRIX_OBSERVER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}  # run by a worker ourselves
     done = subprocess.run([PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-p", "finprobe.pytest_plugin", *args],
                           capture_output=True, text=True, timeout=300, cwd=cwd or tmp_path,
-                          env={**os.environ, "PYTHONPATH": PACKAGE_DIR + os.pathsep + str(tmp_path),
+                          env={**env, "PYTHONPATH": PACKAGE_DIR + os.pathsep + str(tmp_path),
                                "RECORD_DIR": str(records)})
     found = {}
     for name in os.listdir(records):
