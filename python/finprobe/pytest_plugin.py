@@ -24,6 +24,11 @@ the test's report and the session goes on.
 A failed ``expect`` raises ``fp.ExpectError``, an AssertionError whose message
 holds the connection's recent segments as a text ladder: pytest shows it in
 the failure report as it is.
+
+Under pytest-xdist each worker has its own Labs (and LabPool); the
+conformance suite's cells are dealt to the workers a row at a time
+(deal_cells: CellScheduling in the controller, finprobe_matrix in each
+worker), so each worker runs the matrix once, for its own rows.
 """
 
 import collections
@@ -328,13 +333,13 @@ def finprobe_matrix(request):
     cell of another row, should one come, runs then with every selected
     cell not yet run."""
     from .matrix import matrix
-    items = request.session.items
-    chosen = [cell_of(item.nodeid) for item in items if _is_cell_item(item)]
-    mine = _dealt_to_me(request.config, [item.nodeid for item in items])
-    first = [c for c in chosen if c in mine] if mine is not None else chosen
+    items = [item for item in request.session.items if _is_cell_item(item)]
+    chosen = [item.callspec.params["cell"] for item in items]
+    mine = _dealt_to_me(request.config, [item.nodeid for item in request.session.items])
+    first = [item.callspec.params["cell"] for item in items if item.nodeid in mine] if mine is not None else []
     arguments = matrix_arguments(request.config)
-    result = matrix(**dict(arguments, **_rows_and_columns(first)))
-    if mine is None:
+    result = matrix(**dict(arguments, **_rows_and_columns(first or chosen)))
+    if not first:   # outside xdist; or dealt nothing, yet sent a cell: all at once, as then
         return result
     return WorkerMatrix.of(result, arguments, [c for c in chosen if c not in set(first)])
 
@@ -384,16 +389,16 @@ def worker_index(workerid):
 
 
 def _dealt_to_me(config, nodeids):
-    """The cells this xdist worker was dealt (a set, maybe empty), or None
-    outside xdist or where the controller deals none (its --dist is not load)."""
+    """The node ids of the cells dealt to this xdist worker (a set, maybe
+    empty), or None outside xdist or where the controller deals none (its
+    --dist is not load)."""
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None or not workerinput.get("finprobe_deals_cells"):
         return None
     index = worker_index(workerinput.get("workerid"))
     if index is None:
         return None
-    dealt = deal_cells(nodeids, int(workerinput["workercount"])).get(index, [])
-    return {cell_of(nodeids[i]) for i in dealt}
+    return {nodeids[i] for i in deal_cells(nodeids, int(workerinput["workercount"])).get(index, [])}
 
 
 class WorkerMatrix:
