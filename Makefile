@@ -37,7 +37,7 @@ LIBUBSAN   = $(shell $(CC) -print-file-name=libubsan.so)
 # Debian packages the build and the tests need (checked, installed if missing).
 DEBS := build-essential clang clang-format libclang-rt-14-dev pkg-config libmnl-dev libnftables-dev libpcap-dev \
         python3 python3-dev python3-setuptools python3-pip python3-venv python3-pytest \
-        python3-scapy python3-nbclient python3-nbformat python3-ipykernel \
+        python3-scapy python3-nbclient python3-nbformat python3-ipykernel python3-pytest-xdist \
         tcpdump tshark nginx-light iproute2 nftables procps util-linux librsvg2-bin \
         liblwip-dev golang-go golang-gvisor-gvisor-dev libslirp-dev libglib2.0-dev
 
@@ -161,6 +161,7 @@ bench: all $(BUILD)/floor $(BUILD)/limit
 	PYTHONPATH=python $(PY) bench/codec.py
 	PYTHONPATH=python $(PY) bench/lab.py
 	PYTHONPATH=python $(PY) bench/lifecycle.py
+	PYTHONPATH=python $(PY) bench/lab_fixture.py
 	PYTHONPATH=python $(PY) bench/matrix.py
 
 # The README's picture: the state x event matrix of Linux and the recipes side by side.

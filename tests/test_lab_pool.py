@@ -1,0 +1,152 @@
+"""The lab fixture's LabPool, run on inner test files in child pytest
+processes: a spare default Lab made while a test runs, each test a fresh Lab
+of its own, tests with Lab arguments their own kind, and nothing left of any
+Lab (the spare, those still closing) when the session ends, by passing,
+failing or Ctrl-C."""
+
+import json
+import os
+import subprocess
+
+from labtools import PACKAGE_DIR, PYTHON, wait_gone, wait_netns_gone
+
+# Each inner test records this process's Lab helpers (children in another
+# network namespace) and its own Lab's namespace, to $RECORD_DIR.
+RECORDER = '''
+import json, os, time
+
+def helpers():
+    """{pid: netns inode} of this process's children in other namespaces: Lab helpers."""
+    home = os.stat("/proc/self/ns/net").st_ino
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and inode != home:
+            found[int(pid)] = inode
+    return found
+
+def record(name, lab, **more):
+    with open(os.path.join(os.environ["RECORD_DIR"], name + ".json"), "w") as f:
+        json.dump(dict(more, inode=os.fstat(lab._core.netns_fd).st_ino, helpers=helpers()), f)
+
+def wait_for_helpers(n, timeout=5.0):
+    """Until this process has n Lab helpers (or the timeout): the spare's comes
+    in the background."""
+    deadline = time.monotonic() + timeout
+    while len(helpers()) < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return helpers()
+'''
+
+
+def run_inner(tmp_path, body, *args):
+    """pytest on body (a test file) with this tree's finprobe; the records."""
+    (tmp_path / "recorder.py").write_text(RECORDER)
+    (tmp_path / "test_inner.py").write_text(body)
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["finprobe.pytest_plugin"]\n')
+    records = tmp_path / "records"
+    records.mkdir()
+    done = subprocess.run([PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": PACKAGE_DIR + os.pathsep + str(tmp_path),
+                               "RECORD_DIR": str(records)})
+    found = {}
+    for name in os.listdir(records):
+        with open(records / name) as f:
+            found[name[:-5]] = json.load(f)
+    return done, found
+
+
+SPARE = '''
+from recorder import record, wait_for_helpers
+
+def test_first(lab):
+    record("first", lab, seen=wait_for_helpers(2))
+'''
+
+
+def test_a_spare_default_lab_is_made_while_a_test_runs(tmp_path):
+    done, records = run_inner(tmp_path, SPARE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = records["first"]["seen"]
+    # its own Lab's helper and the spare's, each in a namespace of its own
+    assert len(seen) == 2, f"only {seen} while the test ran: no spare was made"
+    assert records["first"]["inode"] in seen.values() and len(set(seen.values())) == 2
+
+
+FRESH = '''
+import pytest
+from recorder import record
+
+@pytest.mark.parametrize("i", range(6))
+def test_fresh(lab, i):
+    assert lab.sysctl("net.ipv4.tcp_fin_timeout") == "60", "a Lab a test before had"
+    lab.sysctl("net.ipv4.tcp_fin_timeout", 7)
+    server = lab.listen(8080)
+    lab.connect(8080)
+    record(f"fresh{i}", lab)
+
+@pytest.mark.parametrize("lab", [{"ipv6": True}], indirect=True)
+def test_with_arguments(lab):
+    assert lab.ipv6 and lab.peer_addr == "2001:db8::1"
+    record("ipv6", lab)
+'''
+
+
+def test_each_test_gets_a_fresh_lab_and_one_with_arguments_its_own_kind(tmp_path):
+    done, records = run_inner(tmp_path, FRESH)
+    assert done.returncode == 0, done.stdout + done.stderr
+    inodes = [records[f"fresh{i}"]["inode"] for i in range(6)] + [records["ipv6"]["inode"]]
+    assert len(set(inodes)) == 7
+
+
+ENDINGS = '''
+import os, signal
+import pytest
+from recorder import record, wait_for_helpers
+
+@pytest.mark.parametrize("i", range(3))
+def test_passes(lab, i):
+    record(f"passes{i}", lab, seen=wait_for_helpers(2))
+
+def test_ends(lab):
+    record("ends", lab, seen=wait_for_helpers(2))
+    how = os.environ["HOW"]
+    if how == "fail":
+        assert False, "this test fails"
+    if how == "interrupt":
+        os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C
+'''
+
+
+def session_leaves_nothing(tmp_path, how):
+    os.environ["HOW"] = how
+    try:
+        done, records = run_inner(tmp_path, ENDINGS)
+    finally:
+        del os.environ["HOW"]
+    assert "ends" in records, done.stdout + done.stderr
+    helpers = {int(pid): inode for r in records.values() for pid, inode in r["seen"].items()}
+    assert len(helpers) >= 5, helpers   # four tests' Labs and at least one spare
+    assert wait_gone(list(helpers)), "a Lab helper outlived the session"
+    for inode in set(helpers.values()):
+        assert wait_netns_gone(inode), "a Lab's namespace outlived the session"
+    return done
+
+
+def test_a_passing_session_leaves_no_lab_behind(tmp_path):
+    assert session_leaves_nothing(tmp_path, "pass").returncode == 0
+
+
+def test_a_failing_session_leaves_no_lab_behind(tmp_path):
+    assert session_leaves_nothing(tmp_path, "fail").returncode == 1
+
+
+def test_a_session_ended_by_ctrl_c_leaves_no_lab_behind(tmp_path):
+    done = session_leaves_nothing(tmp_path, "interrupt")
+    assert done.returncode == 2 and "KeyboardInterrupt" in done.stdout, done.stdout
