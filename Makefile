@@ -163,6 +163,7 @@ bench: all $(BUILD)/floor $(BUILD)/limit
 	PYTHONPATH=python $(PY) bench/lifecycle.py
 	PYTHONPATH=python $(PY) bench/lab_fixture.py
 	PYTHONPATH=python $(PY) bench/matrix.py
+	PYTHONPATH=python $(PY) bench/hold.py
 
 # The README's picture: the state x event matrix of Linux and the recipes side by side.
 matrix-svg: all stacks

@@ -5,7 +5,9 @@ closed. Measured with tracemalloc (the Python heap) and the engine's own
 count of the heap it holds; nothing here is timed."""
 
 import gc
+import os
 import struct
+import sys
 import tracemalloc
 
 import pytest
@@ -186,3 +188,18 @@ def test_a_lab_does_not_grow_with_closed_connections(lab, traced):
     assert per_thousand < 32 * 1024, f"the Python side grew {per_thousand:.0f} bytes per 1000 lifecycles"
     c_per_thousand = (c1 - c0) * 1000 / LIFECYCLES
     assert c_per_thousand < 32 * 1024, f"the engine grew {c_per_thousand:.0f} bytes per 1000 lifecycles"
+
+
+def test_ten_thousand_connections_held_at_once_cost_us_under_2_kib_each():
+    """bench/hold.py's measure as a behaviour: 10,000 connections ESTABLISHED
+    at once in one process (their other ends in the Lab kernel's accept
+    queue), Python objects and C heap together under 2 KiB a connection."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    try:
+        import hold
+    finally:
+        sys.path.pop(0)
+    count = 10_000
+    _, py, c, states, sample = hold.held(count)
+    assert states == {"ESTABLISHED"} and set(map(str, sample)) == {"ESTABLISHED"}
+    assert (py + c) / count < 2048, f"{py / count:.0f} B of Python objects + {c / count:.0f} B of C heap"
