@@ -101,8 +101,16 @@ def test_with_arguments(lab):
 def test_each_test_gets_a_fresh_lab_and_one_with_arguments_its_own_kind(tmp_path):
     done, records = run_inner(tmp_path, FRESH)
     assert done.returncode == 0, done.stdout + done.stderr
-    inodes = [records[f"fresh{i}"]["inode"] for i in range(6)] + [records["ipv6"]["inode"]]
-    assert len(set(inodes)) == 7
+    # A Lab is its namespace and its helper together: a closed Lab's namespace
+    # inode may be given to a later one (the kernel reuses the numbers), never
+    # while the helper that holds it lives. (The sysctl each test set and the
+    # next did not see says the same: never a Lab a test before had.)
+    def helper(r):        # the live helper holding the Lab's namespace
+        return [pid for pid, inode in r["helpers"].items() if inode == r["inode"]]
+    labs = [(records[name]["inode"], tuple(helper(records[name])))
+            for name in [f"fresh{i}" for i in range(6)] + ["ipv6"]]
+    assert all(len(lab[1]) == 1 for lab in labs), records
+    assert len(set(labs)) == 7
 
 
 ENDINGS = '''

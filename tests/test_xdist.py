@@ -108,7 +108,8 @@ def cell_outcomes(done):
 def assert_each_worker_its_own_labs(records, workers):
     assert sorted(records) == [str(i) for i in range(8)]
     assert {r["worker"] for r in records.values()} == workers, records
-    assert len({r["inode"] for r in records.values()}) == 8, "two tests shared a Lab"
+    # a Lab is its namespace and its helper: a closed Lab's inode number may be reused
+    assert len({(r["inode"], tuple(r["helper"])) for r in records.values()}) == 8, "two tests shared a Lab"
     for r in records.values():
         assert r["inode"] != r["home"]
         assert len(r["helper"]) == 1, f"the Lab's helper is not a child of its worker: {r}"
