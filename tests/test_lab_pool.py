@@ -16,9 +16,10 @@ RECORDER = '''
 import json, os, time
 
 def helpers():
-    """{pid: netns inode} of this process's children in other namespaces: Lab helpers."""
+    """{pid: netns inode} of this process's grandchildren (forked by its
+    zygote) in other namespaces: Lab helpers."""
     home = os.stat("/proc/self/ns/net").st_ino
-    found = {}
+    parents, found = {}, {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -26,8 +27,11 @@ def helpers():
             inode = os.stat(f"/proc/{pid}/ns/net").st_ino
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and inode != home:
-            found[int(pid)] = inode
+        if fields[0] != "Z":
+            parents[int(pid)] = (int(fields[1]), inode)
+    for pid, (parent, inode) in parents.items():
+        if parents.get(parent, (0,))[0] == os.getpid() and inode != home:
+            found[pid] = inode
     return found
 
 def record(name, lab, **more):
