@@ -88,6 +88,15 @@ def children(pid):
     return found
 
 
+def descendants(pid):
+    """The live children of pid, and theirs: a Lab's helper is its owner's
+    grandchild, forked by the owner's zygote."""
+    found = children(pid)
+    for child in list(found):
+        found += children(child)
+    return found
+
+
 def open_fds():
     """This process's descriptors, each with what it points to."""
     fds = {}

@@ -14,17 +14,35 @@ import finprobe as fp
 
 from labtools import alive, netns_inodes, run_script, wait_gone, wait_netns_gone
 
-# The owner reports its lab helper's pid and namespace on the descriptor in
-# argv[1] (its stdout may be closed), then waits to be killed.
+# In a script: the pid of lab's helper, the process in its namespace, and of
+# that helper's parent (the zygote that forked it).
+FIND_HELPER = """
+def in_netns(pid, inode):
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == inode
+    except OSError:
+        return False
+
+def helper_of(lab):
+    inode = os.fstat(lab._core.netns_fd).st_ino
+    helper, = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and int(pid) != os.getpid()
+               and in_netns(pid, inode)]
+    with open(f"/proc/{helper}/stat") as f:
+        return helper, int(f.read().rsplit(")", 1)[1].split()[1])
+"""
+
+# The owner reports its lab helper's pid, its namespace and the helper's
+# parent on the descriptor in argv[1] (its stdout may be closed), then waits
+# to be killed.
 OWNER_WITHOUT_FDS = """
     import os, sys, time, finprobe as fp
+    exec(sys.argv[2])
     report = int(sys.argv[1])
     for fd in {closed}:
         os.close(fd)
     lab = fp.Lab()
-    helper, = [int(pid) for pid in os.listdir("/proc") if pid.isdigit()
-               and open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
-    os.write(report, f"{{helper}} {{os.stat(f'/proc/{{helper}}/ns/net').st_ino}}\\n".encode())
+    helper, parent = helper_of(lab)
+    os.write(report, f"{{helper}} {{os.stat(f'/proc/{{helper}}/ns/net').st_ino}} {{parent}}\\n".encode())
     time.sleep(60)
 """
 
@@ -39,22 +57,23 @@ def kill_if_alive(*pids):
 @pytest.mark.parametrize("closed", [(0,), (0, 1, 2)], ids=["fd0_closed", "fds0to2_closed"])
 def test_sigkill_of_an_owner_without_stdio_leaves_no_helper_nor_namespace(closed):
     read_end, write_end = os.pipe()
-    script = run_script(OWNER_WITHOUT_FDS.format(closed=closed), write_end, pass_fds=[write_end],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    script = run_script(OWNER_WITHOUT_FDS.format(closed=closed), write_end, FIND_HELPER,
+                        pass_fds=[write_end], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     os.close(write_end)
-    helper = None
+    helper = parent = None
     try:
         with os.fdopen(read_end, "r") as report:
             line = report.readline()
         assert line, f"the owner died before reporting: {script.communicate(timeout=10)[1]}"
-        helper, inode = map(int, line.split())
+        helper, inode, parent = map(int, line.split())
         assert alive(helper) and inode in netns_inodes()
         script.send_signal(signal.SIGKILL)
         script.wait(10)
         assert wait_gone([helper]), f"the lab helper {helper} outlived its owner"
         assert wait_netns_gone(inode), "the lab's namespace outlived its owner"
+        assert wait_gone([parent]), f"the helper's parent {parent} outlived the owner"
     finally:
-        kill_if_alive(script.pid, helper)
+        kill_if_alive(script.pid, helper, parent if parent != script.pid else None)
         script.communicate()
 
 
@@ -101,3 +120,80 @@ def test_a_process_started_from_a_thread_dies_with_the_owner():
     finally:
         kill_if_alive(script.pid, pid)
         script.communicate()
+
+
+def test_a_lab_made_after_the_owner_grew_is_not_forked_from_the_owner():
+    """fork() stalls every thread of a big process: a Lab's helper comes
+    from a small process forked while the owner was small."""
+    script = run_script("""
+        import os, sys, finprobe as fp
+        exec(sys.argv[1])
+        fp.Lab().close()
+        ballast = b"\\x01" * (300 << 20)  # touched: the bytes are written
+        with fp.Lab() as lab:
+            helper, parent = helper_of(lab)
+            with open(f"/proc/{parent}/status") as f:
+                rss = [int(line.split()[1]) for line in f if line.startswith("VmRSS:")][0] << 10
+            lab.listen(80)
+            conn = lab.connect(80)
+            conn.fin()
+            conn.expect("A")
+        print(os.getpid(), parent, rss, len(ballast), flush=True)
+    """, FIND_HELPER)
+    out, err = script.communicate(timeout=60)
+    assert script.returncode == 0, err
+    owner, parent, rss, ballast = map(int, out.split())
+    assert parent != owner, "the helper was forked from the 300 MiB owner"
+    assert rss < ballast // 2, f"the helper's parent holds {rss >> 20} MiB: a copy of the grown owner"
+
+
+def test_a_killed_zygote_is_replaced_by_the_next_lab():
+    script = run_script("""
+        import os, signal, sys, time, finprobe as fp
+        exec(sys.argv[1])
+        with fp.Lab() as lab:
+            helper, zygote = helper_of(lab)
+        os.kill(zygote, signal.SIGKILL)
+        os.waitpid(zygote, 0)  # ours: the zygote is the owner's child
+        with fp.Lab() as lab:
+            helper, parent = helper_of(lab)
+            lab.listen(80)
+            conn = lab.connect(80)
+            conn.fin()
+            conn.expect("A")
+        print(zygote, parent, os.getpid(), flush=True)
+    """, FIND_HELPER)
+    out, err = script.communicate(timeout=60)
+    assert script.returncode == 0, err
+    zygote, parent, owner = map(int, out.split())
+    assert parent not in (zygote, owner)
+
+
+def test_a_forked_child_makes_labs_and_leaves_nothing_behind():
+    """A child forked without exec shares its parent's zygote."""
+    script = run_script("""
+        import os, sys, finprobe as fp
+        exec(sys.argv[1])
+        fp.Lab().close()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with fp.Lab() as lab:
+                    helper, parent = helper_of(lab)
+                    lab.listen(80)
+                    conn = lab.connect(80)
+                    conn.fin()
+                    conn.expect("A")
+                    inode = os.fstat(lab._core.netns_fd).st_ino
+                print(helper, inode, flush=True)
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+    """, FIND_HELPER)
+    out, err = script.communicate(timeout=60)
+    assert script.returncode == 0 and out.strip(), err
+    helper, inode = map(int, out.split())
+    assert wait_gone([helper]) and wait_netns_gone(inode)

@@ -16,9 +16,10 @@ RECORDER = '''
 import json, os, time
 
 def helpers():
-    """{pid: netns inode} of this process's children in other namespaces: Lab helpers."""
+    """{pid: netns inode} of this process's grandchildren (forked by its
+    zygote) in other namespaces: Lab helpers."""
     home = os.stat("/proc/self/ns/net").st_ino
-    found = {}
+    parents, found = {}, {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -26,13 +27,28 @@ def helpers():
             inode = os.stat(f"/proc/{pid}/ns/net").st_ino
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and inode != home:
-            found[int(pid)] = inode
+        if fields[0] != "Z":
+            parents[int(pid)] = (int(fields[1]), inode)
+    for pid, (parent, inode) in parents.items():
+        if parents.get(parent, (0,))[0] == os.getpid() and inode != home:
+            found[pid] = inode
     return found
 
 def record(name, lab, **more):
     with open(os.path.join(os.environ["RECORD_DIR"], name + ".json"), "w") as f:
         json.dump(dict(more, inode=os.fstat(lab._core.netns_fd).st_ino, helpers=helpers()), f)
+
+_had = set()  # the helpers of the Labs tests had: closing ones may still run
+
+def wait_for_spare(lab, timeout=5.0):
+    """Until this process has a Lab helper for a Lab no test had yet: the
+    spare (or the timeout)."""
+    inode = os.fstat(lab._core.netns_fd).st_ino
+    _had.update(pid for pid, ns in helpers().items() if ns == inode)
+    deadline = time.monotonic() + timeout
+    while not set(helpers()) - _had and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return helpers()
 
 def wait_for_helpers(n, timeout=5.0):
     """Until this process has n Lab helpers (or the timeout): the spare's comes
@@ -116,14 +132,14 @@ def test_each_test_gets_a_fresh_lab_and_one_with_arguments_its_own_kind(tmp_path
 ENDINGS = '''
 import os, signal
 import pytest
-from recorder import record, wait_for_helpers
+from recorder import record, wait_for_spare
 
 @pytest.mark.parametrize("i", range(3))
 def test_passes(lab, i):
-    record(f"passes{i}", lab, seen=wait_for_helpers(2))
+    record(f"passes{i}", lab, seen=wait_for_spare(lab))
 
 def test_ends(lab):
-    record("ends", lab, seen=wait_for_helpers(2))
+    record("ends", lab, seen=wait_for_spare(lab))
     how = os.environ["HOW"]
     if how == "fail":
         assert False, "this test fails"

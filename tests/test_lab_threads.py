@@ -13,7 +13,7 @@ import pytest
 
 import finprobe as fp
 
-from labtools import children
+from labtools import descendants
 
 THREADS = 6
 JOIN_TIMEOUT = 60.0
@@ -100,9 +100,9 @@ def test_threads_making_sockets_in_one_lab_each_get_a_socket_of_the_lab():
 
 
 def helper_of(lab):
-    """The pid of lab's helper: our child in the lab's namespace."""
+    """The pid of lab's helper: our descendant in the lab's namespace."""
     inode = os.fstat(lab._core.netns_fd).st_ino
-    helper, = [pid for pid in children(os.getpid()) if os.stat(f"/proc/{pid}/ns/net").st_ino == inode]
+    helper, = [pid for pid in descendants(os.getpid()) if os.stat(f"/proc/{pid}/ns/net").st_ino == inode]
     return helper
 
 

@@ -28,7 +28,7 @@ def test_uses_a_lab(lab, i):
     inode = os.fstat(lab._core.netns_fd).st_ino
     home = os.stat("/proc/self/ns/net").st_ino
     helper = [int(p) for p in filter(str.isdigit, os.listdir("/proc"))
-              if _in(p, inode) and _parent(p) == os.getpid()]
+              if _in(p, inode) and _parent(_parent(p)) == os.getpid()]  # forked by our zygote
     with open(os.path.join(os.environ["RECORD_DIR"], f"{i}.json"), "w") as f:
         json.dump({"worker": os.environ.get("PYTEST_XDIST_WORKER"), "pid": os.getpid(), "inode": inode,
                    "home": home, "helper": helper, "finprobe": fp.__file__}, f)
@@ -40,6 +40,8 @@ def _in(pid, inode):
         return False
 
 def _parent(pid):
+    if pid is None:
+        return None
     try:
         with open(f"/proc/{pid}/stat") as f:
             return int(f.read().rsplit(")", 1)[1].split()[1])
@@ -112,7 +114,7 @@ def assert_each_worker_its_own_labs(records, workers):
     assert len({(r["inode"], tuple(r["helper"])) for r in records.values()}) == 8, "two tests shared a Lab"
     for r in records.values():
         assert r["inode"] != r["home"]
-        assert len(r["helper"]) == 1, f"the Lab's helper is not a child of its worker: {r}"
+        assert len(r["helper"]) == 1, f"the Lab's helper is not a grandchild of its worker (forked by its zygote): {r}"
         assert r["finprobe"].startswith(PACKAGE_DIR), f"a worker imported another finprobe: {r['finprobe']}"
     by_worker = {}
     for r in records.values():

@@ -1,8 +1,9 @@
 /*
  * lab.c: a Linux kernel TCP peer in network namespaces of its own.
  *
- * Entry points, in the order of a lab's life: fp_lab_open() forks a helper
- * that builds the lab and hands back descriptors; fp_lab_packet_fd(),
+ * Entry points, in the order of a lab's life: fp_lab_open() has a helper
+ * forked (by the caller's zygote, see zygote_main) that builds the lab and
+ * hands back descriptors; fp_lab_packet_fd(),
  * fp_lab_netns_fd() and fp_lab_userns_fd() give them out; fp_lab_socket()
  * and fp_lab_sysctl() are requests the helper serves inside the kernel
  * namespace; fp_lab_enter() runs in a child the caller forks, which the
@@ -14,8 +15,8 @@
  * enter_kernel_namespace (through a user namespace when the caller may not
  * make network namespaces), enter_probe_namespace, make_veth, setup_probe,
  * setup_kernel; then it hands the descriptors over and serve()s until EOF.
- * It is forked from a caller that may have threads (a Jupyter kernel), so
- * between fork() and _exit() it makes system calls and libmnl's
+ * It is forked from a copy of a caller that may have threads (a Jupyter
+ * kernel), so between fork() and _exit() it makes system calls and libmnl's
  * buffer-only calls and nothing else: no malloc, no stdio, no locale. The
  * parent turns its errno into text.
  *
@@ -39,12 +40,14 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <libmnl/libmnl.h>
+#include <linux/capability.h>
 #include <linux/ethtool.h>
 #include <linux/if_tun.h>
 #include <linux/rtnetlink.h>
@@ -73,7 +76,9 @@ static const uint8_t lab_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
 static const uint8_t local_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
 
 struct fp_lab {
-	pid_t pid; /* the helper */
+	pid_t pid; /* the helper, when we forked it; else 0 */
+	int pidfd; /* the helper, when the zygote forked it; else -1 */
+	int spawning; /* the zygote's LAB_SPAWNED is still to come */
 	int ctl;   /* our end of the socketpair to it */
 	/* of the last request: an answer to an earlier one is stale */
 	uint32_t seq;
@@ -86,8 +91,17 @@ struct fp_lab {
 /* ------------------------------------------------------------------ */
 
 /* LAB_ADOPT comes from a child in fp_lab_enter(), with its pidfd, and is
- * not answered; every other request is, with its seq. */
-enum lab_op { LAB_SOCKET = 1, LAB_SYSCTL_READ, LAB_SYSCTL_WRITE, LAB_ADOPT };
+ * not answered; every other request is, with its seq. LAB_SPAWN goes to
+ * the zygote with the new helper's end of its socketpair, and the zygote
+ * answers LAB_SPAWNED on that socketpair, with the helper's pidfd. */
+enum lab_op {
+	LAB_SOCKET = 1,
+	LAB_SYSCTL_READ,
+	LAB_SYSCTL_WRITE,
+	LAB_ADOPT,
+	LAB_SPAWN,
+	LAB_SPAWNED
+};
 
 struct lab_msg {
 	uint32_t seq;	/* request: lab_call's number; the answer repeats it */
@@ -95,7 +109,8 @@ struct lab_msg {
 	int32_t err;	/* response: 0 or the negative errno to return */
 	int32_t cause;	/* response: the errno behind err, for the message */
 	int32_t arg[3]; /* LAB_SOCKET: family, type, protocol; LAB_ADOPT: [0] the
-			    child's process group if it leads one, else 0 */
+			    child's process group if it leads one, else 0;
+			    LAB_SPAWN: [0] 1 for a stack lab */
 	char name[96];	/* request: sysctl name; failed setup: the step */
 	char value[512]; /* sysctl value to write, or the value read */
 };
@@ -1010,12 +1025,258 @@ static _Noreturn void helper_main(int ctl, int stack)
 }
 
 /* ------------------------------------------------------------------ */
+/* The zygote: a small process that forks the helpers                  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * fork() copies the caller's page tables under its mm lock: in a big
+ * process (pytest with a few hundred MiB) every thread of the caller
+ * stalls for milliseconds wherever the fork runs, a background thread's
+ * too. So the helpers are forked by a zygote, forked once from the caller
+ * (at its first lab, while it is still small) and then forked only from
+ * itself. It stands in no namespace of its own: each helper unshares as
+ * before. Its only descriptor is its end of the zygote socket; a helper's
+ * end of its socketpair comes in a LAB_SPAWN and is closed once the
+ * helper has it. It ends at EOF on the zygote socket: when the caller,
+ * and every child the caller forked that did not exec, are gone. Like a
+ * helper, it makes system calls only (it was forked from a caller that
+ * may have threads).
+ */
+
+/* Fork a helper for the lab whose socketpair end is ctl, and tell the
+ * caller on ctl: LAB_SPAWNED with the helper's pidfd (none if it already
+ * ended), or the errno of fork. */
+static void zygote_spawn(int ctl, int stack)
+{
+	struct lab_msg msg;
+	pid_t pid;
+	int pidfd = -1;
+
+	memset(&msg, 0, sizeof(msg));
+	msg.op = LAB_SPAWNED;
+	pid = fork();
+	if (pid == 0)
+		helper_main(ctl, stack);
+	if (pid < 0) {
+		msg.err = -errno;
+		msg.cause = errno;
+	} else {
+		/* ESRCH: it ended and was reaped, nothing to wait for */
+		pidfd = (int)syscall(SYS_pidfd_open, pid, 0U);
+		msg.arg[0] = (int32_t)pid;
+	}
+	send_msg(ctl, &msg, &pidfd, pidfd >= 0 ? 1 : 0);
+	if (pidfd >= 0)
+		close(pidfd);
+	close(ctl);
+}
+
+static _Noreturn void zygote_main(int sock)
+{
+	struct sigaction reap = { .sa_handler = SIG_IGN,
+				  .sa_flags = SA_NOCLDWAIT };
+	struct sigaction ignore = { .sa_handler = SIG_IGN };
+	struct lab_msg msg;
+	int fd, n;
+
+	reset_signals();
+	close_stray_fds(sock);
+	/* the kernel reaps the helpers; the caller waits on their pidfds */
+	sigaction(SIGCHLD, &reap, NULL);
+	/* Ctrl-C is the caller's to handle: a REPL goes on making labs */
+	sigaction(SIGINT, &ignore, NULL);
+	for (;;) {
+		n = recv_msg(3, &msg, &fd, 1);
+		if (n == -EPROTO)
+			continue;
+		if (n < 0)
+			_exit(0);
+		if (n == 1 && msg.op == LAB_SPAWN)
+			zygote_spawn(fd, msg.arg[0] != 0);
+		else if (n == 1)
+			close(fd);
+	}
+}
+
+/* ------------------------------------------------------------------ */
 /* The caller's side                                                   */
 /* ------------------------------------------------------------------ */
 
-/* Fork the helper with all signals blocked, so no handler of ours runs
- * in it before it resets them. Returns 0 or a negative errno. */
-static int start_helper(struct fp_lab *lab, int stack)
+/* The caller's socket to its zygote, forked at the first lab. The number
+ * stays: a new zygote's socket is dup3()ed onto it, so a thread sending
+ * meanwhile reaches the old zygote or the new, never another file. A
+ * child the caller forks shares the zygote, which serves it as well. */
+static pthread_mutex_t zygote_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t zygote_once = PTHREAD_ONCE_INIT;
+static int zygote_fd = -1;
+static pid_t zygote_pid;
+static unsigned zygote_gen; /* the zygotes started */
+static int zygote_none;	    /* no pidfds here: every helper is forked */
+
+/* What a helper inherits from the process that forked the zygote and
+ * that matters to its lab: a child we forked, or this process after
+ * setuid, chroot, capset or setns, gets a zygote of its own (an
+ * unprivileged child must get the user namespace, a chrooted one -EPERM,
+ * not a lab made with our rights). */
+struct zygote_key {
+	pid_t pid;
+	uid_t euid;
+	gid_t egid;
+	uint64_t caps; /* effective */
+	dev_t root_dev;
+	ino_t root_ino, user_ns, mnt_ns;
+};
+
+static struct zygote_key zygote_made_for;
+
+static ino_t ns_inode(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+static void zygote_key_now(struct zygote_key *k)
+{
+	struct __user_cap_header_struct head = { _LINUX_CAPABILITY_VERSION_3,
+						 0 };
+	struct __user_cap_data_struct data[2];
+	struct stat root;
+
+	memset(k, 0, sizeof(*k));
+	k->pid = getpid();
+	k->euid = geteuid();
+	k->egid = getegid();
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capget, &head, data) == 0)
+		k->caps = data[0].effective |
+			  (uint64_t)data[1].effective << 32;
+	if (stat("/", &root) == 0) {
+		k->root_dev = root.st_dev;
+		k->root_ino = root.st_ino;
+	}
+	k->user_ns = ns_inode("/proc/self/ns/user");
+	k->mnt_ns = ns_inode("/proc/self/ns/mnt");
+}
+
+/* A fork in another thread may copy zygote_lock held: the child's is
+ * free. */
+static void zygote_lock_reset(void)
+{
+	pthread_mutex_init(&zygote_lock, NULL);
+}
+
+static void zygote_atfork(void)
+{
+	pthread_atfork(NULL, NULL, zygote_lock_reset);
+}
+
+/* Fork a zygote with all signals blocked, as start_helper. Returns our
+ * end of its socket, or a negative errno. */
+static int fork_zygote(pid_t *pid)
+{
+	sigset_t all, old;
+	int sv[2], e;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	*pid = fork();
+	if (*pid == 0)
+		zygote_main(sv[1]);
+	e = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	close(sv[1]);
+	if (*pid < 0) {
+		close(sv[0]);
+		return -e;
+	}
+	return sv[0];
+}
+
+/* With zygote_lock held: a zygote in place of generation gen (the one a
+ * caller found dead), or the first one. Returns 0 or a negative errno. */
+static int zygote_start(unsigned gen, const struct zygote_key *key)
+{
+	pid_t pid = 0, old = zygote_pid;
+	int fd, pidfd;
+
+	if (zygote_none)
+		return -ENOSYS;
+	if (zygote_fd >= 0 && gen != zygote_gen &&
+	    memcmp(key, &zygote_made_for, sizeof(*key)) == 0)
+		return 0; /* another thread replaced it already */
+	pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0U);
+	if (pidfd < 0) {
+		/* the caller could neither wait for nor kill a helper it
+		 * did not fork */
+		zygote_none = errno == ENOSYS || errno == EPERM;
+		return -errno;
+	}
+	close(pidfd);
+	fd = fork_zygote(&pid);
+	if (fd < 0)
+		return fd;
+	if (zygote_fd < 0) {
+		zygote_fd = fd;
+	} else {
+		/* our copy of the old zygote's socket goes: it ends once
+		 * no process holds one */
+		dup3(fd, zygote_fd, O_CLOEXEC);
+		close(fd);
+		if (zygote_made_for.pid == key->pid)
+			waitpid(old, NULL, WNOHANG); /* ours, dead or dying */
+	}
+	memcpy(&zygote_made_for, key, sizeof(*key));
+	zygote_pid = pid;
+	zygote_gen++;
+	return 0;
+}
+
+/* The zygote socket and its generation, starting the zygote first if
+ * there is none. Returns the socket or a negative errno. */
+static int zygote_socket(unsigned *gen, int restart)
+{
+	struct zygote_key key;
+	int rc = 0, fd;
+
+	zygote_key_now(&key);
+	pthread_once(&zygote_once, zygote_atfork);
+	pthread_mutex_lock(&zygote_lock);
+	if (zygote_fd < 0 || restart ||
+	    memcmp(&key, &zygote_made_for, sizeof(key)) != 0)
+		rc = zygote_start(*gen, &key);
+	fd = zygote_fd;
+	*gen = zygote_gen;
+	pthread_mutex_unlock(&zygote_lock);
+	return rc < 0 ? rc : fd;
+}
+
+/* Ask the zygote for a helper on ctl; a zygote found dead (killed) is
+ * replaced once. Returns 0, or a negative errno: then we fork. */
+static int zygote_request(int ctl, int stack, unsigned *gen, int restart)
+{
+	struct lab_msg msg;
+	int zfd, rc;
+
+	memset(&msg, 0, sizeof(msg));
+	msg.op = LAB_SPAWN;
+	msg.arg[0] = stack;
+	for (int tries = 0; tries < 2; tries++, restart = 1) {
+		zfd = zygote_socket(gen, restart);
+		if (zfd < 0)
+			return zfd;
+		rc = send_msg(zfd, &msg, &ctl, 1);
+		if (rc != -EPIPE && rc != -ECONNRESET && rc != -ENOTCONN)
+			return rc;
+	}
+	return rc;
+}
+
+/* Fork the helper ourselves, with all signals blocked, so no handler of
+ * ours runs in it before it resets them. Returns 0 or a negative errno. */
+static int fork_helper(struct fp_lab *lab, int stack)
 {
 	sigset_t all, old;
 	int sv[2];
@@ -1032,6 +1293,27 @@ static int start_helper(struct fp_lab *lab, int stack)
 	close(sv[1]);
 	lab->ctl = sv[0];
 	return lab->pid < 0 ? -e : 0;
+}
+
+/* The zygote forks the helper; we fork it only where there can be no
+ * zygote (no pidfds, or it cannot be forked). Returns 0 or a negative
+ * errno. */
+static int start_helper(struct fp_lab *lab, int stack, unsigned *gen,
+			int restart)
+{
+	int sv[2], rc;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	rc = zygote_request(sv[1], stack, gen, restart);
+	close(sv[1]); /* the zygote has its own copy */
+	if (rc < 0) {
+		close(sv[0]);
+		return fork_helper(lab, stack);
+	}
+	lab->ctl = sv[0];
+	lab->spawning = 1;
+	return 0;
 }
 
 /* Wait up to ms for fd to be readable: 0, -ETIMEDOUT, or -EINTR when a
@@ -1059,30 +1341,35 @@ static int wait_readable(int fd, int ms, int intr)
 	}
 }
 
-/* The helper's first message: the lab's descriptors, or what failed. */
-static int receive_lab(struct fp_lab *lab)
+/* The zygote's LAB_SPAWNED: the helper's pidfd, or why there is none. */
+static int take_spawned(struct fp_lab *lab, const struct lab_msg *msg,
+			int *fds, int n)
 {
-	struct lab_msg msg;
-	int fds[3], n = wait_readable(lab->ctl, OPEN_WAIT_MS, 0);
-
-	if (n == 0)
-		n = recv_msg(lab->ctl, &msg, fds, 3);
-	if (n < 0) {
-		snprintf(
-			lab->err, sizeof(lab->err),
-			n == -ETIMEDOUT
-				? "the lab helper did not finish the lab: %s"
-				: "the lab helper died while building the lab: %s",
-			strerror(-n));
-		return n;
+	lab->spawning = 0;
+	if (msg->err < 0) {
+		while (n > 0)
+			close(fds[--n]);
+		snprintf(lab->err, sizeof(lab->err),
+			 "starting the lab helper: %s", strerror(msg->cause));
+		return msg->err;
 	}
-	if (msg.err < 0 || n < 2) {
+	while (n > 1)
+		close(fds[--n]);
+	lab->pidfd = n == 1 ? fds[0] : -1;
+	return 0;
+}
+
+/* The helper's first message: the lab's descriptors, or what failed. */
+static int take_lab(struct fp_lab *lab, const struct lab_msg *msg, int *fds,
+		    int n)
+{
+	if (msg->err < 0 || n < 2) {
 		while (n > 0)
 			close(fds[--n]);
 		snprintf(lab->err, sizeof(lab->err), "%s: %s",
-			 msg.err < 0 ? msg.name : "the lab helper",
-			 strerror(msg.err < 0 ? msg.cause : EPROTO));
-		return msg.err < 0 ? msg.err : -EPROTO;
+			 msg->err < 0 ? msg->name : "the lab helper",
+			 strerror(msg->err < 0 ? msg->cause : EPROTO));
+		return msg->err < 0 ? msg->err : -EPROTO;
 	}
 	lab->packet_fd = fds[0];
 	lab->netns_fd = fds[1];
@@ -1090,11 +1377,57 @@ static int receive_lab(struct fp_lab *lab)
 	return 0;
 }
 
+/* The helper's first message and, from a zygote, LAB_SPAWNED, in either
+ * order: both write to the helper's end of the socketpair. */
+static int receive_lab(struct fp_lab *lab)
+{
+	uint64_t deadline = fp_now_ns() + (uint64_t)OPEN_WAIT_MS * 1000000u;
+	struct lab_msg msg;
+	int fds[3], n, built = 0, rc = 0;
+
+	while (!built || lab->spawning) {
+		uint64_t now = fp_now_ns();
+
+		n = now >= deadline ? -ETIMEDOUT
+				    : wait_readable(lab->ctl,
+						    (int)((deadline - now +
+							   999999u) /
+							  1000000u),
+						    0);
+		if (n == 0)
+			n = recv_msg(lab->ctl, &msg, fds, 3);
+		if (n < 0) {
+			snprintf(lab->err, sizeof(lab->err),
+				 n == -ETIMEDOUT
+					 ? "the lab helper did not finish the "
+					   "lab: %s"
+					 : "the lab helper died while building "
+					   "the lab: %s",
+				 strerror(-n));
+			return n;
+		}
+		if (msg.op == LAB_SPAWNED && lab->spawning) {
+			n = take_spawned(lab, &msg, fds, n);
+			if (n < 0)
+				return n;
+		} else if (!built) {
+			built = 1;
+			rc = take_lab(lab, &msg, fds, n);
+		} else {
+			while (n > 0)
+				close(fds[--n]);
+		}
+	}
+	return rc;
+}
+
 /* -EPERM without the right to make namespaces, -ENOMEM, or the errno of
- * the step that failed, named in err. */
+ * the step that failed, named in err. A zygote that died with our request
+ * (EOF before LAB_SPAWNED) is replaced once. */
 static int lab_open(struct fp_lab **out, int stack, char *err, size_t err_len)
 {
 	struct fp_lab *lab = calloc(1, sizeof(*lab));
+	unsigned gen = 0;
 	int rc;
 
 	*out = NULL;
@@ -1103,13 +1436,20 @@ static int lab_open(struct fp_lab **out, int stack, char *err, size_t err_len)
 			snprintf(err, err_len, "out of memory");
 		return -ENOMEM;
 	}
-	lab->ctl = lab->packet_fd = lab->netns_fd = lab->userns_fd = -1;
-	rc = start_helper(lab, stack);
-	if (rc < 0)
-		snprintf(lab->err, sizeof(lab->err),
-			 "starting the lab helper: %s", strerror(-rc));
-	else
-		rc = receive_lab(lab);
+	for (int tries = 0; tries < 2; tries++) {
+		lab->ctl = lab->packet_fd = lab->netns_fd = lab->userns_fd = -1;
+		lab->pidfd = -1;
+		rc = start_helper(lab, stack, &gen, tries > 0);
+		if (rc < 0)
+			snprintf(lab->err, sizeof(lab->err),
+				 "starting the lab helper: %s", strerror(-rc));
+		else
+			rc = receive_lab(lab);
+		if (rc != -EPIPE || !lab->spawning)
+			break;
+		close(lab->ctl); /* nothing else came: no helper */
+		lab->spawning = 0;
+	}
 	if (rc < 0) {
 		if (err && err_len)
 			snprintf(err, err_len, "%s", lab->err);
@@ -1130,20 +1470,27 @@ int fp_lab_open_stack(struct fp_lab **out, char *err, size_t err_len)
 	return lab_open(out, 1, err, err_len);
 }
 
+/* Wait up to ms for the process of pidfd to exit; 1 if it did. */
+static int pidfd_exited(int pidfd, int ms)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	int n;
+
+	while ((n = poll(&p, 1, ms)) < 0 && errno == EINTR)
+		;
+	return n > 0;
+}
+
 /* Wait up to ms for pid to exit, without reaping it; 1 if it did. */
 static int helper_exited(pid_t pid, int ms)
 {
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0), n;
 	siginfo_t si;
 
 	if (pidfd >= 0) {
-		struct pollfd p = { .fd = pidfd, .events = POLLIN };
-		int n;
-
-		while ((n = poll(&p, 1, ms)) < 0 && errno == EINTR)
-			;
+		n = pidfd_exited(pidfd, ms);
 		close(pidfd);
-		return n > 0;
+		return n;
 	}
 	/* No pidfd (old kernel, seccomp): look every 100 µs. ECHILD means
 	 * someone else reaped it. */
@@ -1209,6 +1556,15 @@ void fp_lab_close(struct fp_lab *lab)
 		close(lab->netns_fd);
 	if (lab->userns_fd >= 0)
 		close(lab->userns_fd);
+	if (lab->pidfd >= 0) {
+		/* the zygote's child, which the zygote reaps */
+		if (!pidfd_exited(lab->pidfd, EXIT_WAIT_MS)) {
+			syscall(SYS_pidfd_send_signal, lab->pidfd, SIGKILL,
+				NULL, 0U);
+			pidfd_exited(lab->pidfd, -1);
+		}
+		close(lab->pidfd);
+	}
 	if (lab->pid > 0) {
 		if (!helper_exited(lab->pid, EXIT_WAIT_MS))
 			kill(lab->pid, SIGKILL);

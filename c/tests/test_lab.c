@@ -21,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -619,37 +620,6 @@ static int settled_fd_count(void)
 	return n;
 }
 
-static void test_close_leaves_nothing(void)
-{
-	char links[1024], netns[1024], links_after[1024], netns_after[1024];
-	struct fp_lab *lab, *other;
-	int fds = settled_fd_count(), fd;
-
-	list_dir("/sys/class/net", links, sizeof(links));
-	list_dir("/var/run/netns", netns, sizeof(netns));
-	lab = open_lab();
-	other = open_lab();
-	if (!lab || !other)
-		return;
-	CHECK_EQ(waitpid(-1, NULL, WNOHANG), 0); /* the helpers run */
-	/* one lab's helper must not hold the other's descriptors */
-	fp_lab_close(lab);
-	fd = fp_lab_socket(other, AF_INET, SOCK_STREAM, 0);
-	CHECK(fd >= 0);
-	close(fd);
-	fp_lab_close(other);
-	errno = 0;
-	CHECK_EQ(waitpid(-1, NULL, WNOHANG), -1);
-	CHECK_EQ(errno, ECHILD);
-	list_dir("/sys/class/net", links_after, sizeof(links_after));
-	list_dir("/var/run/netns", netns_after, sizeof(netns_after));
-	CHECK_STR(links_after, links);
-	CHECK_STR(netns_after, netns);
-	CHECK(strstr(links_after, "lab0") == NULL);
-	CHECK(strstr(links_after, "probe0") == NULL);
-	CHECK_EQ(settled_fd_count(), fds);
-}
-
 /* The first process whose parent is ppid, from /proc; 0 if none. */
 static pid_t child_of(pid_t ppid)
 {
@@ -675,13 +645,60 @@ static pid_t child_of(pid_t ppid)
 	return found;
 }
 
-/* A helper whose caller is SIGKILLed goes too. We are the subreaper of
- * the caller's orphans, so the helper is ours to wait for. */
+/* Whether our zygote (our only child here) runs a helper, looking for up
+ * to a second for expect: an ended helper leaves /proc a moment after its
+ * lab closed. */
+static int helpers_running(int expect)
+{
+	pid_t zygote = child_of(getpid());
+	int running = 0;
+
+	for (int i = 0; i < 100; i++) {
+		running = zygote > 0 && child_of(zygote) > 0;
+		if (running == expect)
+			break;
+		usleep(10000);
+	}
+	return running;
+}
+
+static void test_close_leaves_nothing(void)
+{
+	char links[1024], netns[1024], links_after[1024], netns_after[1024];
+	struct fp_lab *lab, *other;
+	int fds = settled_fd_count(), fd;
+
+	list_dir("/sys/class/net", links, sizeof(links));
+	list_dir("/var/run/netns", netns, sizeof(netns));
+	lab = open_lab();
+	other = open_lab();
+	if (!lab || !other)
+		return;
+	CHECK(helpers_running(1)); /* forked by our zygote, not by us */
+	/* one lab's helper must not hold the other's descriptors */
+	fp_lab_close(lab);
+	fd = fp_lab_socket(other, AF_INET, SOCK_STREAM, 0);
+	CHECK(fd >= 0);
+	close(fd);
+	fp_lab_close(other);
+	CHECK(!helpers_running(0));
+	list_dir("/sys/class/net", links_after, sizeof(links_after));
+	list_dir("/var/run/netns", netns_after, sizeof(netns_after));
+	CHECK_STR(links_after, links);
+	CHECK_STR(netns_after, netns);
+	CHECK(strstr(links_after, "lab0") == NULL);
+	CHECK(strstr(links_after, "probe0") == NULL);
+	CHECK_EQ(settled_fd_count(), fds);
+}
+
+/* A helper whose caller is SIGKILLed goes too, and so does the caller's
+ * zygote. We are the subreaper of the caller's orphans, so the zygote is
+ * ours to wait for; the helper is the zygote's child. */
 static void test_killed_caller_ends_helper(void)
 {
 	struct fp_lab *lab = NULL;
-	int pipefd[2], status = -1;
-	pid_t caller, helper;
+	int pipefd[2], status = -1, pidfd = -1;
+	pid_t caller, zygote, helper = 0;
 	char c = 0;
 
 	CHECK_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
@@ -697,14 +714,27 @@ static void test_killed_caller_ends_helper(void)
 	close(pipefd[1]);
 	CHECK_EQ(read(pipefd[0], &c, 1), 1);
 	close(pipefd[0]);
-	helper = child_of(caller);
+	zygote = child_of(caller);
+	CHECK(zygote > 0);
+	if (zygote > 0)
+		helper = child_of(zygote);
 	CHECK(helper > 0);
+	if (helper > 0)
+		pidfd = (int)syscall(SYS_pidfd_open, helper, 0U);
+	CHECK(pidfd >= 0);
 	kill(caller, SIGKILL);
 	CHECK_EQ(waitpid(caller, NULL, 0), caller);
-	if (helper > 0) {
+	if (pidfd >= 0) {
 		/* EOF on the socketpair: the helper exits by itself, at once */
+		struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+		CHECK_EQ(poll(&p, 1, 5000), 1);
+		close(pidfd);
+	}
+	if (zygote > 0) {
+		/* EOF on the zygote socket: it exits by itself too */
 		alarm(5);
-		CHECK_EQ(waitpid(helper, &status, 0), helper);
+		CHECK_EQ(waitpid(zygote, &status, 0), zygote);
 		alarm(0);
 		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
@@ -774,6 +804,32 @@ static void test_unprivileged_user_gets_a_lab(void)
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0) {
+		run_unprivileged();
+		_exit(check_failed_here);
+	}
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* A process that made a lab as root and then gave root up gets a lab of
+ * the user it became: its zygote, forked with root's rights, is not used. */
+static void test_a_lab_after_giving_up_root_is_the_users(void)
+{
+	pid_t pid;
+	int status = -1;
+
+	if (user_namespaces_off() || geteuid() != 0) {
+		SKIP("user namespaces are off, or not root");
+		return;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		struct fp_lab *lab = open_lab();
+
+		if (lab)
+			CHECK(fp_lab_userns_fd(lab) < 0);
+		fp_lab_close(lab);
 		run_unprivileged();
 		_exit(check_failed_here);
 	}
@@ -1090,6 +1146,7 @@ int main(void)
 	RUN(test_close_leaves_nothing);
 	RUN(test_killed_caller_ends_helper);
 	RUN(test_unprivileged_user_gets_a_lab);
+	RUN(test_a_lab_after_giving_up_root_is_the_users);
 	RUN(test_no_rights_gives_eperm);
 	RUN(test_stack_link_answers_arp_and_resolves_the_stack);
 	RUN(test_stack_link_answers_ns_and_resolves_the_stack);
