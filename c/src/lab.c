@@ -76,10 +76,10 @@ static const uint8_t lab_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
 static const uint8_t local_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
 
 struct fp_lab {
-	pid_t pid; /* the helper, when we forked it; else 0 */
-	int pidfd; /* the helper, when the zygote forked it; else -1 */
+	pid_t pid;    /* the helper, when we forked it; else 0 */
+	int pidfd;    /* the helper, when the zygote forked it; else -1 */
 	int spawning; /* the zygote's LAB_SPAWNED is still to come */
-	int ctl;   /* our end of the socketpair to it */
+	int ctl;      /* our end of the socketpair to it */
 	/* of the last request: an answer to an earlier one is stale */
 	uint32_t seq;
 	int packet_fd, netns_fd, userns_fd;
@@ -1149,8 +1149,7 @@ static void zygote_key_now(struct zygote_key *k)
 	k->egid = getegid();
 	memset(data, 0, sizeof(data));
 	if (syscall(SYS_capget, &head, data) == 0)
-		k->caps = data[0].effective |
-			  (uint64_t)data[1].effective << 32;
+		k->caps = data[0].effective | (uint64_t)data[1].effective << 32;
 	if (stat("/", &root) == 0) {
 		k->root_dev = root.st_dev;
 		k->root_ino = root.st_ino;
@@ -1342,8 +1341,8 @@ static int wait_readable(int fd, int ms, int intr)
 }
 
 /* The zygote's LAB_SPAWNED: the helper's pidfd, or why there is none. */
-static int take_spawned(struct fp_lab *lab, const struct lab_msg *msg,
-			int *fds, int n)
+static int take_spawned(struct fp_lab *lab, const struct lab_msg *msg, int *fds,
+			int n)
 {
 	lab->spawning = 0;
 	if (msg->err < 0) {
@@ -1388,12 +1387,12 @@ static int receive_lab(struct fp_lab *lab)
 	while (!built || lab->spawning) {
 		uint64_t now = fp_now_ns();
 
-		n = now >= deadline ? -ETIMEDOUT
-				    : wait_readable(lab->ctl,
-						    (int)((deadline - now +
-							   999999u) /
-							  1000000u),
-						    0);
+		n = now >= deadline
+			    ? -ETIMEDOUT
+			    : wait_readable(lab->ctl,
+					    (int)((deadline - now + 999999u) /
+						  1000000u),
+					    0);
 		if (n == 0)
 			n = recv_msg(lab->ctl, &msg, fds, 3);
 		if (n < 0) {
