@@ -73,3 +73,45 @@ def test_peer_state_reads_the_kernel_socket_of_either_family(v4_mapped):
         peer.close()
         conn.expect("FA")
         assert lab.peer_state(conn) == "FIN_WAIT_1"
+
+
+def test_ports_are_taken_in_turn_past_ones_our_connections_hold():
+    with fp.Lab() as lab:
+        first = lab.open(PORT)
+        taken = first.local[1]
+        held = lab.open(PORT, sport=taken + 1)  # ours, made with the port given
+        assert lab.open(PORT).local[1] == taken + 2
+        held.close()
+        first.close()
+
+
+def test_when_no_port_is_free_the_pick_says_so_and_opens_nothing():
+    with fp.Lab() as lab:
+        before = len(lab._connections)
+        # the C pick over an empty range: what lab.open meets when every port is held
+        assert lab._core.open_picked(lab._engine, lab.local_addr, lab.peer_addr, PORT,
+                                     40000, 0, 1, 60.0) is None
+        assert len(lab._connections) == before
+
+
+@pytest.mark.parametrize("args, error, words", [
+    ((None, "192.0.2.2", "192.0.2.1", PORT, 40000, 10, 1, 60.0), TypeError, "engine"),
+    (("engine", "192.0.2.2", "192.0.2.1", 0, 40000, 10, 1, 60.0), ValueError, "port"),
+    (("engine", "192.0.2.2", "192.0.2.1", PORT, 60000, 10000, 1, 60.0), ValueError, "count"),
+    (("engine", "192.0.2.2", "192.0.2.1", PORT, 40000, 10, -1, 60.0), ValueError, "iss"),
+    (("engine", "192.0.2.2", "2001:db8::1", PORT, 40000, 10, 1, 60.0), ValueError, "remote_addr"),
+    (("engine", "192.0.2.2", "192.0.2.1", PORT, 40000, 10, 1, -1.0), ValueError, "time_wait"),
+])
+def test_the_c_pick_names_a_bad_argument(args, error, words):
+    with fp.Lab() as lab:
+        args = tuple(lab._engine if a == "engine" else a for a in args)
+        with pytest.raises(error, match=words):
+            lab._core.open_picked(*args)
+
+
+def test_the_c_pick_of_a_closed_lab_says_it_is_closed():
+    lab = fp.Lab()
+    engine = lab._engine
+    lab.close()
+    with pytest.raises(fp.Error, match="closed"):
+        lab._core.open_picked(engine, lab.local_addr, lab.peer_addr, PORT, 40000, 10, 1, 60.0)
