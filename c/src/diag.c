@@ -91,6 +91,7 @@ struct lookup {
 	int family;
 	uint8_t local[16], remote[16];	  /* network order, 4 used for IPv4 */
 	uint16_t local_port, remote_port; /* host order */
+	int want_info; /* ask for tcp_info (INET_DIAG_INFO) too */
 	int found;
 	struct fp_diag_info info;
 };
@@ -184,7 +185,8 @@ static int send_exact_request(int fd, const struct lookup *l, unsigned seq)
 	req = mnl_nlmsg_put_extra_header(nlh, sizeof(*req));
 	req->sdiag_family = (uint8_t)l->family;
 	req->sdiag_protocol = IPPROTO_TCP;
-	req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
+	/* tcp_info only when kept: the kernel fills it even for a listener */
+	req->idiag_ext = l->want_info ? 1 << (INET_DIAG_INFO - 1) : 0;
 	req->idiag_states = DIAG_STATES;
 	req->id.idiag_sport = htons(l->local_port);
 	req->id.idiag_dport = htons(l->remote_port);
@@ -248,7 +250,8 @@ static int lookup_once(int fd, struct lookup *l)
 	}
 }
 
-/* -EINVAL for a family other than AF_INET, AF_INET6 or a NULL pointer.
+/* -EINVAL for a family other than AF_INET, AF_INET6 or a NULL address;
+ * info NULL asks only whether the socket exists (a port pick's question).
  * One request answers for an IPv4 4-tuple held by a socket of either
  * family: the kernel's AF_INET lookup (inet_lookup) also finds a
  * dual-stack AF_INET6 socket's v4-mapped connection, and asking again as
@@ -259,17 +262,18 @@ int fp_diag_lookup(int nl_fd, int family, const uint8_t *local_addr,
 {
 	struct lookup l = { .family = family,
 			    .local_port = local_port,
-			    .remote_port = remote_port };
+			    .remote_port = remote_port,
+			    .want_info = info != NULL };
 	size_t len = family == AF_INET ? 4 : 16;
 	int rc;
 
 	if ((family != AF_INET && family != AF_INET6) || !local_addr ||
-	    !remote_addr || !info)
+	    !remote_addr)
 		return -EINVAL;
 	memcpy(l.local, local_addr, len);
 	memcpy(l.remote, remote_addr, len);
 	rc = lookup_once(nl_fd, &l);
-	if (rc == 0)
+	if (rc == 0 && info)
 		*info = l.info;
 	return rc;
 }

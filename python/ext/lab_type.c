@@ -419,6 +419,7 @@ struct diag_call {
 	int family;
 	uint8_t laddr[16], raddr[16];
 	uint16_t lport, rport;
+	int want_info; /* else only whether the socket exists */
 	struct fp_diag_info info;
 };
 
@@ -437,7 +438,8 @@ static int call_diag(LabObject *self, void *arg)
 		self->diag_fd = fd;
 	}
 	return fp_diag_lookup(self->diag_fd, c->family, c->laddr, c->lport,
-			      c->raddr, c->rport, &c->info);
+			      c->raddr, c->rport,
+			      c->want_info ? &c->info : NULL);
 }
 
 /* diag(local_addr, local_port, remote_addr, remote_port) -> dict or None,
@@ -453,6 +455,7 @@ static PyObject *lab_diag(LabObject *self, PyObject *args)
 	memcpy(c.laddr, t.local, sizeof(c.laddr));
 	memcpy(c.raddr, t.remote, sizeof(c.raddr));
 	c.family = t.family == 4 ? AF_INET : AF_INET6;
+	c.want_info = 1;
 	c.lport = t.local_port;
 	c.rport = t.remote_port;
 	if (locked_call(self, call_diag, &c, &rc) < 0)
@@ -487,6 +490,7 @@ static int kernel_holds(LabObject *self, const struct fp_tuple *t)
 	memcpy(c.laddr, t->remote, sizeof(c.laddr));
 	memcpy(c.raddr, t->local, sizeof(c.raddr));
 	c.family = t->family == 4 ? AF_INET : AF_INET6;
+	c.want_info = 0; /* a pick asks only whether one exists */
 	c.lport = t->remote_port;
 	c.rport = t->local_port;
 	if (locked_call(self, call_diag, &c, &rc) < 0)
@@ -553,9 +557,10 @@ static PyObject *lab_open_picked(LabObject *self, PyObject *args)
 		return NULL;
 	if (!PyObject_TypeCheck(engine_arg,
 				core_state_of_type(Py_TYPE(self))->engine_type))
-		return PyErr_Format(PyExc_TypeError,
-				    "engine must be a finprobe._core.Engine, not %s",
-				    Py_TYPE(engine_arg)->tp_name);
+		return PyErr_Format(
+			PyExc_TypeError,
+			"engine must be a finprobe._core.Engine, not %s",
+			Py_TYPE(engine_arg)->tp_name);
 	EngineObject *engine = (EngineObject *)engine_arg;
 	if (core_port_arg("first", first_arg, &first) < 0 ||
 	    core_unsigned_arg(count_arg, "count", 65536u - first, &count) < 0 ||
@@ -577,12 +582,13 @@ static PyObject *lab_open_picked(LabObject *self, PyObject *args)
 	int rc = fp_conn_new(&conn, engine->engine, &t, (uint32_t)iss,
 			     time_wait);
 	engine_unlock(engine);
-	if (rc < 0) /* -EADDRINUSE: not in the engine a moment ago */
-		return rc == -EADDRINUSE ? PyErr_Format(
-						   core_state_of_type(Py_TYPE(self))->error,
-						   "source port %d was taken while it was picked",
-						   t.local_port)
-					 : PyErr_NoMemory();
+	if (rc == -EADDRINUSE) /* not in the engine a moment ago */
+		return PyErr_Format(
+			core_state_of_type(Py_TYPE(self))->error,
+			"source port %d was taken while it was picked",
+			t.local_port);
+	if (rc < 0)
+		return PyErr_NoMemory();
 	return connection_wrap(engine, type, conn);
 }
 
