@@ -42,9 +42,10 @@ def kernel_time_wait(lab, server, sport):
     conn.close()
 
 
-@pytest.mark.parametrize("v4_mapped", [False, True], ids=["ipv4", "v4_mapped_ipv6"])
-def test_a_picked_port_skips_one_a_kernel_socket_holds_in_time_wait(v4_mapped):
-    with fp.Lab() as lab:
+@pytest.mark.parametrize("ipv6, v4_mapped", [(False, False), (False, True), (True, False)],
+                         ids=["ipv4", "v4_mapped_ipv6", "ipv6"])
+def test_a_picked_port_skips_one_a_kernel_socket_holds_in_time_wait(ipv6, v4_mapped):
+    with fp.Lab(ipv6=ipv6) as lab:
         server = kernel_listener(lab, v4_mapped)
         first = lab.open(PORT)  # where the Lab's turn stands
         taken = first.local[1]
