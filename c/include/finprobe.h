@@ -379,11 +379,12 @@ FP_API enum fp_state fp_diag_state_from_linux(int linux_state);
  * Look up the kernel's TCP socket for one 4-tuple, seen from the kernel:
  * local (its address and port) and remote; family AF_INET or AF_INET6.
  * nl_fd is a NETLINK_SOCK_DIAG socket of the kernel's namespace. TIME_WAIT,
- * orphaned FIN_WAIT_2 and request sockets are included; an IPv4 4-tuple not
- * found is sought again as v4-mapped among AF_INET6 sockets (a dual-stack
- * server's). One exact request, not a dump. Returns 0 and *info, -ENOENT
- * when the kernel has no such socket (a listener on the port is not a
- * match), -EINVAL for a bad family or NULL pointer, -EINTR when a signal
+ * orphaned FIN_WAIT_2 and request sockets are included; an IPv4 4-tuple is
+ * found whether an AF_INET socket holds it or an AF_INET6 one as v4-mapped
+ * (a dual-stack server's). One exact request, not a dump. Returns 0 and
+ * *info (info NULL: only whether the socket exists is asked), -ENOENT when
+ * the kernel has no such socket (a listener on the port is not a match),
+ * -EINVAL for a bad family or NULL address, -EINTR when a signal
  * came before the answer (call again), -ETIMEDOUT after 5 s without one, or
  * a negative errno. One call at a time on nl_fd: callers sharing it
  * serialize.

@@ -1,7 +1,7 @@
 /*
  * diag.c: the peer's TCP sockets, as the kernel reports them (sock_diag).
  *
- * fp_diag_lookup() drains the netlink socket, sends one exact
+ * fp_diag_lookup() sends one exact
  * SOCK_DIAG_BY_FAMILY request for the 4-tuple, runs the answer through
  * mnl_cb_run() and keeps the socket if its 4-tuple matches; on_diag_msg()
  * and on_diag_attr() are its callbacks. fp_diag_state_from_linux() is the one place where
@@ -91,19 +91,36 @@ struct lookup {
 	int family;
 	uint8_t local[16], remote[16];	  /* network order, 4 used for IPv4 */
 	uint16_t local_port, remote_port; /* host order */
+	int want_info; /* ask for tcp_info (INET_DIAG_INFO) too */
 	int found;
 	struct fp_diag_info info;
 };
 
+/* ::ffff:a.b.c.d, how an AF_INET6 socket holds IPv4 address a.b.c.d. */
+static int is_v4_mapped(const uint32_t *addr6, const uint8_t *v4)
+{
+	static const uint8_t prefix[12] = { [10] = 0xff, [11] = 0xff };
+
+	return memcmp(addr6, prefix, 12) == 0 && memcmp(addr6 + 3, v4, 4) == 0;
+}
+
+/* An IPv4 4-tuple is held by an AF_INET socket, or by a dual-stack AF_INET6
+ * one (python -m http.server's) with v4-mapped addresses: the kernel's
+ * exact AF_INET lookup finds both (both are hashed by the IPv4 addresses)
+ * and answers with the socket's own family. */
 static int same_socket(const struct lookup *l, const struct inet_diag_msg *m)
 {
 	size_t len = l->family == AF_INET ? 4 : 16;
 
-	return m->idiag_family == l->family &&
-	       ntohs(m->id.idiag_sport) == l->local_port &&
-	       ntohs(m->id.idiag_dport) == l->remote_port &&
-	       memcmp(m->id.idiag_src, l->local, len) == 0 &&
-	       memcmp(m->id.idiag_dst, l->remote, len) == 0;
+	if (ntohs(m->id.idiag_sport) != l->local_port ||
+	    ntohs(m->id.idiag_dport) != l->remote_port)
+		return 0;
+	if (m->idiag_family == l->family)
+		return memcmp(m->id.idiag_src, l->local, len) == 0 &&
+		       memcmp(m->id.idiag_dst, l->remote, len) == 0;
+	return l->family == AF_INET && m->idiag_family == AF_INET6 &&
+	       is_v4_mapped(m->id.idiag_src, l->local) &&
+	       is_v4_mapped(m->id.idiag_dst, l->remote);
 }
 
 /* INET_DIAG_INFO carries struct tcp_info; older kernels send a shorter
@@ -151,14 +168,6 @@ static int on_diag_msg(const struct nlmsghdr *nlh, void *data)
 	return MNL_CB_OK;
 }
 
-/* What an earlier call left unread (an error mid-dump): reading it also
- * lets a dump still running finish. */
-static void drain(int fd, void *buf, size_t len)
-{
-	while (recv(fd, buf, len, MSG_DONTWAIT) > 0)
-		;
-}
-
 /* An exact request: the kernel looks the 4-tuple up in its hash tables
  * (established, TIME_WAIT and request sockets, then listeners), where a
  * dump would walk every bucket of a table shared by all namespaces:
@@ -176,7 +185,8 @@ static int send_exact_request(int fd, const struct lookup *l, unsigned seq)
 	req = mnl_nlmsg_put_extra_header(nlh, sizeof(*req));
 	req->sdiag_family = (uint8_t)l->family;
 	req->sdiag_protocol = IPPROTO_TCP;
-	req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
+	/* tcp_info only when kept: the kernel fills it even for a listener */
+	req->idiag_ext = l->want_info ? 1 << (INET_DIAG_INFO - 1) : 0;
 	req->idiag_states = DIAG_STATES;
 	req->id.idiag_sport = htons(l->local_port);
 	req->id.idiag_dport = htons(l->remote_port);
@@ -202,9 +212,12 @@ static int wait_answer(int fd)
 
 /* One exact request and its one answer: a socket, or ENOENT. A listener
  * the kernel offers for a 4-tuple it has no connection for does not match
- * (same_socket), so it reads as no socket. An answer with another seq is
- * an earlier call's, which stopped waiting: skipped. */
-static int lookup_family(int fd, struct lookup *l)
+ * (same_socket), so it reads as no socket. The kernel answers within send()
+ * (netlink runs the request in the sender's context), so the answer is read
+ * at once and only waited for if it is not there. An answer with another
+ * seq is an earlier call's, which stopped waiting (a signal): skipped, so
+ * nothing need be drained first. */
+static int lookup_once(int fd, struct lookup *l)
 {
 	static const size_t len = 32768;
 	uint32_t buf[32768 / 4];
@@ -212,17 +225,19 @@ static int lookup_family(int fd, struct lookup *l)
 	int rc;
 
 	unsigned seq = (unsigned)fp_now_ns() | 1U;
-	drain(fd, buf, len);
 	l->found = 0;
 	rc = send_exact_request(fd, l, seq);
 	if (rc < 0)
 		return rc;
 	for (;;) {
-		rc = wait_answer(fd);
-		if (rc < 0)
-			return rc;
 		n = recv(fd, buf, len, MSG_DONTWAIT);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		if (n < 0 && errno == EAGAIN) {
+			rc = wait_answer(fd);
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			return n < 0 ? -errno : -EPROTO;
@@ -235,43 +250,30 @@ static int lookup_family(int fd, struct lookup *l)
 	}
 }
 
-/* A dual-stack AF_INET6 socket (python -m http.server's) holds an IPv4
- * connection with v4-mapped addresses: ::ffff:a.b.c.d. */
-static void map_v4(struct lookup *l)
-{
-	static const uint8_t prefix[12] = { [10] = 0xff, [11] = 0xff };
-
-	l->family = AF_INET6;
-	memmove(l->local + 12, l->local, 4);
-	memcpy(l->local, prefix, 12);
-	memmove(l->remote + 12, l->remote, 4);
-	memcpy(l->remote, prefix, 12);
-}
-
-/* -EINVAL for a family other than AF_INET, AF_INET6 or a NULL pointer;
- * an IPv4 4-tuple not found among AF_INET sockets is sought again as
- * v4-mapped among AF_INET6 ones. */
+/* -EINVAL for a family other than AF_INET, AF_INET6 or a NULL address;
+ * info NULL asks only whether the socket exists (a port pick's question).
+ * One request answers for an IPv4 4-tuple held by a socket of either
+ * family: the kernel's AF_INET lookup (inet_lookup) also finds a
+ * dual-stack AF_INET6 socket's v4-mapped connection, and asking again as
+ * AF_INET6 with v4-mapped addresses would run that same lookup. */
 int fp_diag_lookup(int nl_fd, int family, const uint8_t *local_addr,
 		   uint16_t local_port, const uint8_t *remote_addr,
 		   uint16_t remote_port, struct fp_diag_info *info)
 {
 	struct lookup l = { .family = family,
 			    .local_port = local_port,
-			    .remote_port = remote_port };
+			    .remote_port = remote_port,
+			    .want_info = info != NULL };
 	size_t len = family == AF_INET ? 4 : 16;
 	int rc;
 
 	if ((family != AF_INET && family != AF_INET6) || !local_addr ||
-	    !remote_addr || !info)
+	    !remote_addr)
 		return -EINVAL;
 	memcpy(l.local, local_addr, len);
 	memcpy(l.remote, remote_addr, len);
-	rc = lookup_family(nl_fd, &l);
-	if (rc == -ENOENT && family == AF_INET) {
-		map_v4(&l);
-		rc = lookup_family(nl_fd, &l);
-	}
-	if (rc == 0)
+	rc = lookup_once(nl_fd, &l);
+	if (rc == 0 && info)
 		*info = l.info;
 	return rc;
 }

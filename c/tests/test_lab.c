@@ -411,6 +411,13 @@ static void test_diag_finds_syn_sent(void)
 		 -ENOENT);
 	CHECK_EQ(fp_diag_lookup(nl, AF_UNIX, lab_ip4, 1, local_ip4, 2, &info),
 		 -EINVAL);
+	/* info NULL: only whether the socket exists (a port pick's question) */
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, local_port_of(fd),
+				local_ip4, 4242, NULL),
+		 0);
+	CHECK_EQ(fp_diag_lookup(nl, AF_INET, lab_ip4, local_port_of(fd),
+				local_ip4, 4243, NULL),
+		 -ENOENT);
 	close(fd);
 	close(nl);
 	fp_lab_close(lab);

@@ -15,6 +15,7 @@
  * the lock.
  */
 #include "core.h"
+#include "engine.h"
 
 #include <sched.h>
 #include <sys/socket.h>
@@ -32,6 +33,7 @@ typedef struct {
 	int diag_fd;
 	PyThread_type_lock lock; /* held by the thread talking to the helper */
 	int stack;		 /* a stack lab: a TAP for a user-space stack */
+	unsigned port_at; /* the next source port in turn (open_picked) */
 } LabObject;
 
 static PyObject *closed_error(LabObject *self)
@@ -417,6 +419,7 @@ struct diag_call {
 	int family;
 	uint8_t laddr[16], raddr[16];
 	uint16_t lport, rport;
+	int want_info; /* else only whether the socket exists */
 	struct fp_diag_info info;
 };
 
@@ -435,7 +438,8 @@ static int call_diag(LabObject *self, void *arg)
 		self->diag_fd = fd;
 	}
 	return fp_diag_lookup(self->diag_fd, c->family, c->laddr, c->lport,
-			      c->raddr, c->rport, &c->info);
+			      c->raddr, c->rport,
+			      c->want_info ? &c->info : NULL);
 }
 
 /* diag(local_addr, local_port, remote_addr, remote_port) -> dict or None,
@@ -451,6 +455,7 @@ static PyObject *lab_diag(LabObject *self, PyObject *args)
 	memcpy(c.laddr, t.local, sizeof(c.laddr));
 	memcpy(c.raddr, t.remote, sizeof(c.raddr));
 	c.family = t.family == 4 ? AF_INET : AF_INET6;
+	c.want_info = 1;
 	c.lport = t.local_port;
 	c.rport = t.remote_port;
 	if (locked_call(self, call_diag, &c, &rc) < 0)
@@ -462,6 +467,129 @@ static PyObject *lab_diag(LabObject *self, PyObject *args)
 		return PyErr_SetFromErrno(PyExc_OSError);
 	}
 	return info_dict(&c.info);
+}
+
+/* Whether engine has a connection for t: 1, 0, or -1 with fp.Error (the
+ * engine closed). Its mutex is held only for the look. */
+static int engine_holds(EngineObject *engine, const struct fp_tuple *t)
+{
+	if (engine_lock(engine) < 0)
+		return -1;
+	int has = fp_engine_has_tuple(engine->engine, t);
+	engine_unlock(engine);
+	return has;
+}
+
+/* Whether the kernel has a socket for t, seen from our side (any family,
+ * TIME_WAIT included): 1, 0, or -1 with an exception. */
+static int kernel_holds(LabObject *self, const struct fp_tuple *t)
+{
+	struct diag_call c;
+	int rc;
+
+	memcpy(c.laddr, t->remote, sizeof(c.laddr));
+	memcpy(c.raddr, t->local, sizeof(c.raddr));
+	c.family = t->family == 4 ? AF_INET : AF_INET6;
+	c.want_info = 0; /* a pick asks only whether one exists */
+	c.lport = t->remote_port;
+	c.rport = t->local_port;
+	if (locked_call(self, call_diag, &c, &rc) < 0)
+		return -1;
+	if (rc == -ENOENT)
+		return 0;
+	if (rc < 0) {
+		errno = -rc;
+		PyErr_SetFromErrno(PyExc_OSError);
+		return -1;
+	}
+	return 1;
+}
+
+/* The first port from self->port_at, round first .. first + count - 1,
+ * that no connection of engine's and (in a kernel lab) no kernel socket
+ * holds for t's other three fields: 1 with it in t->local_port and
+ * port_at past it, 0 when every one is held, -1 with an exception. */
+static int pick_port(LabObject *self, EngineObject *engine, uint16_t first,
+		     unsigned count, struct fp_tuple *t)
+{
+	unsigned at = self->port_at >= first && self->port_at - first < count
+			      ? self->port_at - first
+			      : 0;
+
+	for (unsigned i = 0; i < count; i++) {
+		t->local_port = (uint16_t)(first + (at + i) % count);
+		int held = engine_holds(engine, t);
+		if (held == 0 && !self->stack)
+			held = kernel_holds(self, t);
+		if (held < 0)
+			return -1;
+		if (!held) {
+			self->port_at = t->local_port + 1u;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * open_picked(engine, local_addr, remote_addr, remote_port, first, count,
+ * iss, time_wait, cls=None) -> Connection or None: engine.open from the
+ * next source port in turn (the Lab keeps the turn) round first .. first +
+ * count - 1 that no connection of engine's and (in a kernel lab) no kernel
+ * socket, of either family, TIME_WAIT included, holds towards (remote_addr,
+ * remote_port); None when every one is held. lab.open's pick and open in
+ * one call: in Python they cost more than the kernel's answer. The caller
+ * serialises picks (a port is free only until someone takes it).
+ */
+static PyObject *lab_open_picked(LabObject *self, PyObject *args)
+{
+	PyObject *engine_arg, *la, *ra, *rp, *first_arg, *count_arg, *iss_arg,
+		*time_wait_arg, *cls = NULL;
+	unsigned long long count, iss;
+	uint64_t time_wait;
+	uint16_t first;
+	PyTypeObject *type;
+	struct fp_tuple t;
+
+	if (!PyArg_ParseTuple(args, "OOOOOOOO|O:open_picked", &engine_arg, &la,
+			      &ra, &rp, &first_arg, &count_arg, &iss_arg,
+			      &time_wait_arg, &cls))
+		return NULL;
+	if (!PyObject_TypeCheck(engine_arg,
+				core_state_of_type(Py_TYPE(self))->engine_type))
+		return PyErr_Format(
+			PyExc_TypeError,
+			"engine must be a finprobe._core.Engine, not %s",
+			Py_TYPE(engine_arg)->tp_name);
+	EngineObject *engine = (EngineObject *)engine_arg;
+	if (core_port_arg("first", first_arg, &first) < 0 ||
+	    core_unsigned_arg(count_arg, "count", 65536u - first, &count) < 0 ||
+	    core_tuple_arg(la, first_arg, ra, rp, &t) < 0 ||
+	    core_unsigned_arg(iss_arg, "iss", 0xffffffffu, &iss) < 0 ||
+	    core_seconds_arg("time_wait", time_wait_arg, &time_wait) < 0 ||
+	    connection_class_arg(engine, cls, &type) < 0 || lab_open(self) < 0)
+		return NULL;
+	int picked = count ? pick_port(self, engine, first, (unsigned)count, &t)
+			   : 0;
+	if (picked <= 0) {
+		if (picked < 0)
+			return NULL;
+		Py_RETURN_NONE;
+	}
+	struct fp_conn *conn;
+	if (engine_lock(engine) < 0)
+		return NULL;
+	int rc = fp_conn_new(&conn, engine->engine, &t, (uint32_t)iss,
+			     time_wait);
+	engine_unlock(engine);
+	if (rc == -EADDRINUSE) /* not in the engine a moment ago */
+		return PyErr_Format(
+			core_state_of_type(Py_TYPE(self))->error,
+			"source port %d was taken while it was picked",
+			t.local_port);
+	if (rc < 0)
+		return PyErr_NoMemory();
+	return connection_wrap(engine, type, conn);
 }
 
 /*
@@ -545,6 +673,11 @@ static PyMethodDef lab_methods[] = {
 	  "sysctl(name, value=None) -> str or None" },
 	{ "diag", (PyCFunction)lab_diag, METH_VARARGS,
 	  "diag(local_addr, local_port, remote_addr, remote_port) -> dict of the kernel's socket, or None" },
+	{ "open_picked", (PyCFunction)lab_open_picked, METH_VARARGS,
+	  "open_picked(engine, local_addr, remote_addr, remote_port, first, count, iss, time_wait, cls=None)\n"
+	  "-> Connection or None: engine.open from the next source port in turn, round first ..\n"
+	  "first + count - 1, that no connection of engine's nor (in a kernel lab) any kernel\n"
+	  "socket holds towards the remote end; None when every one is held" },
 	{ "_enter", (PyCFunction)lab_enter, METH_NOARGS,
 	  "_enter(): in a forked child before exec, end with the lab and join its namespaces" },
 	{ NULL },

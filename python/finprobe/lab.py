@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import weakref
+from random import getrandbits
 
 from . import _args, _core
 from . import trace as _trace
@@ -41,14 +42,6 @@ OUTPUT_LINES = 20    # of the stack's output, in a readiness failure
 CONTROL_TIMEOUT = 2.0  # seconds a stack has to answer on its control socket
 CONTROL_FILE = "control"
 STATES = frozenset(s.value for s in State)
-
-
-def _ports_in_turn():
-    """FIRST_PORT .. FIRST_PORT + PORT_COUNT - 1, round and round. Not
-    itertools.cycle, which keeps a copy of every port its first round gave:
-    a Lab grew by each connection it made, up to PORT_COUNT of them."""
-    while True:
-        yield from range(FIRST_PORT, FIRST_PORT + PORT_COUNT)
 
 
 class Lab:
@@ -90,7 +83,6 @@ class Lab:
         self._connections = weakref.WeakSet()
         self._processes = []
         self._sockets = []
-        self._next_port = _ports_in_turn()
         self._port_lock = threading.Lock()
         self._core = _core.Lab(stack=stack is not None)
         try:
@@ -412,10 +404,18 @@ class Lab:
         """Open a connection to the kernel's (peer_addr, port): SYN, SYN-ACK, ACK,
         done by finprobe. Returns a Connection in ESTABLISHED; a RST answer
         raises fp.ConnectionRefused."""
-        _args.port("port", port)
-        conn = self.open(port, sport=sport, iss=iss, time_wait=time_wait)
+        timeout = _args.seconds("timeout", timeout)
+        conn = self._open(port, sport, iss, time_wait)
         try:
-            conn._handshake(f"{self.peer_addr}:{port}", options, _args.seconds("timeout", timeout))
+            if options is None:
+                # SYN, answer and ACK in one C call (True), or the answer it
+                # stopped at: Connection._handshake's fast path, without
+                # building the text its errors name unless there is one.
+                answer = conn._connect(timeout)
+                if answer is not True:
+                    conn._handshake_answered(f"{self.peer_addr}:{port}", answer, timeout)
+            else:
+                conn._handshake(f"{self.peer_addr}:{port}", options, timeout)
             return conn
         except BaseException:
             conn.close()
@@ -424,16 +424,30 @@ class Lab:
     def open(self, port, *, sport=None, iss=None, time_wait=None):
         """A Connection to (peer_addr, port) in CLOSED, nothing sent: for tests
         that craft their own handshake."""
+        return self._open(port, sport, iss, time_wait)
+
+    def _open(self, port, sport, iss, time_wait):
+        """open's work, for connect too: each argument checked once, the port
+        picked and the connection made in few calls: lab.open was a third of
+        a sequential lifecycle's time (bench/lifecycle.py)."""
         _args.port("port", port)
         if sport is not None:
             _args.port("sport", sport)
-        iss = _args.iss(iss)
+        iss = getrandbits(32) if iss is None else _args.iss(iss)
         time_wait = self.time_wait if time_wait is None else _args.seconds("time_wait", time_wait)
         # One thread at a time from picking a port to holding it: two threads
-        # never get the same one.
+        # never get the same one. sport=None takes source ports in turn, as a
+        # kernel does, skipping any that a connection of ours or any kernel
+        # socket (of either family, TIME_WAIT included) still has; _core.Lab
+        # keeps the turn.
         with self._port_lock:
-            conn = self._engine.open(self.local_addr, self._pick_port(port) if sport is None else sport,
-                                     self.peer_addr, port, iss, time_wait, cls=Connection)
+            if sport is None:
+                conn = self._core.open_picked(self._engine, self.local_addr, self.peer_addr, port,
+                                              FIRST_PORT, PORT_COUNT, iss, time_wait, Connection)
+                if conn is None:
+                    raise _core.Error(f"no free source port towards {self.peer_addr}:{port}")
+            else:
+                conn = self._engine.open(self.local_addr, sport, self.peer_addr, port, iss, time_wait, Connection)
             self._connections.add(conn)
         return conn
 
@@ -442,19 +456,6 @@ class Lab:
         Take connections with ``accept``."""
         _args.port("port", port)
         return RawListener(self, self._engine.listen(self.local_addr, port), port)
-
-    def _pick_port(self, remote_port):
-        """Source ports in turn, as a kernel takes them, skipping any that a
-        connection of ours or any kernel socket (TIME_WAIT included) still has.
-        The caller holds _port_lock until the port is taken."""
-        for _ in range(PORT_COUNT):
-            port = next(self._next_port)
-            if self._engine.has_tuple(self.local_addr, port, self.peer_addr, remote_port):
-                continue
-            if self.stack is not None or self._core.diag(self.peer_addr, remote_port,
-                                                         self.local_addr, port) is None:
-                return port
-        raise _core.Error(f"no free source port towards {self.peer_addr}:{remote_port}")
 
     def _tuple(self, conn):
         """conn's (local, remote), once it is known to be this Lab's."""
