@@ -95,6 +95,26 @@ def test_a_spare_default_lab_is_made_while_a_test_runs(tmp_path):
     assert records["first"]["inode"] in seen.values() and len(set(seen.values())) == 2
 
 
+COLD = '''
+import threading
+from recorder import record, wait_for_helpers
+
+def test_first(lab):
+    record("first", lab, seen=wait_for_helpers(2, timeout=0.5),
+           threads=[t.name for t in threading.enumerate()])
+'''
+
+
+def test_cold_labs_are_made_in_the_test_with_no_spare_nor_thread(tmp_path):
+    """--finprobe-cold-labs (what make pytest-asan uses): no Lab made beside
+    the test, no thread of the pool's."""
+    done, records = run_inner(tmp_path, COLD, "--finprobe-cold-labs")
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = records["first"]
+    assert list(first["seen"].values()) == [first["inode"]], first["seen"]
+    assert not [t for t in first["threads"] if t.startswith("finprobe-lab")], first["threads"]
+
+
 FRESH = '''
 import pytest
 from recorder import record

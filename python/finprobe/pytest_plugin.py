@@ -63,6 +63,10 @@ def pytest_addoption(parser):
                          "(a command, split as a shell would; {tap} {peer_addr} {local_addr} {prefix} filled in)")
     group.addoption("--finprobe-pcap", metavar="DIR", default=None,
                     help="write each failed test's traffic (Labs and Targets) to DIR/<test id>.pcap")
+    group.addoption("--finprobe-cold-labs", action="store_true", default=False,
+                    help="make each lab fixture's Lab in its test, with no warm spare made in a "
+                         "thread: for runs whose allocator is not fork-safe beside a thread "
+                         "(GCC 12's ASan: a child forked while another thread allocates can hang)")
     group.addoption("--finprobe-port", metavar="PORT", type=int, default=None,
                     help="the port the --finprobe-stack serves HTTP on (the conformance suite's peer)")
     group.addoption("--finprobe-profile", metavar="rfc|linux|FILE", default="rfc",
@@ -87,7 +91,8 @@ def pytest_configure(config):
         recorder = PcapRecorder(directory)
         config.pluginmanager.register(recorder, _RECORDER)
         _trace._recorders.append(recorder)
-    config.stash[_POOL] = LabPool()
+    if not config.getoption("finprobe_cold_labs"):
+        config.stash[_POOL] = LabPool()
 
 
 def pytest_unconfigure(config):
