@@ -193,7 +193,9 @@ static int http_listen(bool ipv6, int port)
 		len = sizeof(*sin);
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 128) < 0) {
+	/* a backlog above stacks.CONCURRENCY: a burst of connections waits here while
+	 * the poll loop is slow to accept on a busy machine */
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 1024) < 0) {
 		int err = -errno;
 
 		close(fd);
