@@ -182,7 +182,25 @@ def _has_segment(conn):
         return True  # closed: taking says so
 
 
-class AsyncConnection:
+class _ClosedOnExit:
+    """with and async with: close() on the way out (a plain call)."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+
+
+class AsyncConnection(_ClosedOnExit):
     """fp.Connection's asyncio twin: the same names with the same meaning;
     ``expect``, ``expect_silence`` and ``recv`` are coroutines, sends and
     everything else plain calls on the wrapped Connection."""
@@ -260,18 +278,6 @@ class AsyncConnection:
     def __dir__(self):
         return sorted(set(dir(type(self))) | {n for n in dir(self._conn) if n not in _SYNC_WAITS})
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        self.close()
-
     def __repr__(self):
         return "<Async" + repr(self._conn)[1:]
 
@@ -296,7 +302,7 @@ def _unwrap(conn):
     return conn._conn if isinstance(conn, AsyncConnection) else conn
 
 
-class _Twin:
+class _Twin(_ClosedOnExit):
     """What AsyncLab and AsyncTarget share: the wrapped object's names,
     its closing (the reader goes first, while the descriptor is open), the
     context managers."""
@@ -328,18 +334,6 @@ class _Twin:
             self._reactor.close()
         if self._sync is not None:
             self._sync.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        self.close()
 
     def __del__(self):
         self.close()
