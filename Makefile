@@ -156,7 +156,7 @@ probe: deps
 
 # The bare C floor and limit bench/lifecycle.py measures the Python API
 # against: no finprobe library, raw frames on the Lab's packet socket.
-$(BUILD)/floor $(BUILD)/limit: $(BUILD)/%: bench/%.c
+$(BUILD)/floor $(BUILD)/limit: $(BUILD)/%: bench/%.c bench/wire.h
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -std=c11 -D_GNU_SOURCE $(WARN) $< -o $@
 
