@@ -236,12 +236,7 @@ def _peer_kwargs(args):
         return None
     if args.html:
         raise ValueError("--html writes a comparison's table: use it with --compare")
-    env = {}
-    for item in args.env:
-        name, eq, value = item.partition("=")
-        if not eq or not name:
-            raise ValueError(f"--env: {item!r} is not NAME=VALUE")
-        env[name] = value
+    env = dict(_pairs("--env", args.env))
     if args.stack is not None:
         if args.target:
             raise ValueError("give HOST:PORT or --stack, not both")

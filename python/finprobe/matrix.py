@@ -36,7 +36,7 @@ import time
 from . import _args, _core, events, stacks
 from . import profile as _profile
 from .events import Numbers
-from .probe import (HTTP_REQUEST, LAB_PORT, StackPeer, TargetPeer, _command, _liveness,
+from .probe import (HTTP_REQUEST, LAB_PORT, VERDICTS, StackPeer, TargetPeer, _command, _liveness,
                     _next_fin, _Undriven, _Unmet, _fin_seq, _rel)
 from .state import State
 
@@ -46,11 +46,9 @@ PEER_DATA = 3000         # bytes a Lab's kernel sends first, which we ACK (API.m
 DRIVE_TIMEOUT = 2.0      # s for each answer while driving a cell
 STATE_TIMEOUT = 1.0      # s for a peer's socket to reach the cell's state
 HTTP_BATCH = 16          # connections at once against a server whose limits are unknown
-VERDICTS = ("pass", "fail", "info", "skipped")
-REQUEST = {"close": b"GET / HTTP/1.0\r\nHost: finprobe\r\n\r\n",
+REQUEST = {"close": HTTP_REQUEST,                  # fp.probe's: answer, then close
            "shut": b"GET /shut HTTP/1.0\r\nHost: finprobe\r\n\r\n",
            "hold": b"GET /hold HTTP/1.0\r\nHost: finprobe\r\n\r\n"}
-assert REQUEST["close"] == HTTP_REQUEST
 
 
 @dataclasses.dataclass
