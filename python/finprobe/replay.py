@@ -39,7 +39,7 @@ from .trace import MOD, Trace, read_pcap
 SETTLE = 0.25      # s: after the last step, how long extras (a FIN retransmission) are awaited
 LISTEN_WAIT = 5.0  # s: how long a generated test waits for its Lab's server to listen
 
-KINDS = ("syn", "fin", "fin-retransmission", "rst", "no-rst", "length", "ack", "state")
+KINDS = ("syn", "fin", "fin-retransmission", "rst", "no-rst", "length", "ack")
 
 
 # ---- the steps -------------------------------------------------------------------------
@@ -63,8 +63,9 @@ class Step:
     options: tuple = ()
     gap: float = 0.0
 
-    def line(self):
-        """The step as one line of a generated test."""
+    def line(self, gaps=True):
+        """The step as one line of a generated test (``gaps``: with the time
+        since the previous segment, which only a paced script uses)."""
         args = [repr(self.flags), f"seq={self.seq}"]
         if self.ack is not None:
             args.append(f"ack={self.ack}")
@@ -77,7 +78,7 @@ class Step:
                 args.append(f"options={list(self.options)!r}")
         elif self.length:
             args.append(f"length={self.length}")
-        if self.gap:
+        if self.gap and gaps:
             args.append(f"gap={self.gap:.6f}")
         return f"s.{self.kind}({', '.join(args)})"
 
@@ -155,8 +156,12 @@ class _Tally:
         if ack is not None and "R" not in flags and (self.acked is None or _after(ack, self.acked)):
             self.acked = ack
 
-    def short_of(self, want):
-        """What ``want`` (the capture's tally) has reached that this has not."""
+    def short_of(self, want, shift=0):
+        """What ``want`` (the capture's tally) has reached that this has not.
+        ``shift``: how much longer this peer's data was found to be (a
+        length difference already said). Data is judged while this peer's
+        stream is open (too little by now), and once both sent FIN (another
+        total): a peer that has closed sends no more to wait for."""
         short = []
         if self.syn < want.syn:
             short.append("syn")
@@ -166,13 +171,16 @@ class _Tally:
             short.append("fin-retransmission")
         if self.rst < want.rst:
             short.append("no-rst")
-        if _after(want.data_end, self.data_end):
+        expected_end = (want.data_end + shift) % MOD
+        if not self.fin and _after(expected_end, self.data_end):
+            short.append("length")
+        elif self.fin and want.fin and self.data_end != expected_end:
             short.append("length")
         if want.acked is not None and (self.acked is None or _after(want.acked, self.acked)):
             short.append("ack")
         return short
 
-    def beyond(self, final):
+    def beyond(self, final, shift=0):
         """What this has passed that the capture's ``final`` tally never reached."""
         extra = []
         if self.syn > final.syn:
@@ -181,7 +189,7 @@ class _Tally:
             extra.append("fin")
         elif self.fin_again > final.fin_again:
             extra.append("fin-retransmission")
-        if _after(self.data_end, final.data_end):
+        if _after(self.data_end, (final.data_end + shift) % MOD):
             extra.append("length")
         return extra
 
@@ -227,8 +235,6 @@ def _meaning(kind, missing, captured_state, live_state, refused=False):
     elif kind == "rst":
         gloss = ("A RST where the capture had none: the peer has no connection for this 4-tuple "
                  "any more, so the replay stops here.")
-    elif kind == "state":
-        gloss = "The same counts, but the model places the peer in another state."
     elif missing:
         gloss = f"{_WHAT[kind]} the capture had by here did not come within the wait."
         if kind == "fin-retransmission":
@@ -293,6 +299,8 @@ class Script:
         self._seen = 0            # live segments of the peer taken
         self._live_rows = []      # (step index, live trace length) at each group's end
         self._app = self._listener = None
+        self._shift = 0           # the live peer's data minus the capture's, once said
+        self._trace = None        # the live trace, kept when the connection is released
         self._ts_recent = 0
         self._captured_t = 0.0    # the capture's time of the latest step, from its first
         self._start = None        # (monotonic, captured time) of the first send
@@ -365,8 +373,6 @@ class Script:
 
     # ---- the live connection ---------------------------------------------------------
 
-    _trace = None
-
     def _record(self, step):
         if self._closed:
             raise _core.Error(f"{self!r} is closed")
@@ -393,7 +399,7 @@ class Script:
         if ack is None:
             return conn.rcv_nxt
         live = (conn.irs + ack) % MOD
-        if self._have.data_end != self._want.data_end or _after(live, conn.rcv_nxt):
+        if self._shift or self._have.data_end != self._want.data_end or _after(live, conn.rcv_nxt):
             return conn.rcv_nxt
         return live
 
@@ -429,7 +435,8 @@ class Script:
                 pass
         if self.conn is not None:
             wait = self.timeout + 1.5 * self._group_time if self._group else 0.0
-            self._take_until(time.monotonic() + wait, lambda: not self._have.short_of(self._want))
+            self._take_until(time.monotonic() + wait,
+                             lambda: not self._have.short_of(self._want, self._shift))
             if final:
                 self._take_until(time.monotonic() + SETTLE, lambda: False)
         elif self._group:
@@ -468,15 +475,22 @@ class Script:
             self._differ(step, ["rst"], missing=False)
             self.stopped = f"the peer sent a RST after step {step}, where the capture had none"
             return
-        self._differ(step, self._have.short_of(self._want), missing=True)
+        self._differ(step, self._have.short_of(self._want, self._shift), missing=True)
         if final:
-            self._differ(step, self._have.beyond(self._want), missing=False)
+            self._differ(step, self._have.beyond(self._want, self._shift), missing=False)
 
     def _differ(self, step, kinds, missing):
         if not kinds:
             return
         captured, observed = self._group_text(step)
         live_state, captured_state = self._model_states(step)
+        if "length" in kinds:  # said once: later groups compare past the difference
+            have, want = self._have, self._want
+            self._shift = (have.data_end - want.data_end) % MOD
+            if self._shift >= MOD // 2:
+                self._shift -= MOD
+            captured += f" (data by here: {(want.data_end - 1) % MOD} bytes{', then FIN' if want.fin else ''})"
+            observed += f" (data by here: {(have.data_end - 1) % MOD} bytes{', then FIN' if have.fin else ''})"
         refused = self._have.syn == 0 and self.side == "client"
         found = [Difference(step, kind, captured, observed,
                             _meaning(kind, missing, captured_state, live_state, refused).strip())
@@ -679,19 +693,14 @@ def replay(trace_or_path, *, lab=None, target=None, side="client", speed=None, c
     try:
         if own and side == "client":
             peer.listen(port)
-        script = Script(peer, port, side=side, iss=picked.isn(ours), strict=False, speed=speed,
-                        timeout=timeout)
-        try:
+        with Script(peer, port, side=side, iss=picked.isn(ours), strict=False, speed=speed,
+                    timeout=timeout) as script:
             for step in steps:
                 if step.kind == "send":
                     script.send(step.flags, seq=step.seq, ack=step.ack, payload=step.payload,
                                 window=step.window, options=step.options, gap=step.gap)
                 else:
                     script.expect(step.flags, seq=step.seq, ack=step.ack, length=step.length, gap=step.gap)
-            script.close()
-        finally:
-            script._closed = True
-            script._release()
         return ReplayResult(source, picked, side, script, _peer_code(peer, own, port), repr(peer), speed)
     finally:
         if own:
@@ -777,12 +786,18 @@ class ReplayResult:
         self.source, self.side, self.peer, self.speed = source, side, peer, speed
         self.client, self.server = picked.client, picked.server
         self.captured = Trace(picked.segments)
+        self.captured.us = picked.client if side == "client" else picked.server
         self.trace = script.trace
         self.steps = list(script.steps)
         self.differences = list(script.differences)
         self.stopped = script.stopped
         self.port, self.iss, self.timeout = script.port, script.iss, script.timeout
         self._peer_code = peer_code
+        # What a generated test plays: our segments as sent, the peer's as it
+        # answered here (so the test passes against this peer), in wire order.
+        live = sorted(self.trace, key=lambda seg: seg.ts if seg.ts is not None else 0.0)
+        ours = next(((seg.src, seg.sport) for seg in live if seg.direction == "out"), None)
+        self.live_steps = steps_of(live, ours) if ours is not None else []
 
     def __bool__(self):
         return not self.differences
@@ -866,10 +881,15 @@ class ReplayResult:
         if self.timeout != 1.0:
             args.append(f"timeout={self.timeout}")
         body.append(f"        with Script({', '.join(args)}) as s:")
-        body += [f"            {step.line()}" for step in self.steps]
+        body += [f"            {step.line(gaps=self.speed is not None)}" for step in self.live_steps]
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        said = "".join(f"\n  - after step {d.step}, {d.kind}: the capture had {d.captured}; this peer "
+                       f"sent {d.observed}" for d in self.differences)
+        if said:
+            said = ("\n\nThe expects are this peer's answers in the replay, so that the test passes "
+                    f"against it; where they differed from the capture's:{said}")
         text = (f'''"""A replay of {self.source}: {self._connection_text()}, played as the {self.side}
-against {self.peer}.
+against {self.peer}.{said}
 
 Generated by finprobe (fp.replay(...).to_pytest) on {stamp}. One line a segment:
 s.send for ours, s.expect for the peer's, numbers relative to each side's initial

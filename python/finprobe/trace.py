@@ -91,6 +91,7 @@ class Trace(collections.abc.Sequence):
         self.skipped = 0  # packets of a file that were not TCP segments
         self.earlier = 0  # segments of the connection before these (a tail's)
         self._base = None  # (ISNs, first stamp) of a tail, from its connection's start
+        self.us = None  # (addr, port) taken as ours in a capture's segments (no direction); None: the first sender
 
     @classmethod
     def of_connection(cls, conn, last=None):
@@ -195,6 +196,9 @@ class Trace(collections.abc.Sequence):
                 sides.append(seg.direction)
                 continue
             me = (seg.src, seg.sport)
+            if self.us is not None:
+                sides.append("out" if me == self.us else "in")
+                continue
             first_sender = first.setdefault(_flow(seg), me)
             sides.append("out" if me == first_sender else "in")
         return sides
