@@ -300,6 +300,7 @@ class Script:
         self._live_rows = []      # (step index, live trace length) at each group's end
         self._app = self._listener = None
         self._shift = 0           # the live peer's data minus the capture's, once said
+        self._said = set()        # shortfalls said and not made up since: not said, nor awaited, again
         self._trace = None        # the live trace, kept when the connection is released
         self._ts_recent = 0
         self._captured_t = 0.0    # the capture's time of the latest step, from its first
@@ -435,8 +436,7 @@ class Script:
                 pass
         if self.conn is not None:
             wait = self.timeout + 1.5 * self._group_time if self._group else 0.0
-            self._take_until(time.monotonic() + wait,
-                             lambda: not self._have.short_of(self._want, self._shift))
+            self._take_until(time.monotonic() + wait, lambda: set(self._short()) <= self._said)
             if final:
                 self._take_until(time.monotonic() + SETTLE, lambda: False)
         elif self._group:
@@ -475,9 +475,15 @@ class Script:
             self._differ(step, ["rst"], missing=False)
             self.stopped = f"the peer sent a RST after step {step}, where the capture had none"
             return
-        self._differ(step, self._have.short_of(self._want, self._shift), missing=True)
+        short = self._short()
+        self._said &= set(short)  # a shortfall made up may be said again if it recurs
+        self._differ(step, [k for k in short if k not in self._said], missing=True)
+        self._said |= set(short)
         if final:
             self._differ(step, self._have.beyond(self._want, self._shift), missing=False)
+
+    def _short(self):
+        return self._have.short_of(self._want, self._shift)
 
     def _differ(self, step, kinds, missing):
         if not kinds:
