@@ -32,6 +32,7 @@ import socket
 import time
 
 from . import _args, _core, model
+from .connection import _payload_bytes
 from .lab import Lab
 from .target import Target
 from .trace import MOD, Trace, read_pcap
@@ -296,7 +297,6 @@ class Script:
         self._want, self._have = _Tally(), _Tally()
         self._group = []          # indexes of the expect steps since the last send
         self._group_time = 0.0    # captured seconds the group took
-        self._seen = 0            # live segments of the peer taken
         self._live_rows = []      # (step index, live trace length) at each group's end
         self._app = self._listener = None
         self._shift = 0           # the live peer's data minus the capture's, once said
@@ -313,7 +313,12 @@ class Script:
         """Send a segment: ``seq`` relative to our ISN, ``ack`` to the peer's
         (None: everything received); ``options`` as the capture had them (a
         timestamp's echo is the live peer's latest; SACK blocks rebased)."""
-        self._record(Step("send", flags, seq, ack, bytes(payload), 0, window, tuple(options), gap))
+        payload = _payload_bytes(payload)
+        if window is not None:
+            _number("window", window, 65535)
+        if not isinstance(options, (list, tuple)):
+            raise TypeError(f"options must be a list of option tuples, not {type(options).__name__}")
+        self._record(_step("send", flags, seq, ack, payload, 0, window, tuple(options), gap))
         if self.stopped is not None:
             return None
         self._end_group()
@@ -332,7 +337,8 @@ class Script:
 
     def expect(self, flags, *, seq, ack=None, length=0, gap=0.0):
         """The peer sent this in the capture: awaited with its group."""
-        index = self._record(Step("expect", flags, seq, ack, b"", length, None, (), gap))
+        _number("length", length, MOD - 1)
+        index = self._record(_step("expect", flags, seq, ack, b"", length, None, (), gap))
         self._group.append(index)
         self._group_time += gap
         self._want.add(flags, seq, ack, length)
@@ -460,7 +466,6 @@ class Script:
             self._took(conn, seg)
 
     def _took(self, conn, seg):
-        self._seen += 1
         for option in seg.options:
             if option[0] == "ts":
                 self._ts_recent = option[1]
@@ -643,6 +648,29 @@ def _model_of_steps(steps):
         sides.append("out" if ours else "in")
     states = model.peer_states(segs, sides)
     return states[-1] if states else None
+
+
+def _step(kind, flags, seq, ack, payload, length, window, options, gap):
+    """A Step of a script line's arguments, each checked: a line no segment
+    can match is a mistake in the test, said at once."""
+    if not isinstance(flags, str):
+        raise TypeError(f"flags must be a str of \"FSRPAUEC\" letters, not {type(flags).__name__}")
+    if any(c not in "FSRPAUEC" for c in flags) or len(set(flags)) != len(flags):
+        raise ValueError(f"flags: {flags!r} is not a set of the letters F S R P A U E C (each at most once)")
+    _number("seq", seq, MOD - 1)
+    if ack is not None:
+        _number("ack", ack, MOD - 1)
+    if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap < float("inf"):
+        raise (TypeError if not isinstance(gap, (int, float)) or isinstance(gap, bool) else ValueError)(
+            f"gap must be seconds >= 0, got {gap!r}")
+    return Step(kind, flags, seq, ack, payload, length, window, options, float(gap))
+
+
+def _number(name, value, top):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= top:
+        raise ValueError(f"{name} must be in 0..{top}, got {value}")
 
 
 def _speed(speed):
