@@ -46,7 +46,7 @@ ASAN_PYTESTS := tests/test_segment.py tests/test_handshake.py tests/test_active_
                 tests/test_passive_close.py tests/test_rst.py tests/test_probe.py tests/test_connection.py tests/test_model.py \
                 tests/test_ext_safety.py tests/test_arguments.py tests/test_trace.py tests/test_trace_record.py \
                 tests/test_lab_args.py tests/test_stack_lab.py tests/test_matrix.py tests/test_profile_rfc.py \
-                tests/test_violations.py tests/test_fast_path.py
+                tests/test_violations.py tests/test_fast_path.py tests/test_replay_script.py
 
 # libFuzzer targets (clang): the codec and the state machine. make test gives
 # each a short run; make fuzz FUZZ_SECONDS=600 a long one.
