@@ -39,6 +39,7 @@ from .trace import MOD, Trace, read_pcap
 
 SETTLE = 0.25      # s: after the last step, how long extras (a FIN retransmission) are awaited
 LISTEN_WAIT = 5.0  # s: how long a generated test waits for its Lab's server to listen
+WRITE_WAIT = 1.0   # s: how long side="server"'s client application waits to hand the kernel its data
 
 KINDS = ("syn", "fin", "fin-retransmission", "rst", "no-rst", "length", "ack")
 
@@ -596,21 +597,26 @@ class _ClientApp:
         self.drain()
 
     def drain(self):
+        """Read what has come; hand the kernel what is still to write, for at
+        most WRITE_WAIT s (its buffer takes a capture's worth at once unless
+        our side stopped reading)."""
         if self.done:
             return
         try:
-            while True:
-                if not self.sock.recv(65536):
-                    break
-        except (BlockingIOError, OSError):
+            while self.sock.recv(65536):
+                pass
+        except BlockingIOError:
             pass
-        while self.pending:
+        except OSError:      # reset: nothing more to read or write
+            self.pending = b""
+        deadline = time.monotonic() + WRITE_WAIT
+        while self.pending and time.monotonic() < deadline:
             try:
-                sent = self.sock.send(self.pending)
-            except (BlockingIOError, OSError):
+                self.pending = self.pending[self.sock.send(self.pending):]
+            except BlockingIOError:
                 select.select([], [self.sock], [], 0.05)
-                continue
-            self.pending = self.pending[sent:]
+            except OSError:
+                self.pending = b""
 
     def finish(self):
         self.drain()
