@@ -620,7 +620,10 @@ class _ClientApp:
 
     def finish(self):
         self.drain()
-        self.sock.shutdown(socket.SHUT_WR)
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:   # already reset: the capture's FIN cannot follow
+            pass
 
     def abort(self):
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
