@@ -226,7 +226,7 @@ _WHAT = {
 }
 
 
-def _meaning(kind, missing, captured_state, live_state, refused=False):
+def _meaning(kind, missing, captured_state, live_state, refused=False, first=False):
     """The model's reading of one difference, said as the model's."""
     states = (f"The RFC 9293 model, from the segments alone, reads the peer as {live_state or 'unknown'} "
               f"here; the captured peer as {captured_state or 'unknown'}.")
@@ -237,6 +237,9 @@ def _meaning(kind, missing, captured_state, live_state, refused=False):
     elif kind == "rst":
         gloss = ("A RST where the capture had none: the peer has no connection for this 4-tuple "
                  "any more, so the replay stops here.")
+    elif kind == "fin" and first:
+        gloss = ("The peer closed first: its FIN came before ours, where the captured peer's came "
+                 "after (it closed last). The close is the other one: TIME_WAIT is the peer's.")
     elif missing:
         gloss = f"{_WHAT[kind]} the capture had by here did not come within the wait."
         if kind == "fin-retransmission":
@@ -302,6 +305,11 @@ class Script:
         self._app = self._listener = None
         self._shift = 0           # the live peer's data minus the capture's, once said
         self._said = set()        # shortfalls said and not made up since: not said, nor awaited, again
+        self._last_sent = -1      # the index of the last send step played
+        # Who closed first: [the live peer's FIN came before our first FIN,
+        # the captured peer's did], each None until known.
+        self._fin_order = [None, None]
+        self._fin_order_said = False
         self._trace = None        # the live trace, kept when the connection is released
         self._ts_recent = 0
         self._captured_t = 0.0    # the capture's time of the latest step, from its first
@@ -327,6 +335,9 @@ class Script:
             return None
         self._pace()
         conn = self._connection_for_send(flags)
+        self._last_sent = len(self.steps) - 1
+        if "F" in flags and self._fin_order[0] is None:
+            self._fin_order[0] = self._have.fin > 0   # the live peer's FIN before our first
         kwargs = {"flags": flags, "seq": (conn.iss + seq) % MOD}
         if "A" in flags:
             kwargs["ack"] = self._live_ack(conn, ack)
@@ -342,6 +353,8 @@ class Script:
         index = self._record(_step("expect", flags, seq, ack, b"", length, None, (), gap))
         self._group.append(index)
         self._group_time += gap
+        if "F" in flags and not self._want.fin:
+            self._fin_order[1] = self._fin_order[0] is None   # the captured peer's FIN before ours
         self._want.add(flags, seq, ack, length)
         if self.side == "server":
             self._app_act(flags, length)
@@ -435,7 +448,7 @@ class Script:
     def _end_group(self, final=False):
         """Await the peer's segments up to where the capture had them, then
         compare."""
-        step = len(self.steps) - 1 if final else len(self.steps) - 2
+        step = self._last_sent
         if self.conn is None and self.side == "server" and self._want.syn:
             try:
                 self._accept()
@@ -481,6 +494,7 @@ class Script:
             self._differ(step, ["rst"], missing=False)
             self.stopped = f"the peer sent a RST after step {step}, where the capture had none"
             return
+        self._closing_order(step)
         short = self._short()
         self._said &= set(short)  # a shortfall made up may be said again if it recurs
         self._differ(step, [k for k in short if k not in self._said], missing=True)
@@ -488,10 +502,20 @@ class Script:
         if final:
             self._differ(step, self._have.beyond(self._want, self._shift), missing=False)
 
+    def _closing_order(self, step):
+        """A peer that closed first where the captured one closed after us
+        (its FIN before ours, where the capture's came after): its FIN came
+        early, which is no shortfall, but it is another close (the active
+        one: TIME_WAIT is the peer's). The converse is a FIN missing."""
+        live_first, captured_first = self._fin_order
+        if live_first and captured_first is False and not self._fin_order_said:
+            self._fin_order_said = True
+            self._differ(step, ["fin"], missing=False, first=True)
+
     def _short(self):
         return self._have.short_of(self._want, self._shift)
 
-    def _differ(self, step, kinds, missing):
+    def _differ(self, step, kinds, missing, first=False):
         if not kinds:
             return
         captured, observed = self._group_text(step)
@@ -505,7 +529,7 @@ class Script:
             observed += f" (data by here: {(have.data_end - 1) % MOD} bytes{', then FIN' if have.fin else ''})"
         refused = self._have.syn == 0 and self.side == "client"
         found = [Difference(step, kind, captured, observed,
-                            _meaning(kind, missing, captured_state, live_state, refused).strip())
+                            _meaning(kind, missing, captured_state, live_state, refused, first).strip())
                  for kind in kinds]
         self.differences.extend(found)
         if self.strict:
@@ -744,7 +768,8 @@ def replay(trace_or_path, *, lab=None, target=None, side="client", speed=None, c
                                 window=step.window, options=step.options, gap=step.gap)
                 else:
                     script.expect(step.flags, seq=step.seq, ack=step.ack, length=step.length, gap=step.gap)
-        return ReplayResult(source, picked, side, script, _peer_code(peer, own, port), repr(peer), speed)
+        return ReplayResult(source, picked, side, script, _peer_code(peer, own and side == "client", port),
+                            repr(peer), speed)
     finally:
         if own:
             peer.close()
@@ -962,9 +987,10 @@ def _rows(trace):
              "len": r["len"], "time": r["time"]} for r in trace.relative()]
 
 
-def _peer_code(peer, own, port):
+def _peer_code(peer, listened, port):
     """The lines of a generated test that make the peer again (the first a
-    ``with``, the rest inside it), and its name there."""
+    ``with``, the rest inside it), and its name there. ``listened``: replay
+    made the Lab and listened on the port itself."""
     if isinstance(peer, Target):
         return [f"with fp.Target({peer.host!r}, {peer.port}) as target:"], "target"
     stack, env = getattr(peer, "_stack_spec", (None, None))
@@ -984,7 +1010,7 @@ def _peer_code(peer, own, port):
             kwargs = "".join(f", {k}={v!r}" for k, v in what[2].items())
             lines.append(f"    lab.popen({list(what[1])!r}{kwargs})")
             started = True
-    if own:
+    if listened:
         lines.append(f"    lab.listen({port})")
     if started:
         lines.append(f"    wait_listening(lab, {port})")
