@@ -276,10 +276,13 @@ def kernel_capture(tmp, name, server="http.server", *, keep_alive=False, ipv6=Fa
     return _checked(path, trace)
 
 
-def stack_capture(tmp, name, recipe="lwip", *, ipv6=False, port=8080):
+def stack_capture(tmp, name, recipe="lwip", *, ipv6=False, port=8080, rst_in_time_wait=False):
     """finprobe's GET / against stack recipe ``recipe`` and the close (the
-    stack closes first; we ACK its FIN, then send ours), captured to
-    tmp/<name>.pcap. Returns the path.
+    stack closes first; we ACK its FIN, then send ours; it ends in
+    TIME_WAIT), captured to tmp/<name>.pcap. With rst_in_time_wait, then
+    our RST and a bare ACK below SND.NXT, as in rfc1337_capture: the
+    recipes differ there (lwip ignores both, gvisor answers the ACK with an
+    ACK, slirp's RST ended TIME_WAIT and it answers with RST). Returns the path.
 
     The capture is the Lab's own (capture=True), written by Trace.to_pcap:
     tcpdump on the Lab's TAP sees only the stack's half, as finprobe's frames
@@ -293,6 +296,10 @@ def stack_capture(tmp, name, recipe="lwip", *, ipv6=False, port=8080):
         conn.ack()
         conn.fin()
         conn.expect("A", timeout=2)
+        if rst_in_time_wait:
+            conn.rst()
+            conn.send(flags="A", seq=(conn.snd_nxt - 1) % (1 << 32))
+            conn.recv(timeout=0.5)  # its answer, if it has one
         lab.capture().to_pcap(path)
     return _checked(path, fp.read_pcap(path))
 
