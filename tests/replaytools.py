@@ -138,7 +138,32 @@ def nginx(lab, tmp, port=PORTS["nginx"], keepalive="30s"):
         stop(proc)
 
 
-SERVERS = {"http.server": http_server, "nginx": nginx}
+# A server that closes each connection as soon as it has accepted it: it
+# closes first, before any data, and ends in TIME_WAIT.
+CLOSER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+while True:
+    s.accept()[0].close()
+"""
+
+
+@contextlib.contextmanager
+def closing_server(lab, tmp=None, port=8081):
+    """CLOSER on (lab.peer_addr, port), listening when entered, ended when left."""
+    proc = lab.popen([PYTHON, "-c", CLOSER, lab.peer_addr, str(port)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(lab, port, proc, "the closing server")
+        yield proc
+    finally:
+        stop(proc)
+
+
+SERVERS = {"http.server": http_server, "nginx": nginx, "closer": closing_server}
 
 
 # ---- tcpdump -------------------------------------------------------------------------
@@ -220,9 +245,10 @@ def finished(trace):
 # then closes. HTTP/1.1 keep-alive: the client reads the header and
 # Content-Length bytes, then closes first (nginx closes after it).
 CLIENT = r"""
-import socket, sys
-addr, port, keep_alive = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+import socket, sys, time
+addr, port, keep_alive, pause = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", float(sys.argv[4])
 s = socket.create_connection((addr, port), timeout=5)
+time.sleep(pause)
 if keep_alive:
     s.sendall(b"GET /FILE HTTP/1.1\r\nHost: finprobe\r\n\r\n")
     got = b""
@@ -238,18 +264,21 @@ else:
     while chunk := s.recv(65536):
         got += chunk
     head, body = got.split(b"\r\n\r\n", 1)
+time.sleep(pause)
 s.close()
 print(head.split(b"\r\n")[0].decode(), len(body))
 """.replace("FILE", FILE)
 
 
-def kernel_client(lab, port, keep_alive=False):
-    """Run the kernel client in the Lab against (lab.peer_addr, port);
-    returns its status line; RuntimeError if it failed or got another body."""
-    proc = lab.popen([PYTHON, "-c", CLIENT, lab.peer_addr, str(port), "1" if keep_alive else "0"],
+def kernel_client(lab, port, keep_alive=False, pause=0.0):
+    """Run the kernel client in the Lab against (lab.peer_addr, port),
+    pausing ``pause`` seconds after the handshake and again before its
+    close; returns its status line; RuntimeError if it failed or got
+    another body."""
+    proc = lab.popen([PYTHON, "-c", CLIENT, lab.peer_addr, str(port), "1" if keep_alive else "0", str(pause)],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        out, err = proc.communicate(timeout=CLIENT_TIMEOUT)
+        out, err = proc.communicate(timeout=CLIENT_TIMEOUT + 2 * pause)
     except subprocess.TimeoutExpired:
         stop(proc)
         raise RuntimeError(f"the kernel client took more than {CLIENT_TIMEOUT:g}s") from None
@@ -262,16 +291,18 @@ def kernel_client(lab, port, keep_alive=False):
 # ---- the captures --------------------------------------------------------------------
 
 
-def kernel_capture(tmp, name, server="http.server", *, keep_alive=False, ipv6=False, port=None, **config):
+def kernel_capture(tmp, name, server="http.server", *, keep_alive=False, pause=0.0, ipv6=False, port=None,
+                   **config):
     """A real exchange, captured to tmp/<name>.pcap: server ("http.server" or
     "nginx", with **config for nginx) serving the kernel client in a Lab of
     its own (keep_alive: an HTTP/1.1 keep-alive request, the client closing
-    first). Returns the path; the Lab is gone when it returns."""
+    first; pause: the client's pauses). Returns the path; the Lab is gone
+    when it returns."""
     port = PORTS[server] if port is None else port
     path = os.path.join(os.fspath(tmp), f"{name}.pcap")
     with fp.Lab(ipv6=ipv6) as lab, SERVERS[server](lab, tmp, port, **config):
         with tcpdump(lab, path, port):
-            kernel_client(lab, port, keep_alive)
+            kernel_client(lab, port, keep_alive, pause)
             trace = read_when(path, finished)
     return _checked(path, trace)
 
@@ -305,7 +336,7 @@ def stack_capture(tmp, name, recipe="lwip", *, ipv6=False, port=8080, rst_in_tim
 
 
 def rfc1337_capture(tmp, name, rfc1337, *, ipv6=False, port=8081):
-    """finprobe as the client of a kernel server in a Lab with tcp_rfc1337
+    """finprobe as the client of closing_server in a Lab with tcp_rfc1337
     set to rfc1337 (0 or 1), recorded by tcpdump: the server closes first,
     we ACK its FIN and send ours, its last ACK leaves it in TIME_WAIT; then
     our RST (seq = our SND.NXT) and a bare ACK one below it, on the same
@@ -313,13 +344,10 @@ def rfc1337_capture(tmp, name, rfc1337, *, ipv6=False, port=8081):
     with 1 TIME_WAIT ignores the RST and answers the out-of-window ACK with
     an ACK (an ACK at SND.NXT itself it would take silently). Returns the path."""
     path = os.path.join(os.fspath(tmp), f"{name}.pcap")
-    with fp.Lab(ipv6=ipv6) as lab:
+    with fp.Lab(ipv6=ipv6) as lab, closing_server(lab, tmp, port):
         lab.sysctl("net.ipv4.tcp_rfc1337", rfc1337)
-        server = lab.listen(port)
         with tcpdump(lab, path, port):
             conn = lab.connect(port)
-            peer, _ = server.accept()
-            peer.close()
             conn.expect("FA")
             conn.ack()
             conn.fin()
