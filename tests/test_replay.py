@@ -1,0 +1,338 @@
+"""fp.replay end to end (issue 12): real tcpdump captures made here
+(replaytools) of python's http.server and nginx serving a kernel client, of
+a stack recipe and of a tcp_rfc1337 exchange, replayed against the same
+peer in a fresh Lab (no differences, ten times in a row), against a closed
+port (the RST named) and against peers configured differently (the
+difference named); the other side played (side="server"); captured timing
+kept (speed=1.0); the generated pytest files green against their peer and
+red once edited; wrong arguments refused by name."""
+
+import functools
+import os
+import re
+import subprocess
+
+import pytest
+
+import finprobe as fp
+
+import replaytools as rt
+from labtools import PACKAGE_DIR, PYTHON, descendants
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/nginx") or not os.path.exists("/usr/bin/tcpdump"),
+                                reason="needs nginx (nginx-light) and tcpdump")
+
+RECIPE_PORT = 8080
+
+
+class Captures:
+    """The module's captures, each made on first use, in its own directory."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+
+    @functools.lru_cache(maxsize=None)
+    def kernel(self, server, keep_alive=False, ipv6=False, pause=0.0, **config):
+        name = f"{server}-{'keepalive' if keep_alive else 'close'}-{'v6' if ipv6 else 'v4'}-{pause:g}"
+        name += "".join(f"-{k}{v}" for k, v in sorted(config.items()))
+        return rt.kernel_capture(self.tmp, name, server, keep_alive=keep_alive, ipv6=ipv6, pause=pause, **config)
+
+    @functools.lru_cache(maxsize=None)
+    def stack(self, recipe, rst_in_time_wait=False):
+        return rt.stack_capture(self.tmp, f"{recipe}-{rst_in_time_wait}", recipe, port=RECIPE_PORT,
+                                rst_in_time_wait=rst_in_time_wait)
+
+    @functools.lru_cache(maxsize=None)
+    def rfc1337(self, value):
+        return rt.rfc1337_capture(self.tmp, f"rfc1337-{value}", value)
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory):
+    return Captures(tmp_path_factory.mktemp("captures"))
+
+
+@pytest.fixture(scope="module")
+def recipes():
+    """The stack recipes, built if missing; skipped only if they cannot be."""
+    try:
+        for name in fp.stacks.RECIPES:
+            fp.stacks.binary(name)
+    except fp.Error:
+        root = os.path.dirname(PACKAGE_DIR)
+        made = subprocess.run(["make", "-C", root, "-s", "stacks"], capture_output=True, text=True)
+        try:
+            for name in fp.stacks.RECIPES:
+                fp.stacks.binary(name)
+        except fp.Error:
+            pytest.skip(f"the stack recipes cannot be built (make stacks): {made.stderr.strip()[-500:]}")
+    return fp.stacks.RECIPES
+
+
+def kinds(result):
+    return [d.kind for d in result.differences]
+
+
+def the(result, kind):
+    """The one difference of kind; fails showing them all otherwise."""
+    found = [d for d in result.differences if d.kind == kind]
+    assert len(found) == 1, f"expected one {kind!r} difference:\n{result.text()}"
+    return found[0]
+
+
+def flags_of(text):
+    """The flags written in a Difference's captured/observed text ("[FA] ..." -> "FA")."""
+    return re.findall(r"\[([FSRPAUEC]*)\]", text)
+
+
+# ---- the captures themselves ------------------------------------------------------------
+
+
+def fin_order(trace):
+    """The ports of the segments carrying FIN, in order: who closed first."""
+    return [s.sport for s in trace if "F" in s.flags]
+
+
+def test_http_server_capture_holds_one_whole_exchange_the_server_closing_first(captures):
+    trace = fp.read_pcap(captures.kernel("http.server"))
+    assert trace.skipped == 0
+    assert trace[0].flags == "S" and trace[0].dport == rt.PORTS["http.server"]
+    assert fin_order(trace) == [rt.PORTS["http.server"], trace[0].sport]
+    data = b"".join(s.payload for s in trace if s.sport == rt.PORTS["http.server"])
+    assert data.startswith(b"HTTP/1.0 200 OK") and data.endswith(rt.BODY.encode())
+
+
+def test_nginx_keep_alive_capture_holds_one_whole_exchange_the_client_closing_first(captures):
+    trace = fp.read_pcap(captures.kernel("nginx", keep_alive=True))
+    assert trace[0].flags == "S" and trace[0].dport == rt.PORTS["nginx"]
+    assert fin_order(trace) == [trace[0].sport, rt.PORTS["nginx"]]
+    data = b"".join(s.payload for s in trace if s.sport == rt.PORTS["nginx"])
+    assert data.startswith(b"HTTP/1.1 200 OK") and b"keep-alive" in data.lower()
+
+
+@pytest.mark.parametrize("value,answer", [(0, "R"), (1, "A")])
+def test_rfc1337_capture_ends_with_the_answer_to_an_ack_in_time_wait(captures, value, answer):
+    trace = fp.read_pcap(captures.rfc1337(value))
+    assert [s.flags for s in trace] == ["S", "SA", "A", "FA", "A", "FA", "A", "R", "A", answer]
+    assert trace[-1].sport == 8081
+
+
+# ---- the same peer: no differences --------------------------------------------------------
+
+
+def assert_same(result, run=None):
+    assert result.differences == [], f"run {run}: {result.text()}"
+    assert "F" in "".join(s.flags for s in result.trace), result.text()
+
+
+@pytest.mark.parametrize("server,keep_alive", [("http.server", False), ("nginx", False), ("nginx", True)],
+                         ids=["http.server", "nginx-http1.0", "nginx-keepalive"])
+def test_a_capture_replays_against_the_same_server_in_a_fresh_lab_without_differences_ten_times(
+        captures, tmp_path, server, keep_alive):
+    path = captures.kernel(server, keep_alive)
+    for run in range(10):
+        with fp.Lab() as lab, rt.SERVERS[server](lab, tmp_path):
+            result = fp.replay(path, lab=lab)
+        assert_same(result, run)
+    assert len(result.captured) == len(fp.read_pcap(path))
+    assert [s.flags for s in result.captured] == [s.flags for s in fp.read_pcap(path)]
+
+
+def test_an_ipv6_capture_replays_against_the_same_server_without_differences(captures, tmp_path):
+    path = captures.kernel("http.server", ipv6=True)
+    assert ":" in fp.read_pcap(path)[0].src
+    with fp.Lab(ipv6=True) as lab, rt.http_server(lab, tmp_path):
+        result = fp.replay(path, lab=lab)
+    assert_same(result)
+    assert result.trace[0].dst == "2001:db8::1" and result.trace[0].src == "2001:db8::2"
+
+
+def test_the_rfc1337_capture_replays_against_a_kernel_set_alike_without_differences(captures, tmp_path):
+    for value in (0, 1):
+        with fp.Lab() as lab, rt.closing_server(lab):
+            lab.sysctl("net.ipv4.tcp_rfc1337", value)
+            result = fp.replay(captures.rfc1337(value), lab=lab)
+        assert result.differences == [], f"tcp_rfc1337={value}: {result.text()}"
+
+
+def test_a_stack_capture_replays_against_the_same_recipe_without_differences(captures, recipes):
+    for recipe in recipes:
+        path = captures.stack(recipe, rst_in_time_wait=True)
+        for run in range(3):
+            with fp.Lab(**fp.stacks.lab_args(recipe, RECIPE_PORT)) as lab:
+                result = fp.replay(path, lab=lab)
+            assert result.differences == [], f"{recipe} run {run}: {result.text()}"
+
+
+# ---- another peer: the difference named ---------------------------------------------------
+
+
+def test_a_replay_against_a_closed_port_in_a_fresh_lab_names_the_rst(captures):
+    before = set(descendants(os.getpid()))
+    result = fp.replay(captures.kernel("http.server"))  # neither lab nor target: a fresh Lab, nothing listening
+    assert result.differences, result.text()
+    first = result.differences[0]
+    assert first.kind == "rst", result.text()
+    assert result.steps[first.step].kind == "send" and result.steps[first.step].flags == "S"
+    assert "SA" in flags_of(first.captured) and "R" in "".join(flags_of(first.observed)), first
+    assert first.meaning
+    assert "rst" in result.text() and "R" in result.text()
+    assert set(descendants(os.getpid())) <= before, "the Lab fp.replay made outlived it"
+
+
+def test_a_kernel_with_rfc1337_off_answering_with_rst_where_it_had_acked_is_named(captures):
+    with fp.Lab() as lab, rt.closing_server(lab):
+        lab.sysctl("net.ipv4.tcp_rfc1337", 0)
+        result = fp.replay(captures.rfc1337(1), lab=lab)
+    diff = the(result, "rst")
+    assert flags_of(diff.captured) == ["A"] and flags_of(diff.observed) == ["R"], diff
+    last_sent = [i for i, s in enumerate(result.steps) if s.kind == "send"][-1]
+    assert diff.step == last_sent and result.steps[diff.step].flags == "A", result.text()
+
+
+def test_a_kernel_with_rfc1337_on_acking_where_it_had_reset_is_named(captures):
+    with fp.Lab() as lab, rt.closing_server(lab):
+        lab.sysctl("net.ipv4.tcp_rfc1337", 1)
+        result = fp.replay(captures.rfc1337(0), lab=lab)
+    diff = the(result, "no-rst")
+    assert flags_of(diff.captured) == ["R"] and "A" in flags_of(diff.observed), diff
+
+
+def test_a_server_closing_first_where_the_captured_one_closed_last_is_named(captures, tmp_path):
+    path = captures.kernel("nginx", keep_alive=True)          # nginx kept the connection: we closed first
+    with fp.Lab() as lab, rt.nginx(lab, tmp_path, keepalive="0"):  # this one closes after its answer
+        result = fp.replay(path, lab=lab)
+    diff = the(result, "fin")
+    assert "F" not in "".join(flags_of(diff.captured)) and "F" in "".join(flags_of(diff.observed)), diff
+
+
+def test_a_server_closing_last_where_the_captured_one_closed_first_is_named(captures, tmp_path):
+    path = captures.kernel("nginx", keep_alive=True, keepalive="0")   # nginx closed first
+    with fp.Lab() as lab, rt.nginx(lab, tmp_path):                    # this one keeps it
+        result = fp.replay(path, lab=lab)
+    assert "fin" in kinds(result), result.text()
+
+
+def test_a_recipe_answering_an_ack_in_time_wait_with_rst_where_the_captured_one_acked_is_named(
+        captures, recipes):
+    path = captures.stack("gvisor", rst_in_time_wait=True)   # gVisor's TIME_WAIT ACKs it
+    with fp.Lab(**fp.stacks.lab_args("slirp", RECIPE_PORT)) as lab:  # slirp's RST ended TIME_WAIT
+        result = fp.replay(path, lab=lab)
+    diff = the(result, "rst")
+    assert flags_of(diff.captured) == ["A"] and flags_of(diff.observed) == ["R"], diff
+
+
+def test_a_recipe_with_another_answer_length_is_named(captures, recipes, tmp_path):
+    path = captures.kernel("http.server", port=RECIPE_PORT)   # the kernel's http.server: 370 bytes
+    with fp.Lab(**fp.stacks.lab_args("lwip", RECIPE_PORT)) as lab:   # lwIP's recipe: 44 bytes
+        result = fp.replay(path, lab=lab)
+    assert "length" in kinds(result), result.text()
+
+
+# ---- the other side ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server,keep_alive", [("http.server", False), ("nginx", True)],
+                         ids=["server-closes-first", "client-closes-first"])
+def test_the_server_side_replays_against_a_kernel_client_without_differences(captures, server, keep_alive):
+    path = captures.kernel(server, keep_alive)
+    for run in range(3):
+        result = fp.replay(path, side="server")
+        assert result.differences == [], f"run {run}: {result.text()}"
+    syn = result.trace[0]
+    assert syn.flags == "S" and syn.direction == "in", result.trace.ladder_text()
+    fins = [s.direction for s in result.trace if "F" in s.flags]
+    assert fins == (["out", "in"] if not keep_alive else ["in", "out"]), result.trace.ladder_text()
+
+
+# ---- timing ----------------------------------------------------------------------------------
+
+
+def gaps(trace):
+    """Seconds between our sends: the pauses the client made."""
+    ours = [s.ts for s in trace if s.direction == "out"] if trace[0].direction else None
+    return [b - a for a, b in zip(ours, ours[1:])]
+
+
+def test_speed_one_keeps_the_captured_gaps(captures, tmp_path):
+    pause = 0.3
+    path = captures.kernel("nginx", keep_alive=True, pause=pause)
+    captured = fp.read_pcap(path)
+    client = captured[0].sport
+    sent = [s.ts for s in captured if s.sport == client]
+    with fp.Lab() as lab, rt.nginx(lab, tmp_path):
+        result = fp.replay(path, lab=lab, speed=1.0)
+    assert result.differences == [], result.text()
+    ours = [s.ts for s in result.trace if s.direction == "out"]
+    assert len(ours) == len(sent), result.text()
+    for i, (live, then) in enumerate(zip(zip(ours, ours[1:]), zip(sent, sent[1:]))):
+        assert live[1] - live[0] >= (then[1] - then[0]) - 0.02, f"gap {i} shorter than captured"
+    assert ours[-1] - ours[0] >= 2 * pause - 0.02
+
+
+def test_speed_none_does_not_wait_the_captured_gaps(captures, tmp_path):
+    pause = 0.5
+    path = captures.kernel("nginx", keep_alive=True, pause=pause)
+    with fp.Lab() as lab, rt.nginx(lab, tmp_path):
+        result = fp.replay(path, lab=lab)
+    assert result.differences == [], result.text()
+    ours = [s.ts for s in result.trace if s.direction == "out"]
+    assert ours[-1] - ours[0] < pause, "speed=None waited a captured pause"
+
+
+# ---- the generated tests ---------------------------------------------------------------------
+
+
+def run_pytest(path):
+    return subprocess.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)],
+                          capture_output=True, text=True, timeout=120, cwd=os.path.dirname(path),
+                          env={**os.environ, "PYTHONPATH": PACKAGE_DIR})
+
+
+# ---- wrong arguments -------------------------------------------------------------------------
+
+
+def test_both_lab_and_target_are_refused(captures):
+    with fp.Lab() as lab:
+        with pytest.raises(TypeError, match="lab.*target|target.*lab"):
+            fp.replay(captures.kernel("http.server"), lab=lab, target=object())
+
+
+@pytest.mark.parametrize("side", ["both", "", "CLIENT", 1, None])
+def test_a_bad_side_is_refused_by_name(captures, side):
+    with pytest.raises((TypeError, ValueError), match="side"):
+        fp.replay(captures.kernel("http.server"), side=side)
+
+
+@pytest.mark.parametrize("speed", [0, -1.0, float("nan"), float("inf"), "fast", True])
+def test_a_bad_speed_is_refused_by_name(captures, speed):
+    with pytest.raises((TypeError, ValueError), match="speed"):
+        fp.replay(captures.kernel("http.server"), speed=speed)
+
+
+def test_a_missing_file_is_refused(tmp_path):
+    with pytest.raises((fp.Error, OSError), match="missing.pcap"):
+        fp.replay(tmp_path / "missing.pcap")
+
+
+def test_a_capture_without_tcp_is_refused(tmp_path):
+    udp = fp.Segment(src="192.0.2.2", dst="192.0.2.1", sport=1, dport=2, flags="S")
+    path = tmp_path / "udp.pcap"
+    raw = bytearray(bytes(udp))
+    raw[9] = 17  # IPv4 protocol: UDP
+    raw[10:12] = b"\0\0"
+    from finprobe import _core
+    _core.write_pcap(str(path), [(bytes(raw), 0)], 0)
+    assert len(fp.read_pcap(path)) == 0
+    with pytest.raises((fp.Error, ValueError), match="TCP|tcp"):
+        fp.replay(path)
+
+
+def test_a_connection_not_in_the_capture_is_refused(captures):
+    with pytest.raises(ValueError, match="connection"):
+        fp.replay(captures.kernel("http.server"), connection=(("192.0.2.9", 1), ("192.0.2.1", 8000)))
+
+
+def test_a_trace_or_path_of_another_type_is_refused():
+    with pytest.raises(TypeError, match="trace"):
+        fp.replay(42)
