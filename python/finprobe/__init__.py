@@ -20,6 +20,7 @@ from .compare_view import MatrixComparison
 from .lab import Lab
 from .matrix import Cell, Matrix, matrix
 from .probe import Check, Comparison, Report, compare, probe
+from .replay import ReplayResult, replay
 from .state import State
 from .target import Target
 from .trace import Trace, iter_pcap, read_pcap
@@ -28,5 +29,5 @@ __all__ = [
     "AsyncConnection", "AsyncLab", "AsyncTarget", "Connection", "ConnectionRefused", "Error", "ExpectError",
     "Lab", "ParseError", "PermissionError", "Segment", "State", "Target", "Trace", "iter_pcap", "read_pcap",
     "probe", "Check", "Report",
-    "compare", "Comparison", "stacks", "matrix", "Matrix", "Cell", "MatrixComparison",
+    "compare", "Comparison", "stacks", "matrix", "Matrix", "Cell", "MatrixComparison", "replay", "ReplayResult",
 ]

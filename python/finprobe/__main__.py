@@ -3,6 +3,8 @@ python -m finprobe probe --compare PEER [PEER ...] [--html FILE] [--json] [--slo
 python -m finprobe matrix [HOST:PORT | --stack "CMD ..." --port PORT] [--ipv6] [--sysctl NAME=VALUE ...]
                           [--profile rfc|linux|FILE] [--json] [--html FILE] [--svg FILE]
 python -m finprobe matrix --compare PEER [PEER ...] [--html FILE] [--svg FILE] [--json]
+python -m finprobe replay FILE.pcap [HOST:PORT | --stack "CMD ..." --port PORT] [--side client|server]
+                          [--sysctl NAME=VALUE ...] [--speed X] [--pytest FILE] [--json]
 
 Probe how a TCP stack closes its connections: the local Linux kernel in a
 Lab by default, a server at HOST:PORT (IPv6 as [addr]:port), or a user-space
@@ -15,6 +17,12 @@ beside finprobe's model of them ("model").
 matrix drives the peer into each close state and sends each event of the
 state x event matrix (API.md), one fresh connection a cell, and judges the
 answers by a profile of expectations (rfc, linux, or a profile file).
+
+replay plays one side of a captured connection (the first SYN's sender by
+default) against a live peer, the local kernel in a Lab by default (a socket
+of its listening on the captured port), and lists where the peer's answers
+differ from the capture's; --pytest writes the replay as a test file. Exit
+status: 0 the same, 1 differences, 2 an error.
 """
 
 import argparse
@@ -80,9 +88,12 @@ def main(argv=None):
     p.add_argument("--pcap", metavar="DIR", help="write each check's segments to DIR/<check>.pcap")
     p.add_argument("--check", action="append", help="run only this check (repeatable)")
     _add_matrix_parser(sub)
+    _add_replay_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "matrix":
         return run_matrix(parser, args)
+    if args.command == "replay":
+        return run_replay(parser, args)
     try:
         kwargs = _peer_kwargs(args)
         if args.pcap:  # now, not after the whole run
@@ -224,6 +235,104 @@ def run_matrix(parser, args):
         return 1 if any(not hasattr(m, "cells") for m in shown.matrices) else 0
     print(f"finprobe: {shown!r} in {shown.seconds:.1f} s", file=sys.stderr)
     return 1 if shown.counts()["fail"] else 0
+
+
+def _add_replay_parser(sub):
+    r = sub.add_parser("replay", help="play a captured connection against a live peer and list the differences")
+    r.add_argument("file", metavar="FILE.pcap", help="the capture (pcap or pcapng)")
+    r.add_argument("target", nargs="?", help="HOST:PORT of a server; default: the local kernel in a Lab, "
+                   "a socket of its listening on the captured port")
+    r.add_argument("--stack", metavar="CMD", help="a user-space TCP stack's command (as for probe), listening on --port")
+    r.add_argument("--port", type=int, help="the peer's port (default: the captured server's)")
+    r.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the --stack's command (repeatable)")
+    r.add_argument("--ipv6", action="store_true", help="a Lab (the kernel's or a stack's) over IPv6")
+    r.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a sysctl in the Lab's kernel first (repeatable)")
+    r.add_argument("--side", choices=("client", "server"), default="client",
+                   help="the side finprobe plays: client (the first SYN's sender, default) or server")
+    r.add_argument("--connection", metavar="ADDR:PORT,ADDR:PORT",
+                   help="which connection of the capture (default: the first)")
+    r.add_argument("--speed", type=float, help="play the captured timing divided by X (default: as fast as "
+                   "the answers allow)")
+    r.add_argument("--pytest", metavar="FILE", help="also write the replay as a pytest file")
+    r.add_argument("--json", action="store_true", help="print the result as JSON (stdout holds it alone)")
+
+
+def run_replay(parser, args):
+    """Replay the capture against the peer the arguments name."""
+    from .lab import Lab
+    from .replay import pick_connection, replay
+    from .target import Target
+    from .trace import read_pcap
+    try:
+        if args.target and args.stack:
+            raise ValueError("give HOST:PORT or --stack, not both")
+        if args.env and not args.stack:
+            raise ValueError("--env goes with --stack")
+        if args.target and (args.sysctl or args.ipv6):
+            raise ValueError("--sysctl and --ipv6 are the Lab's: not with HOST:PORT")
+        sysctls = list(_pairs("--sysctl", args.sysctl))
+        connection = _connection_arg(args.connection)
+        if args.port is not None:
+            _args.port("--port", args.port)
+        if args.stack and args.port is None:
+            raise ValueError("--stack needs --port, the port the stack listens on")
+        if not os.path.exists(args.file):
+            raise ValueError(f"no capture file {args.file!r}")
+        if args.pytest:
+            args.pytest = os.path.abspath(args.pytest)
+            _args.writable_directory("--pytest", os.path.dirname(args.pytest))
+    except ValueError as e:
+        parser.error(str(e))
+    out = sys.stderr
+    peer = None
+    try:
+        trace = read_pcap(args.file)
+        picked = pick_connection(trace, connection)
+        if args.target:
+            host, port = _args.host_port("target", args.target)
+            peer = Target(host, port)
+        else:
+            env = dict(_pairs("--env", args.env)) or None
+            peer = Lab(ipv6=args.ipv6, stack=shlex.split(args.stack) if args.stack else None, env=env)
+            for name, value in sysctls:
+                peer.sysctl(name, value)
+            if not args.stack and args.side == "client":
+                peer.listen(args.port or picked.server[1])
+        print(f"finprobe: replaying {args.file} against {peer!r}", file=out)
+        kwargs = {"target": peer} if args.target else {"lab": peer}
+        result = replay(trace, side=args.side, speed=args.speed, connection=connection,
+                        port=args.port, **kwargs)
+        result.source = args.file
+    except (ValueError, TypeError) as e:
+        print(f"finprobe: {e}", file=out)
+        return 2
+    except _core.Error as e:
+        print(f"finprobe: {e}", file=out)
+        return 2
+    finally:
+        if peer is not None:
+            peer.close()
+    if args.pytest:
+        result.to_pytest(args.pytest)
+        print(f"finprobe: wrote {args.pytest}", file=out)
+    if args.json:
+        import json
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result.text())
+    return 1 if result.differences else 0
+
+
+def _connection_arg(text):
+    """--connection ADDR:PORT,ADDR:PORT -> ((addr, port), (addr, port)), or None."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"--connection: expected ADDR:PORT,ADDR:PORT, got {text!r}")
+    return tuple(_args.host_port("--connection", p.strip()) for p in parts)
 
 
 def _peer_kwargs(args):

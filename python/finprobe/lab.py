@@ -83,6 +83,10 @@ class Lab:
         self._connections = weakref.WeakSet()
         self._processes = []
         self._sockets = []
+        # How this Lab was set up, for a test fp.replay writes (to_pytest):
+        # the stack's command as given, and each listen, sysctl set and popen.
+        self._stack_spec = (stack, env)
+        self._setup = []
         self._port_lock = threading.Lock()
         self._core = _core.Lab(stack=stack is not None)
         try:
@@ -320,6 +324,7 @@ class Lab:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.peer_addr, port))
             sock.listen(backlog)
+            self._setup.append(("listen", port, backlog))
             return sock
         except BaseException:
             sock.close()
@@ -332,7 +337,10 @@ class Lab:
             raise TypeError(f"sysctl name must be a str, not {type(name).__name__}")
         if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
             raise TypeError(f"sysctl value must be a str or an int, not {type(value).__name__}")
-        return self._core.sysctl(name, value)
+        result = self._core.sysctl(name, value)
+        if value is not None:
+            self._setup.append(("sysctl", name, value))
+        return result
 
     def popen(self, args, **kwargs):
         """subprocess.Popen running inside the lab, from any thread; it lives
@@ -343,6 +351,8 @@ class Lab:
             raise _core.Error("the lab is closed")
         proc = subprocess.Popen(args, preexec_fn=self._core._enter, **kwargs)
         self._processes.append(proc)
+        if not isinstance(args, (str, bytes)):
+            self._setup.append(("popen", list(args), {k: kwargs[k] for k in ("cwd", "env") if k in kwargs}))
         return proc
 
     def peer_info(self, conn):
