@@ -62,9 +62,11 @@ def stop(proc, sig=signal.SIGTERM, timeout=5.0):
 
 
 def listening(lab, port):
-    """Whether a socket of the Lab's kernel listens on port."""
-    out = lab.popen(["ss", "-ltnH", f"sport = :{port}"], stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL, text=True).communicate(timeout=START_TIMEOUT)[0]
+    """Whether a socket of the Lab's kernel listens on port. Not lab.popen:
+    a Lab records what it started for the tests fp.replay writes, and ss is
+    no part of the peer."""
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], preexec_fn=lab._core._enter,
+                         capture_output=True, text=True, timeout=START_TIMEOUT).stdout
     return bool(out.strip())
 
 
