@@ -173,15 +173,16 @@ SERVERS = {"http.server": http_server, "nginx": nginx, "closer": closing_server}
 
 @contextlib.contextmanager
 def tcpdump(lab, path, port, iface="any"):
-    """tcpdump in the Lab's namespace writing ``tcp port PORT`` on iface to
-    path: capturing when entered; on leaving, stopped by SIGINT (which
+    """tcpdump in the Lab's namespace (or run by ``lab``, a callable taking
+    popen's arguments) writing ``tcp port PORT`` on iface to path: capturing when entered; on leaving, stopped by SIGINT (which
     writes what it holds) and reaped. RuntimeError if it does not start.
 
     In immediate mode libpcap's ring holds its buffer over the snapshot
     length in frames: tcpdump's defaults (2 MiB, 262144) make 8, and a
     busy machine's tcpdump, a little late, lost the 9th and 10th segments
     ("2 packets dropped by kernel"). SNAPLEN and RING_KIB make thousands."""
-    proc = lab.popen(["tcpdump", "-i", iface, "-U", "--immediate-mode", "-n", "-s", str(SNAPLEN),
+    popen = lab.popen if hasattr(lab, "popen") else lab
+    proc = popen(["tcpdump", "-i", iface, "-U", "--immediate-mode", "-n", "-s", str(SNAPLEN),
                       "-B", str(RING_KIB), "-w", os.fspath(path), f"tcp port {port}"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -17,7 +17,7 @@ import pytest
 import finprobe as fp
 
 import replaytools as rt
-from labtools import PACKAGE_DIR, PYTHON, descendants
+from labtools import PACKAGE_DIR, PYTHON, SERVER4, descendants, inside, target_servers
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/nginx") or not os.path.exists("/usr/bin/tcpdump"),
                                 reason="needs nginx (nginx-light) and tcpdump")
@@ -148,6 +148,27 @@ def test_an_ipv6_capture_replays_against_the_same_server_without_differences(cap
     assert result.trace[0].dst == "2001:db8::1" and result.trace[0].src == "2001:db8::2"
 
 
+def test_a_capture_of_a_remote_server_replays_against_it_as_a_target_without_differences(tmp_path):
+    """nginx in a namespace of its own serving a kernel client in another,
+    captured there; replayed from the client's namespace over raw sockets."""
+    with target_servers(tmp_path) as net:
+        rt.www(tmp_path)  # FILE beside the servers' index.html
+        path = tmp_path / "remote.pcap"
+        with rt.tcpdump(functools.partial(net.popen, net.srv), path, 8080):
+            client = net.popen(net.cli, [PYTHON, "-c", rt.CLIENT, SERVER4, "8080", "1", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            out, err = client.communicate(timeout=10)
+            assert client.returncode == 0 and out.startswith("HTTP/1.1 200"), out + err
+            captured = rt.read_when(path, rt.finished)
+        assert rt.finished(captured), captured.ladder_text()
+        with inside(net.cli):
+            with fp.Target(SERVER4, 8080) as target:
+                for run in range(3):
+                    result = fp.replay(path, target=target)
+                    assert result.differences == [], f"run {run}: {result.text()}"
+    assert result.trace[0].dst == SERVER4 and result.trace[0].dport == 8080
+
+
 def test_the_rfc1337_capture_replays_against_a_kernel_set_alike_without_differences(captures, tmp_path):
     for value in (0, 1):
         with fp.Lab() as lab, rt.closing_server(lab):
@@ -163,6 +184,19 @@ def test_a_stack_capture_replays_against_the_same_recipe_without_differences(cap
             with fp.Lab(**fp.stacks.lab_args(recipe, RECIPE_PORT)) as lab:
                 result = fp.replay(path, lab=lab)
             assert result.differences == [], f"{recipe} run {run}: {result.text()}"
+
+
+def test_one_connection_of_a_trace_holding_two_is_picked_by_its_endpoints_in_either_order(captures, tmp_path):
+    first = fp.read_pcap(captures.kernel("http.server"))
+    second = fp.read_pcap(captures.kernel("nginx", keep_alive=True))
+    both = fp.Trace(list(first) + list(second))
+    client = (second[0].src, second[0].sport)
+    server = (second[0].dst, second[0].dport)
+    with fp.Lab() as lab, rt.nginx(lab, tmp_path):
+        result = fp.replay(both, lab=lab, connection=(server, client))
+    assert result.differences == [], result.text()
+    assert [(s.sport, s.flags) for s in result.captured] == [(s.sport, s.flags) for s in second]
+    assert result.trace[0].dport == rt.PORTS["nginx"]
 
 
 # ---- another peer: the difference named ---------------------------------------------------
