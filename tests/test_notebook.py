@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import sys
 import xml.etree.ElementTree as ET
 
@@ -80,3 +81,27 @@ def test_close_matrix_notebook_runs_and_shows_the_rows_side_by_side(kernel_pytho
     text = "".join(o.get("text", "") for o in outputs[2] if o.output_type == "stream")
     assert "TIME_WAIT x rst@N: fail" in text and "RFC 1337" in text
     assert "image/svg+xml" in outputs[3][0].data             # the cell's ladder
+
+
+REPLAY_NOTEBOOK = os.path.join(os.path.dirname(NOTEBOOK), "replay.ipynb")
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/tcpdump"), reason="needs tcpdump")
+def test_replay_notebook_captures_replays_and_shows_the_two_ladders_side_by_side(kernel_python3, tmp_path):
+    nb = nbformat.read(REPLAY_NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name=kernel_python3, timeout=120,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    cells = [c.outputs for c in nb.cells if c.cell_type == "code"]
+    assert not [o for cell in cells for o in cell if o.output_type == "error"]
+    text = ["".join(o.get("text", "") for o in cell if o.output_type == "stream") for cell in cells]
+    # the capture: the whole exchange, the server's FIN first
+    assert "[S] seq=0" in text[1] and "[FA]" in text[1] and "<--[A]" in text[1]
+    assert "no differences" in text[2] and "differences: []" in text[2]
+    assert text[3].startswith("rst: captured SA") and "meaning: " in text[3]
+    html = next(o.data["text/html"] for o in cells[4] if "text/html" in o.get("data", {}))
+    assert html.count("<svg") == 2 and "captured" in html and "live" in html and "rst" in html
+    ladders = [ET.fromstring(svg) for svg in re.findall(r"<svg.*?</svg>", html, re.S)]
+    segs = [len([g for g in root.iter(SVG + "g") if "fp-seg" in g.get("class", "")]) for root in ladders]
+    assert segs[0] == len(text[1].strip().splitlines()) - 1 and segs[1] == 2   # captured; SYN and RST
+    assert "s.send('S', seq=0" in text[5] and "1 passed" in text[5]      # the generated test, green
