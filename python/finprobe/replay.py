@@ -226,7 +226,7 @@ _WHAT = {
 }
 
 
-def _meaning(kind, missing, captured_state, live_state, refused=False, first=False):
+def _meaning(kind, missing, captured_state, live_state, refused=False, first=False, total=False):
     """The model's reading of one difference, said as the model's."""
     states = (f"The RFC 9293 model, from the segments alone, reads the peer as {live_state or 'unknown'} "
               f"here; the captured peer as {captured_state or 'unknown'}.")
@@ -238,8 +238,11 @@ def _meaning(kind, missing, captured_state, live_state, refused=False, first=Fal
         gloss = ("A RST where the capture had none: the peer has no connection for this 4-tuple "
                  "any more, so the replay stops here.")
     elif kind == "fin" and first:
-        gloss = ("The peer closed first: its FIN came before ours, where the captured peer's came "
-                 "after (it closed last). The close is the other one: TIME_WAIT is the peer's.")
+        gloss = ("The peer closed first: its FIN came before ours, where the captured peer's had not "
+                 "(it closed last, or not at all). The close is the other one: TIME_WAIT is the peer's.")
+    elif kind == "length" and total:
+        gloss = ("The peer sent another amount of data before its FIN than the captured peer (the "
+                 "bytes may vary; their amount is compared).")
     elif missing:
         gloss = f"{_WHAT[kind]} the capture had by here did not come within the wait."
         if kind == "fin-retransmission":
@@ -306,10 +309,7 @@ class Script:
         self._shift = 0           # the live peer's data minus the capture's, once said
         self._said = set()        # shortfalls said and not made up since: not said, nor awaited, again
         self._last_sent = -1      # the index of the last send step played
-        # Who closed first: [the live peer's FIN came before our first FIN,
-        # the captured peer's did], each None until known.
-        self._fin_order = [None, None]
-        self._fin_order_said = False
+        self._our_fin = False     # our first FIN is sent
         self._trace = None        # the live trace, kept when the connection is released
         self._ts_recent = 0
         self._captured_t = 0.0    # the capture's time of the latest step, from its first
@@ -330,14 +330,13 @@ class Script:
         self._record(_step("send", flags, seq, ack, payload, 0, window, tuple(options), gap))
         if self.stopped is not None:
             return None
-        self._end_group()
+        self._end_group(closing="F" in flags and not self._our_fin)
+        self._our_fin = self._our_fin or "F" in flags
         if self.stopped is not None:
             return None
         self._pace()
         conn = self._connection_for_send(flags)
         self._last_sent = len(self.steps) - 1
-        if "F" in flags and self._fin_order[0] is None:
-            self._fin_order[0] = self._have.fin > 0   # the live peer's FIN before our first
         kwargs = {"flags": flags, "seq": (conn.iss + seq) % MOD}
         if "A" in flags:
             kwargs["ack"] = self._live_ack(conn, ack)
@@ -353,8 +352,6 @@ class Script:
         index = self._record(_step("expect", flags, seq, ack, b"", length, None, (), gap))
         self._group.append(index)
         self._group_time += gap
-        if "F" in flags and not self._want.fin:
-            self._fin_order[1] = self._fin_order[0] is None   # the captured peer's FIN before ours
         self._want.add(flags, seq, ack, length)
         if self.side == "server":
             self._app_act(flags, length)
@@ -445,7 +442,7 @@ class Script:
 
     # ---- groups ------------------------------------------------------------------------
 
-    def _end_group(self, final=False):
+    def _end_group(self, final=False, closing=False):
         """Await the peer's segments up to where the capture had them, then
         compare."""
         step = self._last_sent
@@ -456,14 +453,14 @@ class Script:
                 pass
         if self.conn is not None:
             wait = self.timeout + 1.5 * self._group_time if self._group else 0.0
-            self._take_until(time.monotonic() + wait, lambda: set(self._short()) <= self._said)
+            self._take_until(time.monotonic() + wait, lambda: set(self._awaited()) <= self._said)
             if final:
                 self._take_until(time.monotonic() + SETTLE, lambda: False)
         elif self._group:
             self._differ(step, self._have.short_of(self._want), missing=True)
             self.stopped = f"no connection: the peer sent nothing by step {step}"
         if self.conn is not None:
-            self._compare(step, final)
+            self._compare(step, final, closing)
         self._group, self._group_time = [], 0.0
 
     def _take_until(self, deadline, enough):
@@ -488,40 +485,54 @@ class Script:
         if self._app is not None:
             self._app.drain()
 
-    def _compare(self, step, final):
+    def _compare(self, step, final, closing):
         self._live_rows.append((step, self.conn._trace_len))
         if self._have.rst > self._want.rst:
             self._differ(step, ["rst"], missing=False)
             self.stopped = f"the peer sent a RST after step {step}, where the capture had none"
             return
-        self._closing_order(step)
+        if closing:
+            self._closing_order(step)
         short = self._short()
         self._said &= set(short)  # a shortfall made up may be said again if it recurs
         self._differ(step, [k for k in short if k not in self._said], missing=True)
         self._said |= set(short)
         if final:
-            self._differ(step, self._have.beyond(self._want, self._shift), missing=False)
+            extra = self._have.beyond(self._want, self._shift)
+            if any(d.kind == "fin" for d in self.differences):
+                # the peer's FIN already differs: its retransmissions follow from that
+                extra = [k for k in extra if k != "fin-retransmission"]
+            self._differ(step, extra, missing=False)
 
     def _closing_order(self, step):
-        """A peer that closed first where the captured one closed after us
-        (its FIN before ours, where the capture's came after): its FIN came
-        early, which is no shortfall, but it is another close (the active
-        one: TIME_WAIT is the peer's). The converse is a FIN missing."""
-        live_first, captured_first = self._fin_order
-        if live_first and captured_first is False and not self._fin_order_said:
-            self._fin_order_said = True
+        """Before our first FIN: a peer that has sent its FIN where the
+        captured one had not closed first, where the captured one closed
+        after us (or not at all). Its FIN came early, which is no shortfall,
+        but the close is the other one (the active one: TIME_WAIT is the
+        peer's). The converse is a FIN missing."""
+        if self._have.fin and not self._want.fin:
             self._differ(step, ["fin"], missing=False, first=True)
 
     def _short(self):
         return self._have.short_of(self._want, self._shift)
 
+    def _awaited(self):
+        """The shortfalls more waiting could make up: not another total of
+        data once both peers sent FIN."""
+        closed = self._have.fin and self._want.fin
+        return [k for k in self._short() if not (k == "length" and closed)]
+
     def _differ(self, step, kinds, missing, first=False):
         if not kinds:
             return
         captured, observed = self._group_text(step)
+        if first:   # the live FIN came in an earlier group: name it
+            observed = ", ".join(self._live_text(seg) for seg in self._live_in() if "F" in seg.flags)
+            captured += " (no FIN before ours)"
         live_state, captured_state = self._model_states(step)
+        have, want = self._have, self._want
+        total = bool(have.fin and want.fin)   # a length difference is of the whole data
         if "length" in kinds:  # said once: later groups compare past the difference
-            have, want = self._have, self._want
             self._shift = (have.data_end - want.data_end) % MOD
             if self._shift >= MOD // 2:
                 self._shift -= MOD
@@ -529,7 +540,8 @@ class Script:
             observed += f" (data by here: {(have.data_end - 1) % MOD} bytes{', then FIN' if have.fin else ''})"
         refused = self._have.syn == 0 and self.side == "client"
         found = [Difference(step, kind, captured, observed,
-                            _meaning(kind, missing, captured_state, live_state, refused, first).strip())
+                            _meaning(kind, missing, captured_state, live_state, refused, first,
+                                     total).strip())
                  for kind in kinds]
         self.differences.extend(found)
         if self.strict:
@@ -542,16 +554,20 @@ class Script:
         """What the capture had in the group ending after ``step`` and what
         the live peer sent since the previous group."""
         captured = [str(self.steps[i]) for i in self._group] or ["nothing"]
-        observed = []
-        if self.conn is not None:
-            start = self._live_rows[-2][1] if len(self._live_rows) > 1 else 0
-            conn = self.conn
-            for row in conn._trace(start):
-                seg = row[0]
-                if seg.direction == "in":
-                    ack = (seg.ack - conn.iss) % MOD if "A" in seg.flags else None
-                    observed.append(_show(seg.flags, (seg.seq - conn.irs) % MOD, ack, len(seg.payload)))
+        start = self._live_rows[-2][1] if len(self._live_rows) > 1 else 0
+        observed = [self._live_text(seg) for seg in self._live_in(start)]
         return ", ".join(captured), ", ".join(observed) or "nothing"
+
+    def _live_in(self, start=0):
+        """The live peer's segments, from the live trace's ``start``."""
+        if self.conn is None:
+            return []
+        return [row[0] for row in self.conn._trace(start) if row[0].direction == "in"]
+
+    def _live_text(self, seg):
+        conn = self.conn
+        ack = (seg.ack - conn.iss) % MOD if "A" in seg.flags else None
+        return _show(seg.flags, (seg.seq - conn.irs) % MOD, ack, len(seg.payload))
 
     def _model_states(self, step):
         """The model's peer state after this group, live and captured."""
