@@ -186,11 +186,13 @@ class Net:
         return subprocess.Popen(["ip", "netns", "exec", netns, *args], **kwargs)
 
 
+# nginx in the foreground, one process, nothing outside tmp; {listens}: its
+# "listen ADDR:PORT;" lines. Shared with replaytools.
 NGINX_CONF = """\
 daemon off;
 master_process off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
+pid {tmp}/nginx-{port}.pid;
+error_log {tmp}/nginx-{port}.log;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
@@ -200,12 +202,11 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
     default_type text/html;
-    keepalive_timeout 30s;
+    keepalive_timeout {keepalive};
     lingering_close off;   # close at once: bytes a client sent unread are reset, not drained
     server {{
-        listen {v4}:{port};
-        listen [{v6}]:{port};
-        root {tmp}/www;
+        {listens}
+        root {root};
     }}
 }}
 """
@@ -234,20 +235,24 @@ def target_servers(tmp):
     net, procs = Net(), []
     (tmp / "www").mkdir()
     (tmp / "www" / "index.html").write_text("<p>finprobe</p>\n" * 8)
-    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, v4=SERVER4, v6=SERVER6, port=PORTS["nginx"]))
+    port = PORTS["nginx"]
+    error_log = tmp / f"nginx-{port}.log"   # NGINX_CONF's
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(
+        tmp=tmp, port=port, keepalive="30s", root=tmp / "www",
+        listens=f"listen {SERVER4}:{port}; listen [{SERVER6}]:{port};"))
     try:
         net.make()
         with open(tmp / "servers.log", "w") as logs:
             procs.append(net.popen(net.srv, [PYTHON, "-m", "http.server", str(PORTS["http.server"]),
                                              "-b", "::", "-p", "HTTP/1.1", "-d", str(tmp / "www")],
                                    stdout=logs, stderr=logs))
-            procs.append(net.popen(net.srv, ["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"),
+            procs.append(net.popen(net.srv, ["nginx", "-p", str(tmp), "-e", str(error_log),
                                              "-c", str(tmp / "nginx.conf")], stdout=logs, stderr=logs))
         deadline = time.monotonic() + 5
         while not all(_listening(net, p) for p in PORTS.values()):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"servers did not start: {(tmp / 'servers.log').read_text()}"
-                                   f"{(tmp / 'error.log').read_text() if (tmp / 'error.log').exists() else ''}")
+                                   f"{error_log.read_text() if error_log.exists() else ''}")
             time.sleep(0.05)
         yield net
     finally:

@@ -26,6 +26,7 @@ import subprocess
 import time
 
 import finprobe as fp
+from labtools import NGINX_CONF
 
 PYTHON = "/usr/bin/python3"
 FILE = "file.html"
@@ -96,28 +97,6 @@ def http_server(lab, tmp, port=PORTS["http.server"]):
         stop(proc)
 
 
-NGINX_CONF = """\
-daemon off;
-master_process off;
-pid {tmp}/nginx-{port}.pid;
-error_log {tmp}/nginx-{port}.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    default_type text/html;
-    keepalive_timeout {keepalive};
-    lingering_close off;
-    server {{
-        listen {listen}:{port};
-        root {root};
-    }}
-}}
-"""
 
 
 @contextlib.contextmanager
@@ -129,7 +108,8 @@ def nginx(lab, tmp, port=PORTS["nginx"], keepalive="30s"):
     listen = f"[{lab.peer_addr}]" if ":" in lab.peer_addr else lab.peer_addr
     conf = os.path.join(tmp, f"nginx-{port}.conf")
     with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(tmp=tmp, port=port, keepalive=keepalive, listen=listen, root=www(tmp)))
+        f.write(NGINX_CONF.format(tmp=tmp, port=port, keepalive=keepalive, listens=f"listen {listen}:{port};",
+                                  root=www(tmp)))
     log = os.path.join(tmp, f"nginx-{port}.log")
     with open(os.path.join(tmp, f"nginx-{port}.out"), "a") as out:
         proc = lab.popen(["nginx", "-p", tmp, "-e", log, "-c", conf], stdout=out, stderr=out)

@@ -71,14 +71,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m finprobe", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("probe", help="report how a TCP stack closes connections")
-    p.add_argument("target", nargs="?", help="HOST:PORT of a server; default: the local kernel in a Lab")
-    p.add_argument("--stack", metavar="CMD", help="a user-space TCP stack's command (one string, split as "
-                   "a shell would; {tap} {peer_addr} {local_addr} {prefix} filled in; with {control}, a control "
-                   "socket on which it tells its states, reported as 'stack'), serving HTTP on --port")
-    p.add_argument("--port", type=int, help="the port the --stack serves HTTP on")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="an environment variable for the --stack's command (repeatable)")
-    p.add_argument("--ipv6", action="store_true", help="a Lab (the kernel's or a stack's) over IPv6")
+    _peer_options(p, "the local kernel in a Lab",
+                  "a user-space TCP stack's command (one string, split as a shell would; {tap} {peer_addr} "
+                  "{local_addr} {prefix} filled in; with {control}, a control socket on which it tells its "
+                  "states, reported as 'stack'), serving HTTP on --port",
+                  "the port the --stack serves HTTP on")
     p.add_argument("--compare", nargs="+", metavar="PEER",
                    help="probe each PEER (linux, HOST:PORT or a stack recipe's name) and print one table")
     p.add_argument("--html", metavar="FILE", help="with --compare: also write the table as HTML to FILE")
@@ -127,17 +124,24 @@ def main(argv=None):
     return 1 if report.counts()["fail"] else 0
 
 
+def _peer_options(parser, default, stack_help, port_help, sysctl=False):
+    """The options naming the peer, the same for every command."""
+    parser.add_argument("target", nargs="?", help=f"HOST:PORT of a server; default: {default}")
+    parser.add_argument("--stack", metavar="CMD", help=stack_help)
+    parser.add_argument("--port", type=int, help=port_help)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the --stack's command (repeatable)")
+    parser.add_argument("--ipv6", action="store_true", help="a Lab (the kernel's or a stack's) over IPv6")
+    if sysctl:
+        parser.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE",
+                            help="set a sysctl in the Lab's kernel first, e.g. net.ipv4.tcp_rfc1337=1 (repeatable)")
+
+
 def _add_matrix_parser(sub):
     m = sub.add_parser("matrix", help="each close state of a TCP stack against each event")
-    m.add_argument("target", nargs="?", help="HOST:PORT of a server; default: the local kernel in a Lab")
-    m.add_argument("--stack", metavar="CMD", help="a user-space TCP stack's command (as for probe), "
-                   "serving HTTP on --port")
-    m.add_argument("--port", type=int, help="the port the --stack serves HTTP on")
-    m.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="an environment variable for the --stack's command (repeatable)")
-    m.add_argument("--ipv6", action="store_true", help="a Lab (the kernel's or a stack's) over IPv6")
-    m.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE",
-                   help="set a sysctl in the Lab's kernel first, e.g. net.ipv4.tcp_rfc1337=1 (repeatable)")
+    _peer_options(m, "the local kernel in a Lab",
+                  "a user-space TCP stack's command (as for probe), serving HTTP on --port",
+                  "the port the --stack serves HTTP on", sysctl=True)
     m.add_argument("--profile", default="rfc", metavar="rfc|linux|FILE",
                    help="the expectations the verdicts follow: a built-in profile or a profile file")
     m.add_argument("--state", action="append", metavar="STATE", help="only this state's row (repeatable)")
@@ -240,15 +244,9 @@ def run_matrix(parser, args):
 def _add_replay_parser(sub):
     r = sub.add_parser("replay", help="play a captured connection against a live peer and list the differences")
     r.add_argument("file", metavar="FILE.pcap", help="the capture (pcap or pcapng)")
-    r.add_argument("target", nargs="?", help="HOST:PORT of a server; default: the local kernel in a Lab, "
-                   "a socket of its listening on the captured port")
-    r.add_argument("--stack", metavar="CMD", help="a user-space TCP stack's command (as for probe), listening on --port")
-    r.add_argument("--port", type=int, help="the peer's port (default: the captured server's)")
-    r.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="an environment variable for the --stack's command (repeatable)")
-    r.add_argument("--ipv6", action="store_true", help="a Lab (the kernel's or a stack's) over IPv6")
-    r.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE",
-                   help="set a sysctl in the Lab's kernel first (repeatable)")
+    _peer_options(r, "the local kernel in a Lab, a socket of its listening on the captured port",
+                  "a user-space TCP stack's command (as for probe), listening on --port",
+                  "the peer's port (default: the captured server's)", sysctl=True)
     r.add_argument("--side", choices=("client", "server"), default="client",
                    help="the side finprobe plays: client (the first SYN's sender, default) or server")
     r.add_argument("--connection", metavar="ADDR:PORT,ADDR:PORT",
