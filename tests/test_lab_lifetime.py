@@ -147,6 +147,42 @@ def test_a_lab_made_after_the_owner_grew_is_not_forked_from_the_owner():
     assert rss < ballast // 2, f"the helper's parent holds {rss >> 20} MiB: a copy of the grown owner"
 
 
+@pytest.mark.parametrize("first_lab_from", ["main", "thread"])
+def test_a_helper_holds_no_copy_of_the_heap_its_zygote_was_forked_with(first_lab_from):
+    """Copying a big owner's page tables into each helper and freeing them
+    at its exit cost as much as a namespace: a helper has the code, the
+    libraries' data and its stack, not the owner's heap (64 MiB of Python
+    objects here, already there when the zygote was forked, from the main
+    thread or from another one as the lab fixture's pool does); and it still
+    builds and serves its lab."""
+    script = run_script("""
+        import os, sys, threading, finprobe as fp
+        exec(sys.argv[1])
+        ballast = [bytes([i % 251]) * 4096 for i in range(64 << 8)]  # 64 MiB, written
+        labs = []
+        if sys.argv[2] == "thread":
+            made = threading.Thread(target=lambda: labs.append(fp.Lab()))
+            made.start()
+            made.join()
+        else:
+            labs.append(fp.Lab())
+        with labs[0] as lab:
+            helper, zygote = helper_of(lab)
+            with open(f"/proc/{helper}/smaps_rollup") as f:
+                anon = [int(line.split()[1]) for line in f if line.startswith("Anonymous:")][0] << 10
+            lab.listen(80)
+            conn = lab.connect(80)
+            conn.fin()
+            conn.expect("A")
+            assert lab.sysctl("net.ipv4.tcp_fin_timeout") == "60"
+        print(anon, sum(map(len, ballast)), flush=True)
+    """, FIND_HELPER, first_lab_from)
+    out, err = script.communicate(timeout=60)
+    assert script.returncode == 0, err
+    anon, ballast = map(int, out.split())
+    assert anon < ballast // 8, f"the helper holds {anon >> 20} MiB of anonymous memory: a copy of the owner's heap"
+
+
 def test_a_killed_zygote_is_replaced_by_the_next_lab():
     script = run_script("""
         import os, signal, sys, time, finprobe as fp

@@ -25,6 +25,7 @@
  * TAP a user-space stack attaches to, and the packet socket on it.
  */
 #include <errno.h>
+#include <link.h>
 #include <fcntl.h>
 #include <net/ethernet.h>
 #include <net/if.h>
@@ -38,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -67,6 +69,12 @@
 #define READY_WAIT_MS 10000  /* for the local routes of the lab's addresses */
 #define MAX_ADOPTED                                                            \
 	1024 /* children of the caller the helper kills at its end */
+#define SLIM_MIN (256u * 1024u) /* the smallest mapping a helper goes without */
+#ifdef __SANITIZE_ADDRESS__
+#define SLIM_HELPERS 0 /* ASan's shadow and allocator are not ours to wipe */
+#else
+#define SLIM_HELPERS 1
+#endif
 
 static const uint8_t peer_mac[ETH_ALEN] = FP_LAB_PEER_MAC;
 static const uint8_t local_mac[ETH_ALEN] = FP_LAB_LOCAL_MAC;
@@ -1037,11 +1045,175 @@ static _Noreturn void helper_main(int ctl, int stack)
  * itself. It stands in no namespace of its own: each helper unshares as
  * before. Its only descriptor is its end of the zygote socket; a helper's
  * end of its socketpair comes in a LAB_SPAWN and is closed once the
- * helper has it. It ends at EOF on the zygote socket: when the caller,
+ * helper has it. Its helpers get no copy of the caller's heaps
+ * (slim_helpers). It ends at EOF on the zygote socket: when the caller,
  * and every child the caller forked that did not exec, are gone. Like a
  * helper, it makes system calls only (it was forked from a caller that
  * may have threads).
  */
+
+/* The loaded objects' writable segments (data, .bss), page-aligned, as
+ * the caller saw them when it forked the zygote (note_kept): a helper has
+ * them whole. Past ZYGOTE_KEPT_MAX, no helper is slimmed at all. */
+#define ZYGOTE_KEPT_MAX 512
+static struct {
+	uintptr_t start, end;
+} zygote_kept[ZYGOTE_KEPT_MAX];
+static int zygote_kept_n, zygote_kept_full;
+
+/* dl_iterate_phdr's callback: note info's writable PT_LOAD segments. */
+static int note_kept(struct dl_phdr_info *info, size_t size, void *page)
+{
+	uintptr_t mask = ~(*(uintptr_t *)page - 1), start, end;
+
+	(void)size;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+
+		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W))
+			continue;
+		if (zygote_kept_n == ZYGOTE_KEPT_MAX) {
+			zygote_kept_full = 1;
+			return 1;
+		}
+		start = (info->dlpi_addr + ph->p_vaddr) & mask;
+		end = (info->dlpi_addr + ph->p_vaddr + ph->p_memsz + ~mask) &
+		      mask;
+		zygote_kept[zygote_kept_n].start = start;
+		zygote_kept[zygote_kept_n++].end = end;
+	}
+	return 0;
+}
+
+/* Before the zygote is forked, in the caller: what its helpers keep. */
+static void note_all_kept(void)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uintptr_t p = page > 0 ? (uintptr_t)page : 4096;
+
+	zygote_kept_n = 0;
+	zygote_kept_full = 0;
+	dl_iterate_phdr(note_kept, &p);
+}
+
+/* The fields of one /proc/self/maps line that slim_line needs. */
+struct map_line {
+	uintptr_t start, end;
+	int anon_rw; /* private read-write memory of no file (the brk heap too) */
+};
+
+static const char *parse_hex(const char *s, const char *end, uintptr_t *v)
+{
+	*v = 0;
+	for (; s < end; s++) {
+		int d = *s >= '0' && *s <= '9'	 ? *s - '0'
+			: *s >= 'a' && *s <= 'f' ? *s - 'a' + 10
+						 : -1;
+		if (d < 0)
+			break;
+		*v = *v * 16 + (uintptr_t)d;
+	}
+	return s;
+}
+
+/* The next field of a maps line after s (spaces skipped). */
+static const char *next_field(const char *s, const char *end)
+{
+	while (s < end && *s != ' ')
+		s++;
+	while (s < end && *s == ' ')
+		s++;
+	return s;
+}
+
+/* "start-end perms offset dev inode [path]"; 0 if it is not one. */
+static int parse_map_line(const char *s, const char *end, struct map_line *m)
+{
+	const char *inode, *path;
+
+	s = parse_hex(s, end, &m->start);
+	if (s == end || *s != '-')
+		return 0;
+	s = parse_hex(s + 1, end, &m->end);
+	if (end - s < 5 || m->end <= m->start)
+		return 0;
+	inode = next_field(next_field(next_field(s + 1, end), end), end);
+	path = next_field(inode, end);
+	m->anon_rw = memcmp(s + 1, "rw-p", 4) == 0 && inode < end &&
+		     *inode == '0' && (inode + 1 == end || inode[1] == ' ') &&
+		     (path == end ||
+		      (end - path == 6 && memcmp(path, "[heap]", 6) == 0));
+	return 1;
+}
+
+/* Wipe [at, end) in the zygote's children but for the kept ranges. */
+static void wipe_but_kept(uintptr_t at, uintptr_t end)
+{
+	while (at < end) {
+		uintptr_t stop = end, resume = end;
+
+		/* the lowest kept range from at on, if any starts before end */
+		for (int i = 0; i < zygote_kept_n; i++) {
+			if (zygote_kept[i].end <= at ||
+			    zygote_kept[i].start >= stop)
+				continue;
+			stop = zygote_kept[i].start > at ? zygote_kept[i].start
+							 : at;
+			resume = zygote_kept[i].end;
+		}
+		if (stop > at)
+			madvise((void *)at, stop - at, MADV_WIPEONFORK);
+		at = resume;
+	}
+}
+
+/* A helper needs of its zygote's memory only the code, the libraries'
+ * data, and this thread's stack and TLS: the caller's heaps (a Python
+ * process's: tens of MiB) are not copied into it (MADV_WIPEONFORK), as
+ * copying their page tables at each fork and freeing them at each exit
+ * cost as much as a namespace. Kept whole: the libraries' writable
+ * segments (zygote_kept, their .bss is anonymous memory), mappings under
+ * SLIM_MIN (the loader's own), and the zygote's own memory: only its
+ * children see zeros. */
+static void slim_line(const struct map_line *m, uintptr_t sp, uintptr_t tp)
+{
+	if (!m->anon_rw || m->end - m->start < SLIM_MIN)
+		return;
+	if ((sp >= m->start && sp < m->end) || (tp >= m->start && tp < m->end))
+		return;
+	wipe_but_kept(m->start, m->end);
+}
+
+static void slim_helpers(void)
+{
+	char buf[4096];
+	struct map_line m;
+	uintptr_t sp = (uintptr_t)buf, tp = (uintptr_t)&errno;
+	size_t have = 0;
+	ssize_t n;
+	int fd;
+
+	if (!SLIM_HELPERS || zygote_kept_full)
+		return; /* helpers are whole copies */
+	fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	while ((n = read(fd, buf + have, sizeof(buf) - have)) > 0) {
+		char *line = buf, *nl;
+
+		have += (size_t)n;
+		while ((nl = memchr(line, '\n', (size_t)(buf + have - line)))) {
+			if (parse_map_line(line, nl, &m))
+				slim_line(&m, sp, tp);
+			line = nl + 1;
+		}
+		have = (size_t)(buf + have - line);
+		memmove(buf, line, have);
+		if (have == sizeof(buf))
+			have = 0; /* a path longer than buf: that line is lost */
+	}
+	close(fd);
+}
 
 /* Fork a helper for the lab whose socketpair end is ctl, and tell the
  * caller on ctl: LAB_SPAWNED with the helper's pidfd (none if it already
@@ -1054,7 +1226,9 @@ static void zygote_spawn(int ctl, int stack)
 
 	memset(&msg, 0, sizeof(msg));
 	msg.op = LAB_SPAWNED;
-	pid = fork();
+	/* no atfork handlers: the caller's, and glibc's malloc reset, would
+	 * run in the helper on the memory slim_helpers left out */
+	pid = _Fork();
 	if (pid == 0)
 		helper_main(ctl, stack);
 	if (pid < 0) {
@@ -1081,6 +1255,7 @@ static _Noreturn void zygote_main(int sock)
 
 	reset_signals();
 	close_stray_fds(sock);
+	slim_helpers();
 	/* the kernel reaps the helpers; the caller waits on their pidfds */
 	sigaction(SIGCHLD, &reap, NULL);
 	/* Ctrl-C is the caller's to handle: a REPL goes on making labs */
@@ -1179,6 +1354,7 @@ static int fork_zygote(pid_t *pid)
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -errno;
+	note_all_kept();
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	*pid = fork();
