@@ -15,6 +15,9 @@
  * enter_kernel_namespace (through a user namespace when the caller may not
  * make network namespaces), enter_probe_namespace, make_veth, setup_probe,
  * setup_kernel; then it hands the descriptors over and serve()s until EOF.
+ * A helper forked by a zygote that has a probe namespace of its own (root)
+ * starts there and makes only the kernel's: use_shared_probe_namespace,
+ * enter_kernel_namespace, then as above from make_veth on.
  * It is forked from a copy of a caller that may have threads (a Jupyter
  * kernel), so between fork() and _exit() it makes system calls and libmnl's
  * buffer-only calls and nothing else: no malloc, no stdio, no locale. The
@@ -217,9 +220,11 @@ struct helper {
 	int rtnl_probe;
 	int packet;	  /* AF_PACKET on probe0 (a stack lab's: its TAP) */
 	int stack;	  /* a stack lab: a TAP, no veth, no addresses */
-	const char *what; /* the step that failed */
-	int cause;	  /* its errno */
-	int err;	  /* what fp_lab_open returns */
+	int shared_probe; /* started in its zygote's probe namespace */
+	char probe_if[IFNAMSIZ]; /* the name of finprobe's end of the veth */
+	const char *what;	 /* the step that failed */
+	int cause;		 /* its errno */
+	int err;		 /* what fp_lab_open returns */
 };
 
 /* Record the failed step and its errno; returns -1 for `return failed()`. */
@@ -359,6 +364,33 @@ static int enter_probe_namespace(struct helper *h)
 	return 0;
 }
 
+/* A zygote's helper starts in the zygote's probe namespace, which the
+ * probe ends of all its labs share (zygote_probe_namespace): one namespace
+ * fewer to make and tear down a lab, a seventh of a lab's CPU. It takes
+ * its rtnetlink and packet sockets there before it makes the kernel
+ * namespace; the veth's probe end is named by the zygote's serial number
+ * of the helper, unique in that namespace. */
+static int use_shared_probe_namespace(struct helper *h, unsigned serial)
+{
+	char digits[12];
+	int n = 0;
+
+	h->rtnl_probe = rtnl_socket();
+	if (h->rtnl_probe < 0)
+		return failed(h, "opening rtnetlink", errno);
+	h->packet = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+	if (h->packet < 0)
+		return failed(h, "making the packet socket", errno);
+	do
+		digits[n++] = (char)('0' + serial % 10);
+	while ((serial /= 10) && n < (int)sizeof(digits));
+	memcpy(h->probe_if, "fp", 2);
+	for (int i = 0; i < n; i++)
+		h->probe_if[2 + i] = digits[n - 1 - i];
+	h->probe_if[2 + n] = '\0';
+	return 0;
+}
+
 /* Several rtnetlink requests sent at once: the kernel runs them in order
  * within send(); only the last asks for an ACK, so an error of any other
  * is already queued when that ACK arrives. */
@@ -450,7 +482,7 @@ static int make_veth(struct helper *h)
 	nlh = batch_add(&b, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
 			"creating veth pair");
 	put_ifinfo(nlh, 0, IFF_UP);
-	mnl_attr_put_strz(nlh, IFLA_IFNAME, PROBE_IF);
+	mnl_attr_put_strz(nlh, IFLA_IFNAME, h->probe_if);
 	mnl_attr_put(nlh, IFLA_ADDRESS, ETH_ALEN, local_mac);
 	info = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
 	mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "veth");
@@ -495,17 +527,21 @@ static int setup_probe(struct helper *h)
 	struct sockaddr_ll sll = { .sll_family = AF_PACKET,
 				   .sll_protocol = htons(ETH_P_ALL) };
 
-	sll.sll_ifindex = ifindex(h->rtnl_probe, PROBE_IF);
+	sll.sll_ifindex = ifindex(h->rtnl_probe, h->probe_if);
 	if (!sll.sll_ifindex)
-		return failed(h, "finding " PROBE_IF, errno);
-	if (ethtool_set(h->rtnl_probe, PROBE_IF, ETHTOOL_SGRO, 0) < 0 &&
+		return failed(h, "finding finprobe's end of the veth", errno);
+	if (ethtool_set(h->rtnl_probe, h->probe_if, ETHTOOL_SGRO, 0) < 0 &&
 	    errno != EOPNOTSUPP)
-		return failed(h, "disabling GRO on " PROBE_IF, errno);
-	h->packet = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+		return failed(h, "disabling GRO on finprobe's end of the veth",
+			      errno);
+	if (h->packet < 0) /* a shared probe namespace's is made */
+		h->packet = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
 	if (h->packet < 0)
 		return failed(h, "making the packet socket", errno);
 	if (bind(h->packet, (struct sockaddr *)&sll, sizeof(sll)) < 0)
-		return failed(h, "binding the packet socket to " PROBE_IF,
+		return failed(h,
+			      "binding the packet socket to finprobe's end of "
+			      "the veth",
 			      errno);
 	close(h->rtnl_probe);
 	h->rtnl_probe = -1;
@@ -761,12 +797,19 @@ static int build_stack_lab(struct helper *h)
 	return 0;
 }
 
-static int build_lab(struct helper *h)
+static int build_lab(struct helper *h, unsigned serial)
 {
 	if (h->stack)
 		return build_stack_lab(h);
-	if (enter_kernel_namespace(h) < 0 || enter_probe_namespace(h) < 0 ||
-	    make_veth(h) < 0 || setup_probe(h) < 0 || setup_kernel(h) < 0)
+	if (h->shared_probe) {
+		if (use_shared_probe_namespace(h, serial) < 0 ||
+		    enter_kernel_namespace(h) < 0)
+			return -1;
+	} else if (enter_kernel_namespace(h) < 0 ||
+		   enter_probe_namespace(h) < 0) {
+		return -1;
+	}
+	if (make_veth(h) < 0 || setup_probe(h) < 0 || setup_kernel(h) < 0)
 		return -1;
 	/* Sockets made from now on, and /proc/sys/net, are the kernel's. */
 	if (setns(h->kernel_ns, CLONE_NEWNET) < 0)
@@ -997,7 +1040,10 @@ static void close_stray_fds(int ctl)
 		close((int)fd);
 }
 
-static _Noreturn void helper_main(int ctl, int stack)
+/* serial: the zygote's number of this helper when shared_probe (it
+ * started in the zygote's probe namespace), else 0. */
+static _Noreturn void helper_main(int ctl, int stack, int shared_probe,
+				  unsigned serial)
 {
 	struct helper h = { .ctl = -1,
 			    .kernel_ns = -1,
@@ -1005,7 +1051,9 @@ static _Noreturn void helper_main(int ctl, int stack)
 			    .rtnl_kernel = -1,
 			    .rtnl_probe = -1,
 			    .packet = -1,
-			    .stack = stack };
+			    .stack = stack,
+			    .shared_probe = shared_probe,
+			    .probe_if = PROBE_IF };
 	struct lab_msg msg;
 	int fds[3];
 
@@ -1013,7 +1061,7 @@ static _Noreturn void helper_main(int ctl, int stack)
 	close_stray_fds(ctl);
 	h.ctl = 3;
 	memset(&msg, 0, sizeof(msg));
-	if (build_lab(&h) < 0) {
+	if (build_lab(&h, serial) < 0) {
 		msg.err = h.err;
 		msg.cause = h.cause;
 		strncpy(msg.name, h.what, sizeof(msg.name) - 1);
@@ -1218,7 +1266,7 @@ static void slim_helpers(void)
 /* Fork a helper for the lab whose socketpair end is ctl, and tell the
  * caller on ctl: LAB_SPAWNED with the helper's pidfd (none if it already
  * ended), or the errno of fork. */
-static void zygote_spawn(int ctl, int stack)
+static void zygote_spawn(int ctl, int stack, int shared_probe, unsigned serial)
 {
 	struct lab_msg msg;
 	pid_t pid;
@@ -1230,7 +1278,7 @@ static void zygote_spawn(int ctl, int stack)
 	 * run in the helper on the memory slim_helpers left out */
 	pid = _Fork();
 	if (pid == 0)
-		helper_main(ctl, stack);
+		helper_main(ctl, stack, shared_probe, serial);
 	if (pid < 0) {
 		msg.err = -errno;
 		msg.cause = errno;
@@ -1245,17 +1293,41 @@ static void zygote_spawn(int ctl, int stack)
 	close(ctl);
 }
 
+/* The probe namespace the zygote's helpers share (see
+ * use_shared_probe_namespace), the zygote's own: it goes with the zygote.
+ * IPv6 is off by default there, so no probe end ever speaks. Returns 1, or
+ * 0 where the zygote may not make one (no root: a user namespace would
+ * be needed) and stays where it was: its helpers make their own. */
+static int zygote_probe_namespace(void)
+{
+	int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC), made = 0;
+
+	if (home < 0)
+		return 0;
+	if (unshare(CLONE_NEWNET) == 0) {
+		made = write_file(
+			       "/proc/sys/net/ipv6/conf/default/disable_ipv6",
+			       "1") == 0;
+		if (!made && setns(home, CLONE_NEWNET) < 0)
+			_exit(1); /* the caller restarts it, or forks helpers */
+	}
+	close(home);
+	return made;
+}
+
 static _Noreturn void zygote_main(int sock)
 {
 	struct sigaction reap = { .sa_handler = SIG_IGN,
 				  .sa_flags = SA_NOCLDWAIT };
 	struct sigaction ignore = { .sa_handler = SIG_IGN };
 	struct lab_msg msg;
-	int fd, n;
+	unsigned serial = 0;
+	int fd, n, shared_probe;
 
 	reset_signals();
 	close_stray_fds(sock);
 	slim_helpers();
+	shared_probe = zygote_probe_namespace();
 	/* the kernel reaps the helpers; the caller waits on their pidfds */
 	sigaction(SIGCHLD, &reap, NULL);
 	/* Ctrl-C is the caller's to handle: a REPL goes on making labs */
@@ -1267,7 +1339,8 @@ static _Noreturn void zygote_main(int sock)
 		if (n < 0)
 			_exit(0);
 		if (n == 1 && msg.op == LAB_SPAWN)
-			zygote_spawn(fd, msg.arg[0] != 0);
+			zygote_spawn(fd, msg.arg[0] != 0, shared_probe,
+				     ++serial);
 		else if (n == 1)
 			close(fd);
 	}
@@ -1462,7 +1535,7 @@ static int fork_helper(struct fp_lab *lab, int stack)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	lab->pid = fork();
 	if (lab->pid == 0)
-		helper_main(sv[1], stack);
+		helper_main(sv[1], stack, 0, 0);
 	int e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(sv[1]);
