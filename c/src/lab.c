@@ -1090,10 +1090,12 @@ static _Noreturn void helper_main(int ctl, int stack, int shared_probe,
  * stalls for milliseconds wherever the fork runs, a background thread's
  * too. So the helpers are forked by a zygote, forked once from the caller
  * (at its first lab, while it is still small) and then forked only from
- * itself. It stands in no namespace of its own: each helper unshares as
- * before. Its only descriptor is its end of the zygote socket; a helper's
- * end of its socketpair comes in a LAB_SPAWN and is closed once the
- * helper has it. Its helpers get no copy of the caller's heaps
+ * itself. As root it stands in a network namespace of its own, the probe
+ * namespace its helpers share (zygote_probe_namespace); else in the
+ * caller's, and each helper makes both of its lab's. Its only descriptor
+ * is its end of the zygote socket; a helper's end of its socketpair comes
+ * in a LAB_SPAWN and is closed once the helper has it. Its helpers get no
+ * copy of the caller's heaps
  * (slim_helpers). It ends at EOF on the zygote socket: when the caller,
  * and every child the caller forked that did not exec, are gone. Like a
  * helper, it makes system calls only (it was forked from a caller that
