@@ -17,9 +17,10 @@
  * With "check" (run inside the Lab's kernel namespace, lab.popen) each
  * lifecycle first asks the kernel whether it still has a socket for the
  * 4-tuple, as lab.connect does before it takes a source port (a TIME_WAIT
- * there would catch our SYN): an exact sock_diag lookup among AF_INET
- * sockets, then among AF_INET6 ones as v4-mapped (a dual-stack socket's),
- * the bare form of c/src/diag.c's.
+ * there would catch our SYN): one exact sock_diag lookup among AF_INET
+ * sockets, which also finds a dual-stack AF_INET6 socket's v4-mapped
+ * connection (both are hashed by the IPv4 addresses), the bare form of
+ * c/src/diag.c's.
  *
  * MACs as 12 hex digits. Prints "floor: N lifecycles in S s = R per second".
  */
@@ -143,10 +144,10 @@ static int lifecycle(const struct link *l, uint16_t sport, uint32_t iss)
 	return rc < 0 ? fail(sport, "sending the RST", rc) : 0;
 }
 
-/* Whether the kernel has a socket for (peer:DPORT, us:sport) among family's
- * sockets: 1, 0, or -1. One exact request, one answer (a socket, or an
- * error message saying ENOENT). */
-static int kernel_has(int nl, int family, uint16_t sport)
+/* Whether the kernel has a socket for (peer:DPORT, us:sport): 1, 0, or -1.
+ * One exact AF_INET request, one answer (a socket, or an error message
+ * saying ENOENT). */
+static int kernel_has(int nl, uint16_t sport)
 {
 	struct {
 		struct nlmsghdr nlh;
@@ -155,18 +156,13 @@ static int kernel_has(int nl, int family, uint16_t sport)
 	m.nlh.nlmsg_len = sizeof(m);
 	m.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
 	m.nlh.nlmsg_flags = NLM_F_REQUEST;
-	m.req.sdiag_family = (uint8_t)family;
+	m.req.sdiag_family = AF_INET;
 	m.req.sdiag_protocol = IPPROTO_TCP;
 	m.req.idiag_states = ~0u;
 	m.req.id.idiag_sport = htons(DPORT);
 	m.req.id.idiag_dport = htons(sport);
-	uint8_t *src = (uint8_t *)m.req.id.idiag_src,
-		*dst = (uint8_t *)m.req.id.idiag_dst;
-	int at = family == AF_INET ? 0 : 12;
-	if (at) /* ::ffff:a.b.c.d */
-		src[10] = src[11] = dst[10] = dst[11] = 0xff;
-	memcpy(src + at, peer, 4);
-	memcpy(dst + at, us, 4);
+	memcpy(m.req.id.idiag_src, peer, 4);
+	memcpy(m.req.id.idiag_dst, us, 4);
 	m.req.id.idiag_cookie[0] = m.req.id.idiag_cookie[1] =
 		INET_DIAG_NOCOOKIE;
 	if (send(nl, &m, sizeof(m), 0) < 0)
@@ -186,13 +182,11 @@ static int kernel_has(int nl, int family, uint16_t sport)
 }
 
 /* lab.connect's check of a source port: free if the kernel has no socket
- * for the 4-tuple in either family. */
+ * for the 4-tuple, of either family. One request, as fp_diag_lookup makes:
+ * asking again as AF_INET6 with v4-mapped addresses runs the same lookup. */
 static int port_free(int nl, uint16_t sport)
 {
-	int has = kernel_has(nl, AF_INET, sport);
-	if (has == 0)
-		has = kernel_has(nl, AF_INET6, sport);
-	return has == 0;
+	return kernel_has(nl, sport) == 0;
 }
 
 /* Accept and close what the listener holds (children already reset). */

@@ -2,6 +2,7 @@
 of the owning process, whatever the owner's descriptors 0-2 are and
 whichever of its threads started a process."""
 
+import json
 import os
 import signal
 import subprocess
@@ -145,6 +146,92 @@ def test_a_lab_made_after_the_owner_grew_is_not_forked_from_the_owner():
     owner, parent, rss, ballast = map(int, out.split())
     assert parent != owner, "the helper was forked from the 300 MiB owner"
     assert rss < ballast // 2, f"the helper's parent holds {rss >> 20} MiB: a copy of the grown owner"
+
+
+@pytest.mark.parametrize("first_lab_from", ["main", "thread"])
+def test_a_helper_holds_no_copy_of_the_heap_its_zygote_was_forked_with(first_lab_from):
+    """Copying a big owner's page tables into each helper and freeing them
+    at its exit cost as much as a namespace: a helper has the code, the
+    libraries' data and its stack, not the owner's heap (64 MiB of Python
+    objects here, already there when the zygote was forked, from the main
+    thread or from another one as the lab fixture's pool does); and it still
+    builds and serves its lab."""
+    script = run_script("""
+        import os, sys, threading, finprobe as fp
+        exec(sys.argv[1])
+        ballast = [bytes([i % 251]) * 4096 for i in range(64 << 8)]  # 64 MiB, written
+        labs = []
+        if sys.argv[2] == "thread":
+            made = threading.Thread(target=lambda: labs.append(fp.Lab()))
+            made.start()
+            made.join()
+        else:
+            labs.append(fp.Lab())
+        with labs[0] as lab:
+            helper, zygote = helper_of(lab)
+            with open(f"/proc/{helper}/smaps_rollup") as f:
+                anon = [int(line.split()[1]) for line in f if line.startswith("Anonymous:")][0] << 10
+            lab.listen(80)
+            conn = lab.connect(80)
+            conn.fin()
+            conn.expect("A")
+            assert lab.sysctl("net.ipv4.tcp_fin_timeout") == "60"
+        print(anon, sum(map(len, ballast)), flush=True)
+    """, FIND_HELPER, first_lab_from)
+    out, err = script.communicate(timeout=60)
+    assert script.returncode == 0, err
+    anon, ballast = map(int, out.split())
+    assert anon < ballast // 8, f"the helper holds {anon >> 20} MiB of anonymous memory: a copy of the owner's heap"
+
+
+def test_labs_share_one_probe_namespace_each_with_a_fresh_kernel_namespace():
+    """A Lab makes one namespace, its kernel's: finprobe's ends of the veths
+    (the packet sockets) are all in the zygote's probe namespace, which is
+    none of the labs' kernels' nor the owner's; each Lab sees only its own
+    traffic; and a closed Lab's probe end leaves that namespace."""
+    script = run_script("""
+        import fcntl, json, os, subprocess, sys, time, finprobe as fp
+        exec(sys.argv[1])
+        SIOCGSKNS = 0x894C  # the namespace of a socket, as a descriptor
+
+        def netns_of_socket(fd):
+            ns = fcntl.ioctl(fd, SIOCGSKNS)
+            try:
+                return os.fstat(ns).st_ino
+            finally:
+                os.close(ns)
+
+        def probe_links(zygote):
+            out = subprocess.run(["nsenter", f"--net=/proc/{zygote}/ns/net", "ip", "-o", "link", "show"],
+                                 capture_output=True, text=True, check=True).stdout
+            return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+
+        with fp.Lab(capture=True) as one, fp.Lab(capture=True) as two:
+            probes = [netns_of_socket(lab._core.packet_fd) for lab in (one, two)]
+            kernels = [os.fstat(lab._core.netns_fd).st_ino for lab in (one, two)]
+            zygote = helper_of(one)[1]
+            during = probe_links(zygote)
+            for lab in (one, two):
+                lab.listen(80)
+            conn = one.connect(80)
+            conn.fin()
+            conn.expect("A")
+            assert not two.capture(), "one Lab saw the other's traffic"
+        deadline = time.monotonic() + 10
+        while probe_links(zygote) != ["lo"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print(json.dumps({"probes": probes, "kernels": kernels, "own": os.stat("/proc/self/ns/net").st_ino,
+                          "zygote": os.stat(f"/proc/{zygote}/ns/net").st_ino, "during": during,
+                          "after": probe_links(zygote)}), flush=True)
+    """, FIND_HELPER)
+    out, err = script.communicate(timeout=60)
+    assert script.returncode == 0, err
+    r = json.loads(out)
+    assert r["probes"][0] == r["probes"][1] == r["zygote"], f"each Lab made a probe namespace of its own: {r}"
+    assert r["zygote"] != r["own"] and r["zygote"] not in r["kernels"]
+    assert r["kernels"][0] != r["kernels"][1]
+    assert len(r["during"]) == 3 and "lo" in r["during"], f"the probe namespace's links: {r['during']}"
+    assert r["after"] == ["lo"], f"closed Labs' probe ends are still there: {r['after']}"
 
 
 def test_a_killed_zygote_is_replaced_by_the_next_lab():

@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 
+from finprobe.pytest_plugin import SPARES
+
 from labtools import PACKAGE_DIR, PYTHON, wait_gone, wait_netns_gone
 
 # Each inner test records this process's Lab helpers (children in another
@@ -40,13 +42,13 @@ def record(name, lab, **more):
 
 _had = set()  # the helpers of the Labs tests had: closing ones may still run
 
-def wait_for_spare(lab, timeout=5.0):
-    """Until this process has a Lab helper for a Lab no test had yet: the
-    spare (or the timeout)."""
+def wait_for_spare(lab, n=1, timeout=5.0):
+    """Until this process has n Lab helpers for Labs no test had yet: the
+    spares (or the timeout)."""
     inode = os.fstat(lab._core.netns_fd).st_ino
     _had.update(pid for pid, ns in helpers().items() if ns == inode)
     deadline = time.monotonic() + timeout
-    while not set(helpers()) - _had and time.monotonic() < deadline:
+    while len(set(helpers()) - _had) < n and time.monotonic() < deadline:
         time.sleep(0.005)
     return helpers()
 
@@ -79,20 +81,22 @@ def run_inner(tmp_path, body, *args):
 
 
 SPARE = '''
+from finprobe.pytest_plugin import SPARES
 from recorder import record, wait_for_helpers
 
 def test_first(lab):
-    record("first", lab, seen=wait_for_helpers(2))
+    record("first", lab, seen=wait_for_helpers(1 + SPARES))
 '''
 
 
-def test_a_spare_default_lab_is_made_while_a_test_runs(tmp_path):
+def test_spare_default_labs_are_made_while_a_test_runs_each_fresh(tmp_path):
     done, records = run_inner(tmp_path, SPARE)
     assert done.returncode == 0, done.stdout + done.stderr
     seen = records["first"]["seen"]
-    # its own Lab's helper and the spare's, each in a namespace of its own
-    assert len(seen) == 2, f"only {seen} while the test ran: no spare was made"
-    assert records["first"]["inode"] in seen.values() and len(set(seen.values())) == 2
+    # its own Lab's helper and each spare's (made at once), each in a
+    # namespace of its own
+    assert len(seen) == 1 + SPARES, f"{seen} while the test ran: not {SPARES} spares"
+    assert records["first"]["inode"] in seen.values() and len(set(seen.values())) == 1 + SPARES
 
 
 COLD = '''
@@ -152,6 +156,7 @@ def test_each_test_gets_a_fresh_lab_and_one_with_arguments_its_own_kind(tmp_path
 ENDINGS = '''
 import os, signal
 import pytest
+from finprobe.pytest_plugin import SPARES
 from recorder import record, wait_for_spare
 
 @pytest.mark.parametrize("i", range(3))
@@ -159,7 +164,7 @@ def test_passes(lab, i):
     record(f"passes{i}", lab, seen=wait_for_spare(lab))
 
 def test_ends(lab):
-    record("ends", lab, seen=wait_for_spare(lab))
+    record("ends", lab, seen=wait_for_spare(lab, n=SPARES))
     how = os.environ["HOW"]
     if how == "fail":
         assert False, "this test fails"
@@ -176,7 +181,7 @@ def session_leaves_nothing(tmp_path, how):
         del os.environ["HOW"]
     assert "ends" in records, done.stdout + done.stderr
     helpers = {int(pid): inode for r in records.values() for pid, inode in r["seen"].items()}
-    assert len(helpers) >= 5, helpers   # four tests' Labs and at least one spare
+    assert len(helpers) >= 4 + SPARES, helpers   # four tests' Labs and every spare at the end
     assert wait_gone(list(helpers)), "a Lab helper outlived the session"
     for inode in set(helpers.values()):
         assert wait_netns_gone(inode), "a Lab's namespace outlived the session"

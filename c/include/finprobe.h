@@ -259,11 +259,13 @@ FP_API void fp_tcb_tick(struct fp_tcb *tcb, uint64_t now_ns);
 /* ------------------------------------------------------------------ */
 
 /*
- * A lab is two fresh network namespaces joined by a veth pair. The kernel's
- * namespace holds loopback and "lab0" (192.0.2.1/24, 2001:db8::1/64, MAC
- * FP_LAB_PEER_MAC) with permanent neighbour entries for finprobe's addresses
- * 192.0.2.2 and 2001:db8::2 (MAC FP_LAB_LOCAL_MAC). The other namespace holds
- * "probe0", up, without addresses, so nothing but finprobe speaks there.
+ * A lab is a fresh network namespace joined by a veth pair to a probe
+ * namespace. The kernel's namespace holds loopback and "lab0" (192.0.2.1/24,
+ * 2001:db8::1/64, MAC FP_LAB_PEER_MAC) with permanent neighbour entries for
+ * finprobe's addresses 192.0.2.2 and 2001:db8::2 (MAC FP_LAB_LOCAL_MAC). The
+ * probe namespace holds finprobe's end, up, without addresses or IPv6, so
+ * nothing but finprobe speaks there: "probe0" in a fresh one, or, as root,
+ * "fp<n>" in the one namespace of the caller's labs, which its zygote holds.
  *
  * A helper process (forked by fp_lab_open) owns the namespaces, through a user
  * namespace when the caller lacks CAP_SYS_ADMIN, and hands back descriptors

@@ -15,6 +15,9 @@
  * enter_kernel_namespace (through a user namespace when the caller may not
  * make network namespaces), enter_probe_namespace, make_veth, setup_probe,
  * setup_kernel; then it hands the descriptors over and serve()s until EOF.
+ * A helper forked by a zygote that has a probe namespace of its own (root)
+ * starts there and makes only the kernel's: use_shared_probe_namespace,
+ * enter_kernel_namespace, then as above from make_veth on.
  * It is forked from a copy of a caller that may have threads (a Jupyter
  * kernel), so between fork() and _exit() it makes system calls and libmnl's
  * buffer-only calls and nothing else: no malloc, no stdio, no locale. The
@@ -25,6 +28,7 @@
  * TAP a user-space stack attaches to, and the packet socket on it.
  */
 #include <errno.h>
+#include <link.h>
 #include <fcntl.h>
 #include <net/ethernet.h>
 #include <net/if.h>
@@ -38,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -67,6 +72,12 @@
 #define READY_WAIT_MS 10000  /* for the local routes of the lab's addresses */
 #define MAX_ADOPTED                                                            \
 	1024 /* children of the caller the helper kills at its end */
+#define SLIM_MIN (256u * 1024u) /* the smallest mapping a helper goes without */
+#ifdef __SANITIZE_ADDRESS__
+#define SLIM_HELPERS 0 /* ASan's shadow and allocator are not ours to wipe */
+#else
+#define SLIM_HELPERS 1
+#endif
 
 static const uint8_t peer_mac[ETH_ALEN] = FP_LAB_PEER_MAC;
 static const uint8_t local_mac[ETH_ALEN] = FP_LAB_LOCAL_MAC;
@@ -209,9 +220,11 @@ struct helper {
 	int rtnl_probe;
 	int packet;	  /* AF_PACKET on probe0 (a stack lab's: its TAP) */
 	int stack;	  /* a stack lab: a TAP, no veth, no addresses */
-	const char *what; /* the step that failed */
-	int cause;	  /* its errno */
-	int err;	  /* what fp_lab_open returns */
+	int shared_probe; /* started in its zygote's probe namespace */
+	char probe_if[IFNAMSIZ]; /* the name of finprobe's end of the veth */
+	const char *what;	 /* the step that failed */
+	int cause;		 /* its errno */
+	int err;		 /* what fp_lab_open returns */
 };
 
 /* Record the failed step and its errno; returns -1 for `return failed()`. */
@@ -351,6 +364,33 @@ static int enter_probe_namespace(struct helper *h)
 	return 0;
 }
 
+/* A zygote's helper starts in the zygote's probe namespace, which the
+ * probe ends of all its labs share (zygote_probe_namespace): one namespace
+ * fewer to make and tear down a lab, a seventh of a lab's CPU. It takes
+ * its rtnetlink and packet sockets there before it makes the kernel
+ * namespace; the veth's probe end is named by the zygote's serial number
+ * of the helper, unique in that namespace. */
+static int use_shared_probe_namespace(struct helper *h, unsigned serial)
+{
+	char digits[12];
+	int n = 0;
+
+	h->rtnl_probe = rtnl_socket();
+	if (h->rtnl_probe < 0)
+		return failed(h, "opening rtnetlink", errno);
+	h->packet = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+	if (h->packet < 0)
+		return failed(h, "making the packet socket", errno);
+	do
+		digits[n++] = (char)('0' + serial % 10);
+	while ((serial /= 10) && n < (int)sizeof(digits));
+	memcpy(h->probe_if, "fp", 2);
+	for (int i = 0; i < n; i++)
+		h->probe_if[2 + i] = digits[n - 1 - i];
+	h->probe_if[2 + n] = '\0';
+	return 0;
+}
+
 /* Several rtnetlink requests sent at once: the kernel runs them in order
  * within send(); only the last asks for an ACK, so an error of any other
  * is already queued when that ACK arrives. */
@@ -442,7 +482,7 @@ static int make_veth(struct helper *h)
 	nlh = batch_add(&b, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
 			"creating veth pair");
 	put_ifinfo(nlh, 0, IFF_UP);
-	mnl_attr_put_strz(nlh, IFLA_IFNAME, PROBE_IF);
+	mnl_attr_put_strz(nlh, IFLA_IFNAME, h->probe_if);
 	mnl_attr_put(nlh, IFLA_ADDRESS, ETH_ALEN, local_mac);
 	info = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
 	mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "veth");
@@ -487,17 +527,21 @@ static int setup_probe(struct helper *h)
 	struct sockaddr_ll sll = { .sll_family = AF_PACKET,
 				   .sll_protocol = htons(ETH_P_ALL) };
 
-	sll.sll_ifindex = ifindex(h->rtnl_probe, PROBE_IF);
+	sll.sll_ifindex = ifindex(h->rtnl_probe, h->probe_if);
 	if (!sll.sll_ifindex)
-		return failed(h, "finding " PROBE_IF, errno);
-	if (ethtool_set(h->rtnl_probe, PROBE_IF, ETHTOOL_SGRO, 0) < 0 &&
+		return failed(h, "finding finprobe's end of the veth", errno);
+	if (ethtool_set(h->rtnl_probe, h->probe_if, ETHTOOL_SGRO, 0) < 0 &&
 	    errno != EOPNOTSUPP)
-		return failed(h, "disabling GRO on " PROBE_IF, errno);
-	h->packet = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+		return failed(h, "disabling GRO on finprobe's end of the veth",
+			      errno);
+	if (h->packet < 0) /* a shared probe namespace's is made */
+		h->packet = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
 	if (h->packet < 0)
 		return failed(h, "making the packet socket", errno);
 	if (bind(h->packet, (struct sockaddr *)&sll, sizeof(sll)) < 0)
-		return failed(h, "binding the packet socket to " PROBE_IF,
+		return failed(h,
+			      "binding the packet socket to finprobe's end of "
+			      "the veth",
 			      errno);
 	close(h->rtnl_probe);
 	h->rtnl_probe = -1;
@@ -753,12 +797,19 @@ static int build_stack_lab(struct helper *h)
 	return 0;
 }
 
-static int build_lab(struct helper *h)
+static int build_lab(struct helper *h, unsigned serial)
 {
 	if (h->stack)
 		return build_stack_lab(h);
-	if (enter_kernel_namespace(h) < 0 || enter_probe_namespace(h) < 0 ||
-	    make_veth(h) < 0 || setup_probe(h) < 0 || setup_kernel(h) < 0)
+	if (h->shared_probe) {
+		if (use_shared_probe_namespace(h, serial) < 0 ||
+		    enter_kernel_namespace(h) < 0)
+			return -1;
+	} else if (enter_kernel_namespace(h) < 0 ||
+		   enter_probe_namespace(h) < 0) {
+		return -1;
+	}
+	if (make_veth(h) < 0 || setup_probe(h) < 0 || setup_kernel(h) < 0)
 		return -1;
 	/* Sockets made from now on, and /proc/sys/net, are the kernel's. */
 	if (setns(h->kernel_ns, CLONE_NEWNET) < 0)
@@ -989,7 +1040,10 @@ static void close_stray_fds(int ctl)
 		close((int)fd);
 }
 
-static _Noreturn void helper_main(int ctl, int stack)
+/* serial: the zygote's number of this helper when shared_probe (it
+ * started in the zygote's probe namespace), else 0. */
+static _Noreturn void helper_main(int ctl, int stack, int shared_probe,
+				  unsigned serial)
 {
 	struct helper h = { .ctl = -1,
 			    .kernel_ns = -1,
@@ -997,7 +1051,9 @@ static _Noreturn void helper_main(int ctl, int stack)
 			    .rtnl_kernel = -1,
 			    .rtnl_probe = -1,
 			    .packet = -1,
-			    .stack = stack };
+			    .stack = stack,
+			    .shared_probe = shared_probe,
+			    .probe_if = PROBE_IF };
 	struct lab_msg msg;
 	int fds[3];
 
@@ -1005,7 +1061,7 @@ static _Noreturn void helper_main(int ctl, int stack)
 	close_stray_fds(ctl);
 	h.ctl = 3;
 	memset(&msg, 0, sizeof(msg));
-	if (build_lab(&h) < 0) {
+	if (build_lab(&h, serial) < 0) {
 		msg.err = h.err;
 		msg.cause = h.cause;
 		strncpy(msg.name, h.what, sizeof(msg.name) - 1);
@@ -1034,19 +1090,185 @@ static _Noreturn void helper_main(int ctl, int stack)
  * stalls for milliseconds wherever the fork runs, a background thread's
  * too. So the helpers are forked by a zygote, forked once from the caller
  * (at its first lab, while it is still small) and then forked only from
- * itself. It stands in no namespace of its own: each helper unshares as
- * before. Its only descriptor is its end of the zygote socket; a helper's
- * end of its socketpair comes in a LAB_SPAWN and is closed once the
- * helper has it. It ends at EOF on the zygote socket: when the caller,
+ * itself. As root it stands in a network namespace of its own, the probe
+ * namespace its helpers share (zygote_probe_namespace); else in the
+ * caller's, and each helper makes both of its lab's. Its only descriptor
+ * is its end of the zygote socket; a helper's end of its socketpair comes
+ * in a LAB_SPAWN and is closed once the helper has it. Its helpers get no
+ * copy of the caller's heaps
+ * (slim_helpers). It ends at EOF on the zygote socket: when the caller,
  * and every child the caller forked that did not exec, are gone. Like a
  * helper, it makes system calls only (it was forked from a caller that
  * may have threads).
  */
 
+/* The loaded objects' writable segments (data, .bss), page-aligned, as
+ * the caller saw them when it forked the zygote (note_kept): a helper has
+ * them whole. Past ZYGOTE_KEPT_MAX, no helper is slimmed at all. */
+#define ZYGOTE_KEPT_MAX 512
+static struct {
+	uintptr_t start, end;
+} zygote_kept[ZYGOTE_KEPT_MAX];
+static int zygote_kept_n, zygote_kept_full;
+
+/* dl_iterate_phdr's callback: note info's writable PT_LOAD segments. */
+static int note_kept(struct dl_phdr_info *info, size_t size, void *page)
+{
+	uintptr_t mask = ~(*(uintptr_t *)page - 1), start, end;
+
+	(void)size;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+
+		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W))
+			continue;
+		if (zygote_kept_n == ZYGOTE_KEPT_MAX) {
+			zygote_kept_full = 1;
+			return 1;
+		}
+		start = (info->dlpi_addr + ph->p_vaddr) & mask;
+		end = (info->dlpi_addr + ph->p_vaddr + ph->p_memsz + ~mask) &
+		      mask;
+		zygote_kept[zygote_kept_n].start = start;
+		zygote_kept[zygote_kept_n++].end = end;
+	}
+	return 0;
+}
+
+/* Before the zygote is forked, in the caller: what its helpers keep. */
+static void note_all_kept(void)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uintptr_t p = page > 0 ? (uintptr_t)page : 4096;
+
+	zygote_kept_n = 0;
+	zygote_kept_full = 0;
+	dl_iterate_phdr(note_kept, &p);
+}
+
+/* The fields of one /proc/self/maps line that slim_line needs. */
+struct map_line {
+	uintptr_t start, end;
+	int anon_rw; /* private read-write memory of no file (the brk heap too) */
+};
+
+static const char *parse_hex(const char *s, const char *end, uintptr_t *v)
+{
+	*v = 0;
+	for (; s < end; s++) {
+		int d = *s >= '0' && *s <= '9'	 ? *s - '0'
+			: *s >= 'a' && *s <= 'f' ? *s - 'a' + 10
+						 : -1;
+		if (d < 0)
+			break;
+		*v = *v * 16 + (uintptr_t)d;
+	}
+	return s;
+}
+
+/* The next field of a maps line after s (spaces skipped). */
+static const char *next_field(const char *s, const char *end)
+{
+	while (s < end && *s != ' ')
+		s++;
+	while (s < end && *s == ' ')
+		s++;
+	return s;
+}
+
+/* "start-end perms offset dev inode [path]"; 0 if it is not one. */
+static int parse_map_line(const char *s, const char *end, struct map_line *m)
+{
+	const char *inode, *path;
+
+	s = parse_hex(s, end, &m->start);
+	if (s == end || *s != '-')
+		return 0;
+	s = parse_hex(s + 1, end, &m->end);
+	if (end - s < 5 || m->end <= m->start)
+		return 0;
+	inode = next_field(next_field(next_field(s + 1, end), end), end);
+	path = next_field(inode, end);
+	m->anon_rw = memcmp(s + 1, "rw-p", 4) == 0 && inode < end &&
+		     *inode == '0' && (inode + 1 == end || inode[1] == ' ') &&
+		     (path == end ||
+		      (end - path == 6 && memcmp(path, "[heap]", 6) == 0));
+	return 1;
+}
+
+/* Wipe [at, end) in the zygote's children but for the kept ranges. */
+static void wipe_but_kept(uintptr_t at, uintptr_t end)
+{
+	while (at < end) {
+		uintptr_t stop = end, resume = end;
+
+		/* the lowest kept range from at on, if any starts before end */
+		for (int i = 0; i < zygote_kept_n; i++) {
+			if (zygote_kept[i].end <= at ||
+			    zygote_kept[i].start >= stop)
+				continue;
+			stop = zygote_kept[i].start > at ? zygote_kept[i].start
+							 : at;
+			resume = zygote_kept[i].end;
+		}
+		if (stop > at)
+			madvise((void *)at, stop - at, MADV_WIPEONFORK);
+		at = resume;
+	}
+}
+
+/* A helper needs of its zygote's memory only the code, the libraries'
+ * data, and this thread's stack and TLS: the caller's heaps (a Python
+ * process's: tens of MiB) are not copied into it (MADV_WIPEONFORK), as
+ * copying their page tables at each fork and freeing them at each exit
+ * cost as much as a namespace. Kept whole: the libraries' writable
+ * segments (zygote_kept, their .bss is anonymous memory), mappings under
+ * SLIM_MIN (the loader's own), and the zygote's own memory: only its
+ * children see zeros. */
+static void slim_line(const struct map_line *m, uintptr_t sp, uintptr_t tp)
+{
+	if (!m->anon_rw || m->end - m->start < SLIM_MIN)
+		return;
+	if ((sp >= m->start && sp < m->end) || (tp >= m->start && tp < m->end))
+		return;
+	wipe_but_kept(m->start, m->end);
+}
+
+static void slim_helpers(void)
+{
+	char buf[4096];
+	struct map_line m;
+	uintptr_t sp = (uintptr_t)buf, tp = (uintptr_t)&errno;
+	size_t have = 0;
+	ssize_t n;
+	int fd;
+
+	if (!SLIM_HELPERS || zygote_kept_full)
+		return; /* helpers are whole copies */
+	fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	while ((n = read(fd, buf + have, sizeof(buf) - have)) > 0) {
+		char *line = buf, *nl;
+
+		have += (size_t)n;
+		while ((nl = memchr(line, '\n', (size_t)(buf + have - line)))) {
+			if (parse_map_line(line, nl, &m))
+				slim_line(&m, sp, tp);
+			line = nl + 1;
+		}
+		have = (size_t)(buf + have - line);
+		memmove(buf, line, have);
+		if (have == sizeof(buf))
+			have = 0; /* a path longer than buf: that line is lost */
+	}
+	close(fd);
+}
+
 /* Fork a helper for the lab whose socketpair end is ctl, and tell the
  * caller on ctl: LAB_SPAWNED with the helper's pidfd (none if it already
  * ended), or the errno of fork. */
-static void zygote_spawn(int ctl, int stack)
+static void zygote_spawn(int ctl, int stack, int shared_probe, unsigned serial)
 {
 	struct lab_msg msg;
 	pid_t pid;
@@ -1054,9 +1276,11 @@ static void zygote_spawn(int ctl, int stack)
 
 	memset(&msg, 0, sizeof(msg));
 	msg.op = LAB_SPAWNED;
-	pid = fork();
+	/* no atfork handlers: the caller's, and glibc's malloc reset, would
+	 * run in the helper on the memory slim_helpers left out */
+	pid = _Fork();
 	if (pid == 0)
-		helper_main(ctl, stack);
+		helper_main(ctl, stack, shared_probe, serial);
 	if (pid < 0) {
 		msg.err = -errno;
 		msg.cause = errno;
@@ -1071,16 +1295,41 @@ static void zygote_spawn(int ctl, int stack)
 	close(ctl);
 }
 
+/* The probe namespace the zygote's helpers share (see
+ * use_shared_probe_namespace), the zygote's own: it goes with the zygote.
+ * IPv6 is off by default there, so no probe end ever speaks. Returns 1, or
+ * 0 where the zygote may not make one (no root: a user namespace would
+ * be needed) and stays where it was: its helpers make their own. */
+static int zygote_probe_namespace(void)
+{
+	int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC), made = 0;
+
+	if (home < 0)
+		return 0;
+	if (unshare(CLONE_NEWNET) == 0) {
+		made = write_file(
+			       "/proc/sys/net/ipv6/conf/default/disable_ipv6",
+			       "1") == 0;
+		if (!made && setns(home, CLONE_NEWNET) < 0)
+			_exit(1); /* the caller restarts it, or forks helpers */
+	}
+	close(home);
+	return made;
+}
+
 static _Noreturn void zygote_main(int sock)
 {
 	struct sigaction reap = { .sa_handler = SIG_IGN,
 				  .sa_flags = SA_NOCLDWAIT };
 	struct sigaction ignore = { .sa_handler = SIG_IGN };
 	struct lab_msg msg;
-	int fd, n;
+	unsigned serial = 0;
+	int fd, n, shared_probe;
 
 	reset_signals();
 	close_stray_fds(sock);
+	slim_helpers();
+	shared_probe = zygote_probe_namespace();
 	/* the kernel reaps the helpers; the caller waits on their pidfds */
 	sigaction(SIGCHLD, &reap, NULL);
 	/* Ctrl-C is the caller's to handle: a REPL goes on making labs */
@@ -1092,7 +1341,8 @@ static _Noreturn void zygote_main(int sock)
 		if (n < 0)
 			_exit(0);
 		if (n == 1 && msg.op == LAB_SPAWN)
-			zygote_spawn(fd, msg.arg[0] != 0);
+			zygote_spawn(fd, msg.arg[0] != 0, shared_probe,
+				     ++serial);
 		else if (n == 1)
 			close(fd);
 	}
@@ -1179,6 +1429,7 @@ static int fork_zygote(pid_t *pid)
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -errno;
+	note_all_kept();
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	*pid = fork();
@@ -1286,7 +1537,7 @@ static int fork_helper(struct fp_lab *lab, int stack)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	lab->pid = fork();
 	if (lab->pid == 0)
-		helper_main(sv[1], stack);
+		helper_main(sv[1], stack, 0, 0);
 	int e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(sv[1]);

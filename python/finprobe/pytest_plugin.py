@@ -51,7 +51,11 @@ _RECORDER = "finprobe-pcap-recorder"
 _POOL = pytest.StashKey()   # the session's LabPool, in config.stash
 NAME_MAX = 255       # bytes in a file name (Linux, most file systems)
 PCAP_SUFFIX = ".pcap"
-SPARES = 1   # default Labs kept warm: more do not come faster on a busy machine (bench/lab_fixture.py)
+# Default Labs kept warm, made at once by as many threads: a Lab is mostly the
+# kernel's work in other processes, so two are made in about the time of one on
+# two cores (bench/lab_fixture.py, a trivial test's share: 1.05 -> 0.90 ms).
+# More spread the waits out but make no more Labs a second.
+SPARES = 2
 
 
 def pytest_addoption(parser):
@@ -168,10 +172,10 @@ def pytest_runtest_setup(item):
 
 class LabPool:
     """The lab fixture's default Labs, so that a test waits neither for its
-    Lab to be made nor for it to be removed (each takes milliseconds, more
-    than a short test): one spare is kept, made in a thread as soon as the
-    last was taken (while the test runs), and a used Lab is closed in
-    another thread after its test. Every Lab is used once: a spare is a
+    Lab to be made nor for it to be removed (each takes a millisecond, more
+    than a short test): SPARES spares are kept, each made in a thread of
+    its own as soon as one was taken (while the test runs), and a used Lab
+    is closed in another thread after its test. Every Lab is used once: a spare is a
     fresh Lab, never one a test had. Only the default Lab (no arguments)
     is kept; a test with arguments makes its own.
 
@@ -190,7 +194,7 @@ class LabPool:
         self._closer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="finprobe-lab-closer")
 
     def warm(self):
-        """Start making the spare, unless one is made or being made."""
+        """Start making spares, up to SPARES made or being made."""
         from .lab import Lab
         with self._lock:
             while len(self._spares) < SPARES and not self._closed:
