@@ -114,3 +114,23 @@ def test_cli_refuses_a_wrong_command_line_with_exit_2(kernel_capture, tmp, args,
     assert done.stdout == "" or not done.stdout.strip().startswith("{")
     import re
     assert re.search(words, done.stderr), done.stderr
+
+
+def test_cli_pytest_writes_a_test_that_passes_against_the_stack_it_replayed(stack_capture, tmp_path):
+    written = tmp_path / "test_written.py"
+    done = replay(stack_capture, "--stack", stack("lwip"), "--port", PORT, "--pytest", written)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = subprocess.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(written)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": PACKAGE_DIR})
+    assert run.returncode == 0 and "1 passed" in run.stdout, written.read_text() + run.stdout + run.stderr
+
+
+def test_cli_sysctl_is_set_in_the_lab_and_written_into_the_generated_test(kernel_capture, tmp_path):
+    written = tmp_path / "test_written.py"
+    done = replay(kernel_capture, "--sysctl", "net.ipv4.tcp_rfc1337=1", "--pytest", written)
+    assert done.returncode == 1, done.stdout + done.stderr   # no application behind the socket
+    text = written.read_text()
+    assert "lab.sysctl('net.ipv4.tcp_rfc1337', '1')" in text and "lab.listen(8000" in text, text
+    bad = replay(kernel_capture, "--sysctl", "net.ipv4.no_such_setting=1")
+    assert bad.returncode == 2 and "no_such_setting" in bad.stderr, bad.stdout + bad.stderr
