@@ -304,7 +304,7 @@ class Script:
         self._want, self._have = _Tally(), _Tally()
         self._group = []          # indexes of the expect steps since the last send
         self._group_time = 0.0    # captured seconds the group took
-        self._live_rows = []      # (step index, live trace length) at each group's end
+        self._group_ends = []     # the live trace's length at each group's end
         self._app = self._listener = None
         self._shift = 0           # the live peer's data minus the capture's, once said
         self._said = set()        # shortfalls said and not made up since: not said, nor awaited, again
@@ -486,7 +486,7 @@ class Script:
             self._app.drain()
 
     def _compare(self, step, final, closing):
-        self._live_rows.append((step, self.conn._trace_len))
+        self._group_ends.append(self.conn._trace_len)
         if self._have.rst > self._want.rst:
             self._differ(step, ["rst"], missing=False)
             self.stopped = f"the peer sent a RST after step {step}, where the capture had none"
@@ -554,7 +554,7 @@ class Script:
         """What the capture had in the group ending after ``step`` and what
         the live peer sent since the previous group."""
         captured = [str(self.steps[i]) for i in self._group] or ["nothing"]
-        start = self._live_rows[-2][1] if len(self._live_rows) > 1 else 0
+        start = self._group_ends[-2] if len(self._group_ends) > 1 else 0
         observed = [self._live_text(seg) for seg in self._live_in(start)]
         return ", ".join(captured), ", ".join(observed) or "nothing"
 
@@ -589,8 +589,7 @@ class Script:
             self.conn.close()
         if self._app is not None:
             self._app.close()
-        if self._listener is not None:
-            self._listener = None
+        self._listener = None
 
     # ---- side="server": the Lab's kernel is the client ---------------------------------
 
