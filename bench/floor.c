@@ -49,40 +49,14 @@ struct link {
 	uint8_t src_mac[6], dst_mac[6];
 };
 
-/* One Ethernet frame of IPv4 and TCP (an MSS option on a SYN), checksums
- * computed: the veth checks them. */
+/* One frame (wire.h's build_tcp), written to the Lab's packet socket. */
 static int send_tcp(const struct link *l, uint16_t sport, uint32_t seq,
 		    uint32_t ack, uint8_t flags)
 {
-	uint8_t f[ETH + IP4 + 24] = { 0 };
-	size_t tcp_len = flags & TCP_S ? 24 : 20;
-	uint8_t *ip = f + ETH, *tcp = ip + IP4;
-	memcpy(f, l->dst_mac, 6);
-	memcpy(f + 6, l->src_mac, 6);
-	put16(f + 12, 0x0800);
-	ip[0] = 0x45;
-	put16(ip + 2, (uint16_t)(IP4 + tcp_len));
-	ip[6] = 0x40; /* DF */
-	ip[8] = 64;
-	ip[9] = 6;
-	memcpy(ip + 12, us, 4);
-	memcpy(ip + 16, peer, 4);
-	put16(ip + 10, fold(sum16(ip, IP4, 0)));
-	put16(tcp, sport);
-	put16(tcp + 2, DPORT);
-	put32(tcp + 4, seq);
-	put32(tcp + 8, flags & TCP_A ? ack : 0);
-	tcp[12] = (uint8_t)(tcp_len / 4) << 4;
-	tcp[13] = flags;
-	put16(tcp + 14, 65535);
-	if (flags & TCP_S) {
-		tcp[20] = 2; /* MSS 1460, as finprobe's SYN */
-		tcp[21] = 4;
-		put16(tcp + 22, 1460);
-	}
-	uint32_t pseudo = sum16(ip + 12, 8, 6 + (uint32_t)tcp_len);
-	put16(tcp + 16, fold(sum16(tcp, tcp_len, pseudo)));
-	return write(l->fd, f, ETH + IP4 + tcp_len) < 0 ? -errno : 0;
+	uint8_t f[FRAME_MAX];
+	size_t len = build_tcp(f, l->src_mac, l->dst_mac, sport, seq, ack,
+			       flags);
+	return write(l->fd, f, len) < 0 ? -errno : 0;
 }
 
 /* The next TCP segment from the kernel to sport: its flags, seq and ack.

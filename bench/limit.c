@@ -32,7 +32,6 @@
 
 #include "wire.h"
 
-#define FRAME (ETH + IP4 + 24)
 #define BATCH 64
 #define RETRY_MS 200
 #define MAX_SILENCES 25 /* 5 s of nothing: the run has failed */
@@ -51,7 +50,7 @@ struct slot {
 struct out {
 	int fd;
 	uint8_t src_mac[6], dst_mac[6];
-	uint8_t frames[BATCH][FRAME];
+	uint8_t frames[BATCH][FRAME_MAX];
 	struct iovec iov[BATCH];
 	struct mmsghdr msgs[BATCH];
 	int n;
@@ -76,43 +75,15 @@ static int flush(struct out *o)
 	return 0;
 }
 
-/* Queue one Ethernet frame of IPv4 and TCP (floor.c's), sent when the batch
- * is full or before the next wait. */
+/* Queue one frame (wire.h's build_tcp), sent when the batch is full or
+ * before the next wait. */
 static int queue_tcp(struct out *o, uint16_t sport, uint32_t seq, uint32_t ack,
 		     uint8_t flags)
 {
 	if (o->n == BATCH && flush(o) < 0)
 		return -1;
-	uint8_t *f = o->frames[o->n];
-	size_t tcp_len = flags & TCP_S ? 24 : 20;
-	uint8_t *ip = f + ETH, *tcp = ip + IP4;
-	memset(f, 0, FRAME);
-	memcpy(f, o->dst_mac, 6);
-	memcpy(f + 6, o->src_mac, 6);
-	put16(f + 12, 0x0800);
-	ip[0] = 0x45;
-	put16(ip + 2, (uint16_t)(IP4 + tcp_len));
-	ip[6] = 0x40;
-	ip[8] = 64;
-	ip[9] = 6;
-	memcpy(ip + 12, us, 4);
-	memcpy(ip + 16, peer, 4);
-	put16(ip + 10, fold(sum16(ip, IP4, 0)));
-	put16(tcp, sport);
-	put16(tcp + 2, DPORT);
-	put32(tcp + 4, seq);
-	put32(tcp + 8, flags & TCP_A ? ack : 0);
-	tcp[12] = (uint8_t)(tcp_len / 4) << 4;
-	tcp[13] = flags;
-	put16(tcp + 14, 65535);
-	if (flags & TCP_S) {
-		tcp[20] = 2;
-		tcp[21] = 4;
-		put16(tcp + 22, 1460);
-	}
-	uint32_t pseudo = sum16(ip + 12, 8, 6 + (uint32_t)tcp_len);
-	put16(tcp + 16, fold(sum16(tcp, tcp_len, pseudo)));
-	o->iov[o->n].iov_len = ETH + IP4 + tcp_len;
+	o->iov[o->n].iov_len = build_tcp(o->frames[o->n], o->src_mac,
+					 o->dst_mac, sport, seq, ack, flags);
 	o->n++;
 	return 0;
 }
